@@ -1,0 +1,46 @@
+# Two commands for a newcomer: `make serve` and `make test`. Both create or update .venv first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+GAN_MODEL_REPOSITORY ?= models
+DEFAULT_MODEL := $(GAN_MODEL_REPOSITORY)/digits/config.json
+
+.PHONY: serve test lint typecheck unit proto bench-quality clean
+
+serve: $(STAMP) $(DEFAULT_MODEL)
+	$(BIN)/gan-serve --model-repository $(GAN_MODEL_REPOSITORY)
+
+test: $(STAMP) lint typecheck unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest
+
+# The venv is rebuilt when pyproject.toml changes; otherwise this costs nothing.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[train,serve,dev]'
+	touch $(STAMP)
+
+# First run only: train the default conditional digits generator and export it.
+$(DEFAULT_MODEL): | $(STAMP)
+	$(BIN)/gan-train --config training/configs/digits.yaml out_dir=runs/digits
+	$(BIN)/gan-export runs/digits/checkpoint.pt --repository $(GAN_MODEL_REPOSITORY) --name digits
+
+# Regenerate the committed gRPC stubs after editing a .proto.
+proto: $(STAMP)
+	$(BIN)/python proto/generate.py
+
+bench-quality: $(STAMP) $(DEFAULT_MODEL)
+	$(BIN)/python bench/digits_quality.py --checkpoint runs/digits/checkpoint.pt
+
+clean:
+	rm -rf $(VENV) runs .mypy_cache .ruff_cache .pytest_cache

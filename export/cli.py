@@ -1,0 +1,113 @@
+"""`gan-export CHECKPOINT --repository models --name digits`: ONNX export, parity check, publish."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from training.checkpoint import CheckpointError, load_generator
+
+from export.model_repository import (
+    RepositoryError,
+    check_name,
+    publish_version,
+    staged_version,
+    write_json,
+    write_model_config,
+)
+from export.parity import DEFAULT_SAMPLES, DEFAULT_TOLERANCE, ParityError, ParityReport, check_parity
+from export.to_onnx import OPSET, ExportError, export_onnx
+from service.layout import MODEL_FILE
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    name: str
+    version: int
+    path: Path
+    parity: ParityReport
+
+
+def export_checkpoint(
+    checkpoint: Path,
+    repository: Path,
+    name: str,
+    version: int | None = None,
+    parity_samples: int = DEFAULT_SAMPLES,
+    tolerance: float = DEFAULT_TOLERANCE,
+    model_config: dict[str, object] | None = None,
+) -> ExportResult:
+    """Export the generator of `checkpoint` as a new version of `name`, only if parity holds."""
+    check_name(name)
+    loaded = load_generator(checkpoint)
+    with staged_version(repository, name) as staging:
+        signature = export_onnx(loaded, staging / MODEL_FILE)
+        parity = check_parity(loaded, staging / MODEL_FILE, samples=parity_samples, tolerance=tolerance)
+        write_json(
+            staging / "export.json",
+            {
+                "checkpoint": str(checkpoint),
+                "step": loaded.step,
+                "config_digest": signature.config_digest,
+                "opset": OPSET,
+                "torch": torch.__version__,
+                "parity": {"samples": parity.samples, "max_abs_error": parity.max_abs_error, "tolerance": tolerance},
+            },
+        )
+        chosen, folder = publish_version(staging, version)
+    write_model_config(repository / name, name, model_config or {})
+    return ExportResult(name=name, version=chosen, path=folder / MODEL_FILE, parity=parity)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="gan-export",
+        description="Convert a training checkpoint's generator to ONNX, check it against PyTorch, "
+        "and publish it as a new version in a model repository.",
+    )
+    parser.add_argument("checkpoint", type=Path, help="checkpoint.pt written by gan-train")
+    parser.add_argument("--repository", type=Path, default=Path("models"), help="model repository (models)")
+    parser.add_argument("--name", required=True, help="model name, e.g. digits")
+    parser.add_argument("--version", type=int, help="version number (default: newest + 1)")
+    parser.add_argument("--parity-samples", type=int, default=DEFAULT_SAMPLES)
+    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="max abs error allowed")
+    parser.add_argument("--max-batch-size", type=int, help="written to the model's config.json")
+    parser.add_argument("--max-queue-delay-ms", type=float, help="written to the model's config.json")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.parity_samples < 1:
+        print("gan-export: error: --parity-samples must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        result = export_checkpoint(
+            args.checkpoint,
+            args.repository,
+            args.name,
+            version=args.version,
+            parity_samples=args.parity_samples,
+            tolerance=args.tolerance,
+            model_config={"max_batch_size": args.max_batch_size, "max_queue_delay_ms": args.max_queue_delay_ms},
+        )
+    except (CheckpointError, RepositoryError) as exc:
+        print(f"gan-export: error: {exc}", file=sys.stderr)
+        return 2
+    except (ParityError, ExportError) as exc:
+        print(f"gan-export: error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"gan-export: published {result.name} version {result.version} at {result.path} "
+        f"(parity: max abs error {result.parity.max_abs_error:.2e} over {result.parity.samples} samples, "
+        f"tolerance {result.parity.tolerance:g})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Writing versions into a model repository without ever exposing a half-written one."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from service.layout import CONFIG_FILE, MODEL_FILE, MODEL_NAME_RULE, is_model_name, version_dirs
+
+# Batching keys left out here fall back to the service's settings (GAN_MAX_QUEUE_DELAY_MS, ...).
+DEFAULT_MODEL_CONFIG: dict[str, Any] = {"platform": "onnxruntime_onnx", "max_batch_size": 64}
+
+
+class RepositoryError(ValueError):
+    """The repository, name or version cannot take this export; the message says why."""
+
+
+def check_name(name: str) -> str:
+    if not is_model_name(name):
+        raise RepositoryError(f"--name {name!r} is not a valid model name: {MODEL_NAME_RULE}")
+    return name
+
+
+def next_version(model_dir: Path) -> int:
+    return max(version_dirs(model_dir), default=0) + 1
+
+
+@contextmanager
+def staged_version(repository: Path, name: str) -> Iterator[Path]:
+    """A scratch folder inside the model's folder; publish it with `publish_version`.
+
+    It lives on the same filesystem as the final version so the publish is one rename,
+    and it is removed if the block fails.
+    """
+    model_dir = repository / check_name(name)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish_version(staging: Path, version: int | None = None) -> tuple[int, Path]:
+    """Rename the staged folder to its version number; returns (version, folder)."""
+    model_dir = staging.parent
+    if not (staging / MODEL_FILE).is_file():
+        raise RepositoryError(f"{staging} holds no {MODEL_FILE}; nothing to publish")
+    chosen = next_version(model_dir) if version is None else version
+    target = model_dir / str(chosen)
+    if chosen < 1:
+        raise RepositoryError(f"--version must be a positive integer, got {chosen}")
+    if target.exists():
+        raise RepositoryError(f"{target} already exists; versions are immutable, pick another --version")
+    os.rename(staging, target)
+    return chosen, target
+
+
+def write_model_config(model_dir: Path, name: str, overrides: dict[str, Any]) -> Path:
+    """Create config.json with defaults, or update only the given keys of an existing one."""
+    path = model_dir / CONFIG_FILE
+    config = json.loads(path.read_text()) if path.exists() else {"name": name, **DEFAULT_MODEL_CONFIG}
+    config.update({key: value for key, value in overrides.items() if value is not None})
+    _write_atomic(path, json.dumps(config, indent=2) + "\n")
+    return path
+
+
+def write_json(path: Path, content: dict[str, Any]) -> None:
+    _write_atomic(path, json.dumps(content, indent=2) + "\n")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)

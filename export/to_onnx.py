@@ -1,0 +1,98 @@
+"""Convert a trained generator to ONNX: dynamic batch axis, pinned opset, self-describing metadata."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from training.checkpoint import LoadedGenerator
+
+from service.signature import IMAGE_OUTPUT, LABEL_INPUT, LATENT_INPUT, Signature
+
+OPSET = 18
+VALUE_RANGE = (-1.0, 1.0)  # the generators end in tanh
+MAX_BATCH = 65536
+
+
+class ExportError(RuntimeError):
+    """The generator could not be converted; the message says why."""
+
+
+class _ConditionalWrapper(torch.nn.Module):
+    def __init__(self, generator: torch.nn.Module) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, latent: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return self.generator(latent, label)
+
+
+class _UnconditionalWrapper(torch.nn.Module):
+    """Hides the unused label input so the graph's signature says the model is unconditional."""
+
+    def __init__(self, generator: torch.nn.Module) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        label = torch.zeros(latent.shape[0], dtype=torch.int64, device=latent.device)
+        return self.generator(latent, label)
+
+
+def signature_of(loaded: LoadedGenerator) -> Signature:
+    return Signature(
+        latent_dim=loaded.latent_dim,
+        class_names=tuple(loaded.class_names),
+        sample_shape=(loaded.channels, loaded.image_size, loaded.image_size),
+        value_range=VALUE_RANGE,
+        config_digest=loaded.config_digest,
+        architecture="conditional-dcgan" if loaded.class_names else "dcgan",
+    )
+
+
+def export_onnx(loaded: LoadedGenerator, path: Path) -> Signature:
+    """Write `loaded.generator` as an ONNX model at `path` and return the signature it carries."""
+    signature = signature_of(loaded)
+    module, example, dynamic = _traceable(loaded)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not for our users
+        program = torch.onnx.export(
+            module,
+            example,
+            input_names=list(dynamic),
+            output_names=[IMAGE_OUTPUT],
+            opset_version=OPSET,
+            dynamo=True,
+            dynamic_shapes=dynamic,
+            verbose=False,
+        )
+    if program is None:
+        raise ExportError("torch.onnx.export returned no program")
+    model = program.model_proto
+    _set_metadata(model, signature.to_metadata())
+    onnx.checker.check_model(model, full_check=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(model, str(path))
+    return signature
+
+
+def _traceable(
+    loaded: LoadedGenerator,
+) -> tuple[torch.nn.Module, tuple[torch.Tensor, ...], dict[str, dict[int, torch.export.Dim]]]:
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    latent = torch.zeros(2, loaded.latent_dim)
+    generator = loaded.generator.eval()
+    if loaded.class_names:
+        label = torch.zeros(2, dtype=torch.int64)
+        return _ConditionalWrapper(generator), (latent, label), {LATENT_INPUT: {0: batch}, LABEL_INPUT: {0: batch}}
+    return _UnconditionalWrapper(generator), (latent,), {LATENT_INPUT: {0: batch}}
+
+
+def _set_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.producer_name = "gan-serving export"

@@ -1,0 +1,105 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class OutputFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OUTPUT_FORMAT_UNSPECIFIED: _ClassVar[OutputFormat]
+    OUTPUT_FORMAT_FLOAT32: _ClassVar[OutputFormat]
+    OUTPUT_FORMAT_UINT8: _ClassVar[OutputFormat]
+    OUTPUT_FORMAT_PNG: _ClassVar[OutputFormat]
+OUTPUT_FORMAT_UNSPECIFIED: OutputFormat
+OUTPUT_FORMAT_FLOAT32: OutputFormat
+OUTPUT_FORMAT_UINT8: OutputFormat
+OUTPUT_FORMAT_PNG: OutputFormat
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
+
+class GetModelRequest(_message.Message):
+    __slots__ = ("name", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("name", "version", "versions", "latent_dim", "class_names", "sample_shape", "value_min", "value_max", "max_count", "config_digest")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    LATENT_DIM_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NAMES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_MIN_FIELD_NUMBER: _ClassVar[int]
+    VALUE_MAX_FIELD_NUMBER: _ClassVar[int]
+    MAX_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    versions: _containers.RepeatedScalarFieldContainer[int]
+    latent_dim: int
+    class_names: _containers.RepeatedScalarFieldContainer[str]
+    sample_shape: _containers.RepeatedScalarFieldContainer[int]
+    value_min: float
+    value_max: float
+    max_count: int
+    config_digest: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ..., latent_dim: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., sample_shape: _Optional[_Iterable[int]] = ..., value_min: _Optional[float] = ..., value_max: _Optional[float] = ..., max_count: _Optional[int] = ..., config_digest: _Optional[str] = ...) -> None: ...
+
+class Latents(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class GenerateRequest(_message.Message):
+    __slots__ = ("model", "version", "count", "seed", "latents", "labels", "output_format")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    LATENTS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    count: int
+    seed: int
+    latents: Latents
+    labels: _containers.RepeatedScalarFieldContainer[int]
+    output_format: OutputFormat
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., count: _Optional[int] = ..., seed: _Optional[int] = ..., latents: _Optional[_Union[Latents, _Mapping]] = ..., labels: _Optional[_Iterable[int]] = ..., output_format: _Optional[_Union[OutputFormat, str]] = ...) -> None: ...
+
+class GenerateResponse(_message.Message):
+    __slots__ = ("model", "version", "seed", "labels", "output_format", "shape", "tensor", "images")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    TENSOR_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    seed: int
+    labels: _containers.RepeatedScalarFieldContainer[int]
+    output_format: OutputFormat
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    tensor: bytes
+    images: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., seed: _Optional[int] = ..., labels: _Optional[_Iterable[int]] = ..., output_format: _Optional[_Union[OutputFormat, str]] = ..., shape: _Optional[_Iterable[int]] = ..., tensor: _Optional[bytes] = ..., images: _Optional[_Iterable[bytes]] = ...) -> None: ...

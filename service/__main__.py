@@ -1,0 +1,67 @@
+"""`gan-serve`: run the service in the foreground until SIGTERM or SIGINT, then drain and exit 0."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from service.errors import ModelLoadError
+from service.server import start_server
+from service.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("service")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="gan-serve",
+        description="Serve the ONNX generators of a model repository over gRPC. "
+        "Every flag can also be set by an environment variable GAN_<FLAG> (e.g. GAN_GRPC_PORT).",
+    )
+    parser.add_argument("--model-repository", type=Path, help="folder of <model>/<version>/model.onnx (models)")
+    parser.add_argument("--grpc-port", type=int, help="gRPC port (8001)")
+    parser.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (8002)")
+    parser.add_argument("--host", help="bind address (0.0.0.0)")
+    parser.add_argument("--provider", choices=["auto", "cuda", "cpu"], help="onnxruntime execution provider (auto)")
+    parser.add_argument("--max-batch-size", type=int, help="default samples per session run (64)")
+    parser.add_argument("--max-queue-delay-ms", type=float, help="default wait for a fuller batch (2.0)")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser.parse_args(argv)
+
+
+async def run(settings: Settings) -> None:
+    server = await start_server(settings)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    print(f"gan-serve: ready on port {server.grpc_port} (metrics on {server.metrics_port})", flush=True)
+    await stopping.wait()
+    log.info("shutting down: finishing accepted requests within %.1f s", settings.grace_period_s)
+    await server.stop()
+    log.info("stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = load_settings(**{key: value for key, value in vars(args).items()})
+    except SettingsError as exc:
+        print(f"gan-serve: error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(run(settings))
+    except (ModelLoadError, OSError) as exc:
+        print(f"gan-serve: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

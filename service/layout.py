@@ -1,0 +1,29 @@
+"""The model repository's layout, shared by the exporter (writer) and the service (reader).
+
+<repository>/<model>/config.json           per-model settings (batching), optional
+<repository>/<model>/<version>/model.onnx  versions are positive integers
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+MODEL_FILE = "model.onnx"
+CONFIG_FILE = "config.json"
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+MODEL_NAME_RULE = "1-128 characters of letters, digits, '_', '.', '-', starting with a letter or digit"
+
+
+def is_model_name(name: str) -> bool:
+    return MODEL_NAME.match(name) is not None and ".." not in name
+
+
+def version_dirs(model_dir: Path) -> dict[int, Path]:
+    """Version folders holding a model file, by version number."""
+    found = {}
+    if model_dir.is_dir():
+        for child in model_dir.iterdir():
+            if child.name.isdigit() and int(child.name) > 0 and (child / MODEL_FILE).is_file():
+                found[int(child.name)] = child
+    return found

@@ -1,0 +1,96 @@
+"""Wiring: repository, batchers, servicers, health, reflection and metrics on one server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from threading import Thread
+from wsgiref.simple_server import WSGIServer
+
+import grpc
+from gan.v1 import generator_pb2, generator_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, start_http_server
+
+from service.generation import GenerationService
+from service.metrics import Metrics
+from service.repository import Repository
+from service.servicer import GeneratorServicer
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+GENERATOR_SERVICE = generator_pb2.DESCRIPTOR.services_by_name["GeneratorService"].full_name
+# Generated images can be large: allow 64 MiB replies and 16 MiB requests.
+_SERVER_OPTIONS = [
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.so_reuseport", 0),
+]
+
+
+@dataclass
+class RunningServer:
+    """A started service; `stop` drains it."""
+
+    settings: Settings
+    grpc_server: grpc.aio.Server
+    grpc_port: int
+    metrics_port: int
+    repository: Repository
+    health: health.aio.HealthServicer
+    metrics: Metrics
+    _metrics_http: tuple[WSGIServer, Thread]
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Refuse new calls, finish the accepted ones within `grace` seconds, release everything."""
+        await self.health.enter_graceful_shutdown()
+        # Closing the batchers at the same time flushes their queues without waiting for company.
+        grace_s = self.settings.grace_period_s if grace is None else grace
+        await asyncio.gather(self.grpc_server.stop(grace_s), self.repository.close())
+        http_server, thread = self._metrics_http
+        http_server.shutdown()
+        http_server.server_close()
+        thread.join(timeout=5)
+
+    async def wait(self) -> None:
+        await self.grpc_server.wait_for_termination()
+
+
+async def start_server(settings: Settings, registry: CollectorRegistry | None = None) -> RunningServer:
+    """Load every model, then start serving gRPC and /metrics. Raises ModelLoadError on a bad repository."""
+    metrics = Metrics(registry or CollectorRegistry())
+    repository = await asyncio.to_thread(Repository.load, settings, metrics.observer)
+    repository.start()
+    _publish_models(repository, metrics)
+
+    server = grpc.aio.server(options=_SERVER_OPTIONS)
+    generation = GenerationService(repository, settings.max_count)
+    servicer = GeneratorServicer(repository, generation, metrics, settings.max_count)
+    generator_pb2_grpc.add_GeneratorServiceServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [GENERATOR_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
+    reflection.enable_server_reflection(names, server)
+    grpc_port = server.add_insecure_port(f"{_host(settings.host)}:{settings.grpc_port}")
+    if grpc_port == 0:
+        raise OSError(f"cannot bind gRPC port {settings.host}:{settings.grpc_port}; is it in use? (GAN_GRPC_PORT)")
+
+    metrics_http = start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.registry)
+    await server.start()
+    for service_name in ("", GENERATOR_SERVICE):
+        await health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
+    metrics_port = metrics_http[0].server_port
+    log.info("serving gRPC on %s:%d, metrics on %s:%d", settings.host, grpc_port, settings.host, metrics_port)
+    return RunningServer(settings, server, grpc_port, metrics_port, repository, health_servicer, metrics, metrics_http)
+
+
+def _publish_models(repository: Repository, metrics: Metrics) -> None:
+    for version in repository.all_versions():
+        metrics.model_ready.labels(version.name, str(version.version), version.runtime.provider).set(1)
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host

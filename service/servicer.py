@@ -1,0 +1,138 @@
+"""gan.v1.GeneratorService: converts messages to domain calls and errors to statuses."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+import numpy as np
+from gan.v1 import generator_pb2 as pb
+from gan.v1 import generator_pb2_grpc as pb_grpc
+
+from service.encoding import to_png, to_uint8
+from service.errors import InvalidInput, ModelNotFound, ServiceError, status_for
+from service.generation import GenerationRequest, GenerationResult, GenerationService
+from service.metrics import Metrics
+from service.repository import ModelVersion, Repository
+
+Reply = TypeVar("Reply")
+
+
+class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
+    def __init__(self, repository: Repository, generation: GenerationService, metrics: Metrics, max_count: int) -> None:
+        self._repository = repository
+        self._generation = generation
+        self._metrics = metrics
+        self._max_count = max_count
+
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
+        async def handle() -> pb.ListModelsResponse:
+            infos = [self._model_info(self._repository.get(name)) for name in self._repository.names()]
+            return pb.ListModelsResponse(models=infos)
+
+        return await self._observe("ListModels", "", context, handle)
+
+    async def GetModel(self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
+        async def handle() -> pb.ModelInfo:
+            return self._model_info(self._repository.get(request.name, _version(request.version)))
+
+        return await self._observe("GetModel", request.name, context, handle)
+
+    async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> pb.GenerateResponse:
+        async def handle() -> pb.GenerateResponse:
+            result = await self._generation.generate(_generation_request(request), _deadline(context))
+            reply = _generate_response(result, request.output_format)
+            self._metrics.samples.labels(result.model.name).inc(len(result.samples))
+            return reply
+
+        return await self._observe("Generate", request.model, context, handle)
+
+    async def _observe(
+        self,
+        method: str,
+        model: str,
+        context: grpc.aio.ServicerContext,
+        handle: Callable[[], Awaitable[Reply]],
+    ) -> Reply:
+        """Run `handle`, count and time it, and turn a ServiceError into its status."""
+        label = model if self._repository.has(model) else ("" if not model else "unknown")
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            return await handle()
+        except ServiceError as exc:
+            code = status_for(exc)
+            await context.abort(code, str(exc))
+            raise  # unreachable: abort raises
+        finally:
+            self._metrics.requests.labels(method, label, code.name).inc()
+            self._metrics.request_duration.labels(method, label).observe(time.perf_counter() - started)
+
+    def _model_info(self, model: ModelVersion) -> pb.ModelInfo:
+        signature = model.runtime.signature
+        return pb.ModelInfo(
+            name=model.name,
+            version=model.version,
+            versions=[v.version for v in self._repository.versions(model.name)],
+            latent_dim=signature.latent_dim,
+            class_names=list(signature.class_names),
+            sample_shape=list(signature.sample_shape),
+            value_min=signature.value_range[0],
+            value_max=signature.value_range[1],
+            max_count=self._max_count,
+            config_digest=signature.config_digest,
+        )
+
+
+def _version(version: int) -> int:
+    if version < 0:
+        raise InvalidInput(f"version: must be 0 (newest) or a positive version number, got {version}")
+    return version
+
+
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+def _generation_request(request: pb.GenerateRequest) -> GenerationRequest:
+    if not request.model:
+        raise ModelNotFound("model: the request names no model; ListModels shows the loaded ones")
+    source = request.WhichOneof("source")
+    latents = np.asarray(request.latents.values, dtype=np.float32) if source == "latents" else None
+    if request.output_format not in pb.OutputFormat.values():
+        raise InvalidInput(f"output_format: {request.output_format} is not one of {sorted(pb.OutputFormat.values())}")
+    return GenerationRequest(
+        model=request.model,
+        version=_version(request.version),
+        count=request.count,
+        seed=request.seed if source == "seed" else None,
+        latents=latents,
+        labels=tuple(request.labels),
+    )
+
+
+def _generate_response(result: GenerationResult, output_format: pb.OutputFormat) -> pb.GenerateResponse:
+    model = result.model
+    samples = result.samples
+    reply = pb.GenerateResponse(
+        model=model.name,
+        version=model.version,
+        labels=result.labels.tolist(),
+        output_format=pb.OUTPUT_FORMAT_FLOAT32 if output_format == pb.OUTPUT_FORMAT_UNSPECIFIED else output_format,
+        shape=list(samples.shape),
+    )
+    if result.seed is not None:
+        reply.seed = result.seed
+    value_range = model.runtime.signature.value_range
+    if output_format == pb.OUTPUT_FORMAT_PNG:
+        reply.images.extend(to_png(sample) for sample in to_uint8(samples, value_range))
+    elif output_format == pb.OUTPUT_FORMAT_UINT8:
+        reply.tensor = to_uint8(samples, value_range).tobytes()
+    else:
+        reply.tensor = np.ascontiguousarray(samples, dtype="<f4").tobytes()
+    return reply

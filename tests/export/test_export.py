@@ -1,0 +1,84 @@
+"""gan-export: ONNX that matches PyTorch, describes itself, and lands as a new immutable version."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from training.checkpoint import load_generator
+
+from export.cli import export_checkpoint, main
+from export.model_repository import RepositoryError
+from export.parity import ParityError, check_parity
+from service.signature import signature_from_metadata
+
+
+def test_export_publishes_a_self_describing_version(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    result = export_checkpoint(checkpoints["conditional"], tmp_path, "digits")
+    assert result.version == 1 and result.path == tmp_path / "digits/1/model.onnx"
+    assert result.parity.samples >= 64 and result.parity.max_abs_error <= 1e-4
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    signature = signature_from_metadata(session.get_modelmeta().custom_metadata_map, "test")
+    assert signature.class_names == tuple(str(d) for d in range(10))
+    assert signature.sample_shape == (1, 16, 16) and signature.value_range == (-1.0, 1.0)
+    assert signature.latent_dim == 8 and len(signature.config_digest) == 64
+    inputs = {i.name: i.shape for i in session.get_inputs()}
+    assert inputs["latent"][1] == 8 and isinstance(inputs["latent"][0], str), "batch axis must be dynamic"
+    assert onnx.load(str(result.path)).opset_import[0].version == 18
+    config = json.loads((tmp_path / "digits/config.json").read_text())
+    assert config["name"] == "digits" and config["max_batch_size"] >= 1
+
+
+def test_dynamic_batch_runs_any_size(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    result = export_checkpoint(checkpoints["conditional"], tmp_path, "digits")
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    for size in (1, 3, 130):
+        latent = np.zeros((size, 8), np.float32)
+        (images,) = session.run(None, {"latent": latent, "label": np.zeros(size, np.int64)})
+        assert images.shape == (size, 1, 16, 16)
+
+
+def test_unconditional_export_has_no_label_input(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    result = export_checkpoint(checkpoints["unconditional"], tmp_path, "noise")
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["latent"]
+
+
+def test_versions_increase_and_config_edits_survive(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    export_checkpoint(checkpoints["conditional"], tmp_path, "digits")
+    config_path = tmp_path / "digits/config.json"
+    config = json.loads(config_path.read_text())
+    config["max_batch_size"] = 8
+    config_path.write_text(json.dumps(config))
+    second = export_checkpoint(checkpoints["conditional"], tmp_path, "digits")
+    assert second.version == 2
+    assert json.loads(config_path.read_text())["max_batch_size"] == 8
+    with pytest.raises(RepositoryError, match="already exists"):
+        export_checkpoint(checkpoints["conditional"], tmp_path, "digits", version=2)
+    assert sorted(p.name for p in (tmp_path / "digits").iterdir()) == ["1", "2", "config.json"]
+
+
+def test_parity_check_catches_a_wrong_graph(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    result = export_checkpoint(checkpoints["conditional"], tmp_path, "digits")
+    model = onnx.load(str(result.path))
+    weight = max(model.graph.initializer, key=lambda t: len(t.raw_data))
+    array = onnx.numpy_helper.to_array(weight) + 0.5
+    weight.CopyFrom(onnx.numpy_helper.from_array(array, weight.name))
+    broken = tmp_path / "broken.onnx"
+    onnx.save(model, str(broken))
+    with pytest.raises(ParityError, match="differs from PyTorch"):
+        check_parity(load_generator(checkpoints["conditional"]), broken)
+
+
+def test_cli_rejects_bad_name_and_missing_checkpoint(
+    checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([str(checkpoints["conditional"]), "--repository", str(tmp_path), "--name", "../evil"]) == 2
+    assert "--name '../evil' is not a valid model name" in capsys.readouterr().err
+    assert main([str(tmp_path / "missing.pt"), "--repository", str(tmp_path), "--name", "digits"]) == 2
+    assert "missing.pt" in capsys.readouterr().err
+    assert not (tmp_path / "digits").exists() or not any((tmp_path / "digits").glob("[0-9]*"))

@@ -1,0 +1,166 @@
+"""gan.v1 against the real server: shapes, ranges, seeds, labels, batching, formats, metrics."""
+
+from __future__ import annotations
+
+import io
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+import onnxruntime as ort
+import pytest
+from gan.v1 import generator_pb2 as pb
+from gan.v1 import generator_pb2_grpc as pb_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from PIL import Image
+
+from gan_client.client import decode_tensor
+from service.sampling import latents_from_seed
+from tests.conftest import ServerThread
+
+
+@pytest.fixture(scope="module")
+def stub(server: ServerThread) -> pb_grpc.GeneratorServiceStub:
+    return pb_grpc.GeneratorServiceStub(grpc.insecure_channel(server.target))
+
+
+def generate(stub: pb_grpc.GeneratorServiceStub, **fields: object) -> pb.GenerateResponse:
+    reply: pb.GenerateResponse = stub.Generate(pb.GenerateRequest(**fields), timeout=30)
+    return reply
+
+
+def scrape(server: ServerThread) -> dict[str, float]:
+    """Every sample of /metrics as {'name{labels}': value}."""
+    text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            samples[key] = float(value)
+    return samples
+
+
+def test_models_describe_themselves(stub: pb_grpc.GeneratorServiceStub) -> None:
+    models = {m.name: m for m in stub.ListModels(pb.ListModelsRequest(), timeout=10).models}
+    assert set(models) == {"digits", "noise"}
+    digits = stub.GetModel(pb.GetModelRequest(name="digits"), timeout=10)
+    assert digits.version == 1 and list(digits.versions) == [1]
+    assert list(digits.class_names) == [str(d) for d in range(10)]
+    assert list(digits.sample_shape) == [1, 16, 16]
+    assert (digits.value_min, digits.value_max) == (-1.0, 1.0)
+    assert digits.latent_dim == 8 and len(digits.config_digest) == 64
+    assert list(models["noise"].class_names) == []
+
+
+def test_generate_returns_samples_in_range_with_requested_label(stub: pb_grpc.GeneratorServiceStub) -> None:
+    reply = generate(stub, model="digits", count=16, seed=3, labels=[7])
+    samples = decode_tensor(reply)
+    assert samples.shape == (16, 1, 16, 16) and samples.dtype == np.float32
+    assert samples.min() >= -1.0 and samples.max() <= 1.0
+    assert list(reply.labels) == [7] * 16 and reply.seed == 3
+
+
+def test_labels_change_the_samples(stub: pb_grpc.GeneratorServiceStub) -> None:
+    sevens = decode_tensor(generate(stub, model="digits", count=4, seed=3, labels=[7]))
+    ones = decode_tensor(generate(stub, model="digits", count=4, seed=3, labels=[1]))
+    per_sample = generate(stub, model="digits", count=4, seed=3, labels=[7, 1, 7, 1])
+    mixed = decode_tensor(per_sample)
+    assert not np.array_equal(sevens, ones)
+    np.testing.assert_array_equal(mixed[0], sevens[0])
+    np.testing.assert_array_equal(mixed[1], ones[1])
+    assert list(per_sample.labels) == [7, 1, 7, 1]
+
+
+def test_served_samples_equal_onnxruntime_in_process(
+    stub: pb_grpc.GeneratorServiceStub, model_repository: Path
+) -> None:
+    reply = generate(stub, model="digits", count=100, seed=11, labels=[2])  # split across runs of 64
+    session = ort.InferenceSession(str(model_repository / "digits/1/model.onnx"), providers=["CPUExecutionProvider"])
+    latent = latents_from_seed(11, 100, 8)
+    (expected,) = session.run(None, {"latent": latent, "label": np.full(100, 2, dtype=np.int64)})
+    np.testing.assert_array_equal(decode_tensor(reply), expected)
+
+
+def test_seed_gives_identical_samples_whatever_the_batch(
+    stub: pb_grpc.GeneratorServiceStub, server: ServerThread
+) -> None:
+    alone = generate(stub, model="digits", count=4, seed=42, labels=[5]).tensor
+    prefix = decode_tensor(generate(stub, model="digits", count=2, seed=42, labels=[5]))
+    with ThreadPoolExecutor(16) as pool:
+        crowd = [pool.submit(generate, stub, model="digits", count=3, seed=s, labels=[1]) for s in range(24)]
+        together = [pool.submit(generate, stub, model="digits", count=4, seed=42, labels=[5]) for _ in range(8)]
+        replies = [f.result() for f in together]
+        [f.result() for f in crowd]
+    assert all(reply.tensor == alone for reply in replies)
+    np.testing.assert_array_equal(
+        prefix, decode_tensor(generate(stub, model="digits", count=4, seed=42, labels=[5]))[:2]
+    )
+
+
+def test_concurrent_requests_are_batched(stub: pb_grpc.GeneratorServiceStub, server: ServerThread) -> None:
+    before = scrape(server)
+    with ThreadPoolExecutor(32) as pool:
+        replies = list(pool.map(lambda s: generate(stub, model="digits", count=1, seed=s), range(64)))
+    assert len(replies) == 64
+    after = scrape(server)
+    runs = (
+        after['gan_batch_size_samples_count{model="digits"}'] - before['gan_batch_size_samples_count{model="digits"}']
+    )
+    samples = after['gan_batch_size_samples_sum{model="digits"}'] - before['gan_batch_size_samples_sum{model="digits"}']
+    assert samples == 64
+    assert runs < 64, "64 concurrent one-sample requests should share session runs"
+
+
+def test_metrics_count_requests_and_samples(stub: pb_grpc.GeneratorServiceStub, server: ServerThread) -> None:
+    before = scrape(server)
+    for seed in range(5):
+        generate(stub, model="noise", count=3, seed=seed)
+    with pytest.raises(grpc.RpcError):
+        generate(stub, model="noise", count=0, seed=1)
+    after = scrape(server)
+
+    def delta(key: str) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta('gan_requests_total{code="OK",method="Generate",model="noise"}') == 5
+    assert delta('gan_requests_total{code="INVALID_ARGUMENT",method="Generate",model="noise"}') == 1
+    assert delta('gan_samples_generated_total{model="noise"}') == 15
+    assert delta('gan_request_duration_seconds_count{method="Generate",model="noise"}') == 6
+    assert delta('gan_queue_wait_seconds_count{model="noise"}') == 5
+    assert after['gan_model_ready{model="noise",provider="CPUExecutionProvider",version="1"}'] == 1
+
+
+def test_png_and_uint8_outputs(stub: pb_grpc.GeneratorServiceStub) -> None:
+    floats = decode_tensor(generate(stub, model="digits", count=3, seed=9, labels=[4]))
+    as_uint8 = generate(stub, model="digits", count=3, seed=9, labels=[4], output_format=pb.OUTPUT_FORMAT_UINT8)
+    pixels = decode_tensor(as_uint8)
+    assert pixels.dtype == np.uint8 and pixels.shape == (3, 1, 16, 16)
+    np.testing.assert_array_equal(pixels, np.rint((floats + 1) * 127.5).clip(0, 255).astype(np.uint8))
+    pngs = generate(stub, model="digits", count=3, seed=9, labels=[4], output_format=pb.OUTPUT_FORMAT_PNG).images
+    assert len(pngs) == 3
+    first = Image.open(io.BytesIO(pngs[0]))
+    assert first.size == (16, 16) and first.mode == "L"
+    np.testing.assert_array_equal(np.asarray(first), pixels[0, 0])
+
+
+def test_explicit_latents_match_seeded_latents(stub: pb_grpc.GeneratorServiceStub) -> None:
+    latents = latents_from_seed(8, 2, 8)
+    explicit = generate(stub, model="digits", latents=pb.Latents(values=latents.ravel().tolist()), labels=[3])
+    seeded = generate(stub, model="digits", count=2, seed=8, labels=[3])
+    assert explicit.tensor == seeded.tensor and not explicit.HasField("seed")
+
+
+def test_health_and_reflection(server: ServerThread) -> None:
+    channel = grpc.insecure_channel(server.target)
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "gan.v1.GeneratorService"):
+        reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+    responses = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    names = {s.name for r in responses for s in r.list_services_response.service}
+    assert "gan.v1.GeneratorService" in names

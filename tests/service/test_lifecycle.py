@@ -1,0 +1,84 @@
+"""gan-serve as a process: start-up errors, graceful drain on SIGTERM, exit code 0."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import pytest
+from gan.v1 import generator_pb2 as pb
+from gan.v1 import generator_pb2_grpc as pb_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "service", "--host", "127.0.0.1", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def ready_port(process: subprocess.Popen[str]) -> int:
+    assert process.stdout is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        match = re.search(r"ready on port (\d+)", line)
+        if match:
+            return int(match.group(1))
+        if not line and process.poll() is not None:
+            break
+    process.kill()
+    raise AssertionError(f"gan-serve did not start: {process.stderr.read() if process.stderr else ''}")
+
+
+def test_sigterm_answers_accepted_requests_then_exits_zero(model_repository: Path) -> None:
+    # A long queue delay keeps the requests queued when SIGTERM arrives.
+    process = start(
+        "--model-repository",
+        str(model_repository),
+        "--grpc-port",
+        "0",
+        "--metrics-port",
+        "0",
+        env={"GAN_MAX_QUEUE_DELAY_MS": "1500", "GAN_MAX_BATCH_SIZE": "1024"},
+    )
+    port = ready_port(process)
+    stub = pb_grpc.GeneratorServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+    request = pb.GenerateRequest(model="noise", count=2, seed=1)
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(stub.Generate, request, timeout=30) for _ in range(8)]
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        replies = [f.result() for f in futures]
+    assert all(len(r.tensor) == 2 * 16 * 16 * 4 for r in replies)
+    assert process.wait(timeout=30) == 0
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.Generate(request, timeout=5)
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_bad_setting_names_the_variable() -> None:
+    process = start(env={"GAN_GRPC_PORT": "not-a-port"})
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert "grpc_port" in err and "GAN_GRPC_PORT" in err
+
+
+def test_missing_repository_says_what_to_do(tmp_path: Path) -> None:
+    process = start("--model-repository", str(tmp_path / "nowhere"), "--grpc-port", "0", "--metrics-port", "0")
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert "nowhere does not exist" in err and "make serve" in err

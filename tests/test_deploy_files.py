@@ -1,0 +1,44 @@
+"""docker-compose.yml, the Dockerfile and the Prometheus config parse and agree with the service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from service.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_compose_ports_match_service_settings() -> None:
+    service = compose()["services"]["gan-serve"]
+    environment = service["environment"]
+    defaults = Settings()
+    assert int(environment["GAN_GRPC_PORT"]) == defaults.grpc_port
+    assert int(environment["GAN_METRICS_PORT"]) == defaults.metrics_port
+    published = {int(p.split(":")[1]) for p in service["ports"]}
+    assert published == {defaults.grpc_port, defaults.metrics_port}
+    mount = next(v for v in service["volumes"] if v.startswith("./models:"))
+    assert mount.split(":")[1] == environment["GAN_MODEL_REPOSITORY"]
+    assert (ROOT / service["build"]["dockerfile"]).is_file()
+
+
+def test_prometheus_scrapes_the_metrics_port() -> None:
+    prometheus = compose()["services"]["prometheus"]
+    host_config = next(v for v in prometheus["volumes"] if "prometheus.yml" in v).split(":")[0]
+    config = yaml.safe_load((ROOT / host_config).read_text())
+    targets = [t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]]
+    assert targets == [f"gan-serve:{Settings().metrics_port}"]
+
+
+def test_dockerfile_exposes_the_ports_and_runs_as_non_root() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    defaults = Settings()
+    assert f"EXPOSE {defaults.grpc_port} {defaults.metrics_port}" in dockerfile
+    assert "USER gan" in dockerfile and 'CMD ["gan-serve"]' in dockerfile
+    assert "torch" not in dockerfile.split("pip wheel")[1].split("\n")[0]

@@ -1,0 +1,89 @@
+"""Bad configs and bad data stop before any work, with a message that says what to fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from training.cli import main
+from training.config import ConfigError, load_config
+from training.data import DataError, load_dataset
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        (["model.latent_dim=0"], ["model.latent_dim", "greater than or equal to 1", "got 0"]),
+        (["steps=lots"], ["steps", "integer", "'lots'"]),
+        (["stepz=10"], ["stepz", "unknown key"]),
+        (["data.source=folder"], ["data", "path", "required"]),
+        (["data.image_size=20"], ["data.image_size", "16, 32, 64, 128"]),
+        (["steps"], ["steps", "key=value"]),
+    ],
+)
+def test_bad_config_names_the_field(overrides: list[str], words: list[str]) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(None, overrides)
+    for word in words:
+        assert word in str(raised.value)
+
+
+def test_config_file_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("steps: 5\nmodel:\n  width: 8\n")
+    config = load_config(path, ["model.latent_dim=16"])
+    assert (config.steps, config.model.width, config.model.latent_dim) == (5, 8, 16)
+    path.write_text("- not a mapping\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(path)
+
+
+def test_digits_are_upsampled_in_range() -> None:
+    dataset = load_dataset(load_config(None, ["data.image_size=32"]).data)
+    assert dataset.images.shape == (1797, 1, 32, 32) and dataset.class_names == [str(d) for d in range(10)]
+    assert dataset.images.min() == -1 and dataset.images.max() == 1
+
+
+def write_image(path: Path, value: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((20, 20, 3), value, dtype=np.uint8)).save(path)
+
+
+def folder_config(path: Path, *extra: str):  # type: ignore[no-untyped-def]
+    return load_config(None, ["data.source=folder", f"data.path={path}", "data.channels=3", *extra]).data
+
+
+def test_folder_with_class_subfolders(tmp_path: Path) -> None:
+    write_image(tmp_path / "cat/a.png", 0)
+    write_image(tmp_path / "dog/b.jpg", 255)
+    write_image(tmp_path / "dog/c.png", 255)
+    dataset = load_dataset(folder_config(tmp_path))
+    assert dataset.class_names == ["cat", "dog"] and dataset.labels.tolist() == [0, 1, 1]
+    assert dataset.images.shape == (3, 3, 16, 16) and dataset.images[0].max() == -1
+
+
+def test_empty_folder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="holds no images"):
+        load_dataset(folder_config(tmp_path, "data.conditional=false"))
+    (tmp_path / "cat").mkdir()
+    with pytest.raises(DataError, match="cat: class folder holds no images"):
+        load_dataset(folder_config(tmp_path))
+
+
+def test_unreadable_image_is_named(tmp_path: Path) -> None:
+    write_image(tmp_path / "cat/good.png", 10)
+    (tmp_path / "cat/bad.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match=r"bad\.png: cannot read this image"):
+        load_dataset(folder_config(tmp_path))
+
+
+def test_cli_reports_bad_config_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["model.width=0", f"out_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gan-train: error: model.width") and "Traceback" not in err
+    assert not any(tmp_path.iterdir()), "nothing may be written before the config is valid"
+    assert main(["data.source=folder", f"data.path={tmp_path / 'none'}", f"out_dir={tmp_path / 'out'}"]) == 2
+    assert "no such folder" in capsys.readouterr().err

@@ -1,0 +1,110 @@
+"""Complete, atomic, self-describing checkpoints, and loading a generator back for export."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+
+from training.config import TrainConfig, config_digest
+from training.models import Generator, build_generator
+
+FORMAT = "gan-serving-checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """The checkpoint is missing, truncated or not one of ours; the message names the path."""
+
+
+@dataclass(frozen=True)
+class LoadedGenerator:
+    generator: Generator  # eval mode, CPU; the EMA weights when the run kept them
+    config: TrainConfig
+    class_names: list[str]
+    latent_dim: int
+    channels: int
+    image_size: int
+    config_digest: str
+    step: int
+
+
+def code_version() -> str:
+    """The package version, plus the git commit when the code runs from a checkout."""
+    try:
+        version = metadata.version("gan-serving")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{version}+{commit}" if commit else version
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write `state` to a temporary file beside `path`, flush it to disk, then rename over `path`.
+
+    A crash at any moment leaves either the previous checkpoint or the new one, never half of one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save({"format": FORMAT, **state}, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint; train one with gan-train")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {exc}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a gan-train checkpoint (no {FORMAT!r} marker)")
+    return state
+
+
+def load_generator(path: Path) -> LoadedGenerator:
+    """The generator of a checkpoint, ready for export: EMA weights if kept, eval mode, on CPU."""
+    state = load_checkpoint(path)
+    try:
+        config = TrainConfig.model_validate(state["config"])
+    except ValidationError as exc:
+        raise CheckpointError(f"{path}: its config no longer validates: {exc}") from None
+    class_names = list(state["class_names"])
+    generator = build_generator(config, len(class_names))
+    generator.load_state_dict(state["ema_generator"] or state["generator"])
+    generator.eval()
+    return LoadedGenerator(
+        generator=generator,
+        config=config,
+        class_names=class_names,
+        latent_dim=config.model.latent_dim,
+        channels=config.data.channels,
+        image_size=config.data.image_size,
+        config_digest=config_digest(config),
+        step=int(state["step"]),
+    )

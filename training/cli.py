@@ -1,0 +1,45 @@
+"""`gan-train [--config FILE] [--resume CKPT] [key=value ...]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from training.checkpoint import CheckpointError
+from training.config import ConfigError, load_config
+from training.data import DataError
+from training.train import TrainingDiverged, train
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="gan-train",
+        description="Train a GAN generator. Settings come from --config, then key=value overrides "
+        "(nested keys with dots: model.latent_dim=128 data.path=/images).",
+    )
+    parser.add_argument("--config", type=Path, help="YAML config, e.g. training/configs/digits.yaml")
+    parser.add_argument("--resume", type=Path, help="continue from this checkpoint.pt")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+        result = train(config, resume=args.resume, progress=not args.no_progress)
+    except (ConfigError, DataError, CheckpointError) as exc:
+        print(f"gan-train: error: {exc}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as exc:
+        print(f"gan-train: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"gan-train: step {result.step}, checkpoint {result.checkpoint}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

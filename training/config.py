@@ -1,0 +1,145 @@
+"""The one training config: defaults, a YAML file, then `key=value` overrides, validated once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """The config cannot be used; the message names the field and what is allowed."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataConfig(_Frozen):
+    source: Literal["digits", "folder"] = "digits"
+    path: Path | None = None  # folder source: images, one subfolder per class if conditional
+    image_size: int = 16  # power of two, 16..128
+    channels: Literal[1, 3] = 1
+    conditional: bool = True
+
+    @field_validator("image_size")
+    @classmethod
+    def _power_of_two(cls, size: int) -> int:
+        if size not in (16, 32, 64, 128):
+            raise ValueError(f"must be one of 16, 32, 64, 128, got {size}")
+        return size
+
+    @model_validator(mode="after")
+    def _folder_needs_path(self) -> DataConfig:
+        if self.source == "folder" and self.path is None:
+            raise ValueError("path: required when source is 'folder' (set data.path=/your/images)")
+        return self
+
+
+class ModelConfig(_Frozen):
+    latent_dim: int = Field(64, ge=1, le=4096)
+    width: int = Field(64, ge=4, le=1024)  # channels of the widest generator layer / 2
+    embed_dim: int = Field(32, ge=1, le=1024)  # label embedding size of a conditional generator
+    minibatch_std: bool = True  # discriminator sees batch statistics: discourages mode collapse
+
+
+class OptimConfig(_Frozen):
+    lr_g: float = Field(2e-4, gt=0, le=1)
+    lr_d: float = Field(2e-4, gt=0, le=1)
+    beta1: float = Field(0.5, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    ema_decay: float = Field(0.999, ge=0, lt=1)  # 0 disables the moving average of G's weights
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5)  # real targets become 1 - label_smoothing
+
+
+class TrainConfig(_Frozen):
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+    seed: int = Field(0, ge=0)
+    steps: int = Field(3000, ge=1)
+    batch_size: int = Field(64, ge=2, le=8192)
+    sample_every: int = Field(500, ge=1)
+    checkpoint_every: int = Field(1000, ge=1)
+    log_every: int = Field(10, ge=1)
+    out_dir: Path = Path("runs/default")
+    device: str = "auto"  # auto: cuda when available, else cpu
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if device != "auto" and device != "cpu" and not device.startswith("cuda"):
+            raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {device!r}")
+        return device
+
+
+def load_config(path: Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Defaults, then the YAML file at `path`, then `dotted.key=value` overrides."""
+    raw: dict[str, Any] = _read_yaml(path) if path is not None else {}
+    for override in overrides:
+        key, value = _split_override(override)
+        _set_dotted(raw, key, value)
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+
+
+def config_digest(config: TrainConfig) -> str:
+    """sha256 of everything that shapes the model (not where it is written or run)."""
+    content = config.model_dump(mode="json", exclude={"out_dir", "device"})
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        content = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of keys to values")
+    return content
+
+
+def _split_override(override: str) -> tuple[str, Any]:
+    key, sep, text = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {override!r}: expected key=value, e.g. steps=100 or model.latent_dim=32")
+    try:
+        return key.strip(), yaml.safe_load(text)
+    except yaml.YAMLError:
+        return key.strip(), text
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{key}: {part} is not a section, it cannot have sub-keys")
+        node = child
+    node[leaf] = value
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    where = f"{path}: " if path is not None else ""
+    parts = []
+    for error in exc.errors():
+        field = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-")) or "config"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key; check its spelling against training/config.py"
+        elif "input" in error and error["type"] not in ("missing",):
+            message = f"{message}, got {error['input']!r}"
+        parts.append(f"{field}: {message}")
+    return where + "; ".join(parts)

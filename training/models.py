@@ -1,0 +1,111 @@
+"""DCGAN generator and discriminator for square images of 16 to 128 pixels, optionally conditional."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+from torch import nn
+
+from training.config import TrainConfig
+
+BASE = 4  # the generator starts from a 4x4 feature map
+
+
+def _upsamplings(image_size: int) -> int:
+    return int(math.log2(image_size // BASE))
+
+
+class Generator(nn.Module):
+    """(N, latent_dim) latents [+ (N,) labels] -> (N, C, H, W) images in [-1, 1]."""
+
+    def __init__(self, latent_dim: int, width: int, channels: int, image_size: int, num_classes: int, embed_dim: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.embed = nn.Embedding(num_classes, embed_dim) if num_classes else None
+        steps = _upsamplings(image_size)
+        widths = [width * 2 ** (steps - 1 - i) for i in range(steps)]  # e.g. 128, 64 for 16 px
+        inputs = latent_dim + (embed_dim if num_classes else 0)
+        self.project = nn.Sequential(
+            nn.Linear(inputs, widths[0] * BASE * BASE, bias=False),
+            nn.Unflatten(1, (widths[0], BASE, BASE)),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+        )
+        layers: list[nn.Module] = []
+        for wide, narrow in itertools.pairwise(widths):
+            layers += [nn.ConvTranspose2d(wide, narrow, 4, 2, 1, bias=False), nn.BatchNorm2d(narrow), nn.ReLU(True)]
+        layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), nn.Tanh()]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, latent: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        if self.embed is not None:
+            latent = torch.cat([latent, self.embed(label)], dim=1)
+        return self.body(self.project(latent))
+
+
+class MinibatchStd(nn.Module):
+    """Appends the batch's mean feature standard deviation as one channel (ProGAN)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        std = x.std(dim=0, unbiased=False).mean().expand(x.shape[0], 1, x.shape[2], x.shape[3])
+        return torch.cat([x, std], dim=1)
+
+
+class Discriminator(nn.Module):
+    """(N, C, H, W) images [+ (N,) labels] -> (N,) logits; conditional by projection (Miyato & Koyama)."""
+
+    def __init__(self, width: int, channels: int, image_size: int, num_classes: int, minibatch_std: bool):
+        super().__init__()
+        steps = _upsamplings(image_size)
+        widths = [width * 2**i for i in range(steps)]  # e.g. 64, 128 for 16 px
+        layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        for narrow, wide in itertools.pairwise(widths):
+            layers += [nn.Conv2d(narrow, wide, 4, 2, 1, bias=False), nn.BatchNorm2d(wide), nn.LeakyReLU(0.2, True)]
+        if minibatch_std:
+            layers.append(MinibatchStd())
+        self.body = nn.Sequential(*layers)
+        features = widths[-1] + (1 if minibatch_std else 0)
+        self.features = nn.Sequential(nn.Conv2d(features, widths[-1], 3, 1, 1), nn.LeakyReLU(0.2, True), nn.Flatten())
+        self.head = nn.Linear(widths[-1] * BASE * BASE, 1)
+        self.project = nn.Embedding(num_classes, widths[-1] * BASE * BASE) if num_classes else None
+
+    def forward(self, image: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        features = self.features(self.body(image))  # (N, F)
+        logits = self.head(features).squeeze(1)
+        if self.project is not None:
+            logits = logits + (self.project(label) * features).sum(dim=1)
+        return logits
+
+
+def build_generator(config: TrainConfig, num_classes: int) -> Generator:
+    return Generator(
+        latent_dim=config.model.latent_dim,
+        width=config.model.width,
+        channels=config.data.channels,
+        image_size=config.data.image_size,
+        num_classes=num_classes,
+        embed_dim=config.model.embed_dim,
+    )
+
+
+def build_discriminator(config: TrainConfig, num_classes: int) -> Discriminator:
+    return Discriminator(
+        width=config.model.width,
+        channels=config.data.channels,
+        image_size=config.data.image_size,
+        num_classes=num_classes,
+        minibatch_std=config.model.minibatch_std,
+    )
+
+
+def init_weights(module: nn.Module) -> None:
+    """DCGAN initialisation: N(0, 0.02) convolutions, N(1, 0.02) batch-norm scales."""
+    if isinstance(module, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)

@@ -1,0 +1,258 @@
+"""The training loop, top to bottom: data, models, optimisers, then steps with logs, samples, checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from gan_client.grid import save_grid
+from training.checkpoint import code_version, load_checkpoint, save_checkpoint
+from training.config import TrainConfig
+from training.data import DataError, ImageDataset, load_dataset
+from training.losses import discriminator_loss, generator_loss
+from training.models import build_discriminator, build_generator, init_weights
+
+CHECKPOINT = "checkpoint.pt"
+LOSSES = "losses.csv"
+LOSS_COLUMNS = ["step", "d_loss", "g_loss", "d_real", "d_fake"]
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    checkpoint: Path
+    step: int
+    losses: dict[str, float]
+
+
+@dataclass
+class Run:
+    """Everything that changes while training, and so everything a checkpoint holds."""
+
+    generator: nn.Module
+    discriminator: nn.Module
+    ema: nn.Module | None
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    batches: torch.Generator  # which real images each step sees
+    noise: torch.Generator  # the latents of each step
+    step: int = 0
+
+
+def train(config: TrainConfig, resume: Path | None = None, progress: bool = True) -> TrainResult:
+    dataset = load_dataset(config.data)  # fails before any work if the data is unusable
+    if len(dataset) < 2:
+        raise DataError(f"the dataset holds {len(dataset)} image(s); training needs at least 2")
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    run = new_run(config, len(dataset.class_names), device)
+    if resume is not None:
+        restore(run, load_checkpoint(resume), device)
+    out = config.out_dir
+    (out / "samples").mkdir(parents=True, exist_ok=True)
+    log = LossLog(out / LOSSES, keep_until=run.step)
+    images, labels = dataset.images.to(device), dataset.labels.to(device)
+    fixed_latent, fixed_label = fixed_inputs(config, dataset, device)
+    losses: dict[str, float] = {}
+    bar = tqdm(total=config.steps, initial=run.step, disable=not progress, desc="training", unit="step")
+    while run.step < config.steps:
+        losses = train_step(run, config, images, labels, device)
+        check_finite(losses, run.step, out / CHECKPOINT)
+        run.step += 1
+        bar.update(1)
+        if run.step % config.log_every == 0 or run.step == config.steps:
+            log.write(run.step, losses)
+            bar.set_postfix(d=f"{losses['d_loss']:.3f}", g=f"{losses['g_loss']:.3f}")
+        if run.step % config.sample_every == 0 or run.step == config.steps:
+            save_samples(sampler(run), fixed_latent, fixed_label, out / "samples" / f"step_{run.step:06d}.png")
+        if run.step % config.checkpoint_every == 0 or run.step == config.steps:
+            save_checkpoint(out / CHECKPOINT, checkpoint_state(run, config, dataset))
+    bar.close()
+    return TrainResult(checkpoint=out / CHECKPOINT, step=run.step, losses=losses)
+
+
+def train_step(
+    run: Run, config: TrainConfig, images: torch.Tensor, labels: torch.Tensor, device: torch.device
+) -> dict[str, float]:
+    index = torch.randint(len(images), (config.batch_size,), generator=run.batches).to(device)
+    real, label = images[index], labels[index]  # (B, C, H, W), (B,)
+    latent = torch.randn(config.batch_size, config.model.latent_dim, generator=run.noise).to(device)
+    fake = run.generator(latent, label)
+
+    real_logits = run.discriminator(real, label)
+    fake_logits = run.discriminator(fake.detach(), label)
+    d_loss = discriminator_loss(real_logits, fake_logits, config.optim.label_smoothing)
+    run.opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    run.opt_d.step()
+
+    g_loss = generator_loss(run.discriminator(fake, label))
+    run.opt_g.zero_grad(set_to_none=True)
+    g_loss.backward()
+    run.opt_g.step()
+    if run.ema is not None:
+        update_ema(run.ema, run.generator, config.optim.ema_decay)
+    return {
+        "d_loss": d_loss.item(),
+        "g_loss": g_loss.item(),
+        "d_real": torch.sigmoid(real_logits).mean().item(),
+        "d_fake": torch.sigmoid(fake_logits).mean().item(),
+    }
+
+
+def new_run(config: TrainConfig, num_classes: int, device: torch.device) -> Run:
+    generator = build_generator(config, num_classes).to(device)
+    discriminator = build_discriminator(config, num_classes).to(device)
+    generator.apply(init_weights)
+    discriminator.apply(init_weights)
+    ema = copy.deepcopy(generator).eval().requires_grad_(False) if config.optim.ema_decay > 0 else None
+    betas = (config.optim.beta1, config.optim.beta2)
+    return Run(
+        generator=generator,
+        discriminator=discriminator,
+        ema=ema,
+        opt_g=torch.optim.Adam(generator.parameters(), lr=config.optim.lr_g, betas=betas),
+        opt_d=torch.optim.Adam(discriminator.parameters(), lr=config.optim.lr_d, betas=betas),
+        batches=torch.Generator().manual_seed(config.seed),
+        noise=torch.Generator().manual_seed(config.seed + 1),
+    )
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, generator: nn.Module, decay: float) -> None:
+    for average, current in zip(ema.parameters(), generator.parameters(), strict=True):
+        average.lerp_(current, 1.0 - decay)
+    for buffer, live in zip(ema.buffers(), generator.buffers(), strict=True):
+        buffer.copy_(live)  # batch-norm statistics follow the live generator
+
+
+def sampler(run: Run) -> nn.Module:
+    return run.ema if run.ema is not None else run.generator
+
+
+def check_finite(losses: dict[str, float], step: int, checkpoint: Path) -> None:
+    bad = {name: value for name, value in losses.items() if not math.isfinite(value)}
+    if bad:
+        kept = f"the last good checkpoint {checkpoint} is kept" if checkpoint.exists() else "no checkpoint was written"
+        raise TrainingDiverged(
+            f"step {step + 1}: {bad} is not finite; training stopped and {kept}. "
+            "Lower optim.lr_g / optim.lr_d or resume from the checkpoint with another seed"
+        )
+
+
+def checkpoint_state(run: Run, config: TrainConfig, dataset: ImageDataset) -> dict[str, Any]:
+    return {
+        "generator": run.generator.state_dict(),
+        "discriminator": run.discriminator.state_dict(),
+        "ema_generator": run.ema.state_dict() if run.ema is not None else None,
+        "optimizer_g": run.opt_g.state_dict(),
+        "optimizer_d": run.opt_d.state_dict(),
+        "step": run.step,
+        "rng": {
+            "batches": run.batches.get_state(),
+            "noise": run.noise.get_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": _numpy_state(),
+            "python": random.getstate(),
+        },
+        "config": config.model_dump(mode="json"),
+        "class_names": dataset.class_names,
+        "code_version": code_version(),
+    }
+
+
+def restore(run: Run, state: dict[str, Any], device: torch.device) -> None:
+    run.generator.load_state_dict(state["generator"])
+    run.discriminator.load_state_dict(state["discriminator"])
+    if run.ema is not None and state["ema_generator"] is not None:
+        run.ema.load_state_dict(state["ema_generator"])
+    run.opt_g.load_state_dict(state["optimizer_g"])
+    run.opt_d.load_state_dict(state["optimizer_d"])
+    run.step = int(state["step"])
+    rng = state["rng"]
+    run.batches.set_state(rng["batches"])
+    run.noise.set_state(rng["noise"])
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and device.type == "cuda":
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    np.random.set_state(("MT19937", np.asarray(rng["numpy"][0], dtype=np.uint32), *rng["numpy"][1:]))
+    random.setstate(_as_tuples(rng["python"]))
+
+
+def fixed_inputs(config: TrainConfig, dataset: ImageDataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The latents of every sample grid: 8 per class (one row each), or 64 for unconditional models."""
+    classes = max(len(dataset.class_names), 1)
+    per_class = 8 if dataset.class_names else 64
+    generator = torch.Generator().manual_seed(config.seed + 2)
+    latent = torch.randn(classes * per_class, config.model.latent_dim, generator=generator)
+    label = torch.arange(classes).repeat_interleave(per_class)
+    return latent.to(device), label.to(device)
+
+
+@torch.no_grad()
+def save_samples(generator: nn.Module, latent: torch.Tensor, label: torch.Tensor, path: Path) -> None:
+    was_training = generator.training
+    generator.eval()
+    images = generator(latent, label).cpu()  # (N, C, H, W) in [-1, 1]
+    generator.train(was_training)
+    pixels = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    columns = 8 if len(images) % 8 == 0 else None
+    save_grid(pixels, path, scale=max(1, 64 // images.shape[-1]), columns=columns)
+
+
+class LossLog:
+    """losses.csv, one row per logged step; on resume, rows after the checkpoint's step are dropped."""
+
+    def __init__(self, path: Path, keep_until: int) -> None:
+        self.path = path
+        rows = self._rows_until(keep_until) if keep_until > 0 and path.exists() else []
+        with path.open("w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(LOSS_COLUMNS)
+            writer.writerows(rows)
+
+    def _rows_until(self, step: int) -> list[list[str]]:
+        with self.path.open(newline="") as file:
+            return [row for row in list(csv.reader(file))[1:] if row and int(row[0]) <= step]
+
+    def write(self, step: int, losses: dict[str, float]) -> None:
+        with self.path.open("a", newline="") as file:
+            csv.writer(file).writerow([step, *(f"{losses[c]:.6f}" for c in LOSS_COLUMNS[1:])])
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DataError(f"device: {name} requested but torch sees no CUDA device; use device=cpu or auto")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _numpy_state() -> list[Any]:
+    state: tuple[Any, ...] = tuple(np.random.get_state())
+    _, keys, position, has_gauss, cached = state
+    return [keys.tolist(), int(position), int(has_gauss), float(cached)]
+
+
+def _as_tuples(value: Any) -> Any:
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, list | tuple) else value
