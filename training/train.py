@@ -104,7 +104,7 @@ def train_step(
     g_loss.backward()
     run.opt_g.step()
     if run.ema is not None:
-        update_ema(run.ema, run.generator, config.optim.ema_decay)
+        update_ema(run.ema, run.generator, ema_decay(config.optim.ema_decay, run.step))
     return {
         "d_loss": d_loss.item(),
         "g_loss": g_loss.item(),
@@ -129,6 +129,11 @@ def new_run(config: TrainConfig, num_classes: int, device: torch.device) -> Run:
         batches=torch.Generator().manual_seed(config.seed),
         noise=torch.Generator().manual_seed(config.seed + 1),
     )
+
+
+def ema_decay(target: float, step: int) -> float:
+    """Ramp the decay up from 0.1 so the average soon forgets the random initial weights."""
+    return min(target, (1 + step) / (10 + step))
 
 
 @torch.no_grad()
