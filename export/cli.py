@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from training.checkpoint import CheckpointError, load_generator
 
 from export.model_repository import (
     RepositoryError,
@@ -22,6 +21,7 @@ from export.model_repository import (
 from export.parity import DEFAULT_SAMPLES, DEFAULT_TOLERANCE, ParityError, ParityReport, check_parity
 from export.to_onnx import OPSET, ExportError, export_onnx
 from service.layout import MODEL_FILE
+from training.checkpoint import CheckpointError, load_generator
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-from training.checkpoint import LoadedGenerator
 
 from service.signature import IMAGE_OUTPUT, LABEL_INPUT, LATENT_INPUT
+from training.checkpoint import LoadedGenerator
 
 DEFAULT_SAMPLES = 64
 DEFAULT_TOLERANCE = 1e-4

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import onnx
 import torch
-from training.checkpoint import LoadedGenerator
 
 from service.signature import IMAGE_OUTPUT, LABEL_INPUT, LATENT_INPUT, Signature
+from training.checkpoint import LoadedGenerator
 
 OPSET = 18
 VALUE_RANGE = (-1.0, 1.0)  # the generators end in tanh

@@ -8,6 +8,7 @@ from types import TracebackType
 
 import grpc
 import numpy as np
+
 from gan.v1 import generator_pb2 as pb
 from gan.v1 import generator_pb2_grpc as pb_grpc
 

@@ -9,11 +9,11 @@ from threading import Thread
 from wsgiref.simple_server import WSGIServer
 
 import grpc
-from gan.v1 import generator_pb2, generator_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
+from gan.v1 import generator_pb2, generator_pb2_grpc
 from service.generation import GenerationService
 from service.metrics import Metrics
 from service.repository import Repository

@@ -8,9 +8,9 @@ from typing import TypeVar
 
 import grpc
 import numpy as np
+
 from gan.v1 import generator_pb2 as pb
 from gan.v1 import generator_pb2_grpc as pb_grpc
-
 from service.encoding import to_png, to_uint8
 from service.errors import InvalidInput, ModelNotFound, ServiceError, status_for
 from service.generation import GenerationRequest, GenerationResult, GenerationService

@@ -9,12 +9,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from training.checkpoint import load_generator
 
 from export.cli import export_checkpoint, main
 from export.model_repository import RepositoryError
 from export.parity import ParityError, check_parity
 from service.signature import signature_from_metadata
+from training.checkpoint import load_generator
 
 
 def test_export_publishes_a_self_describing_version(checkpoints: dict[str, Path], tmp_path: Path) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import grpc
 import pytest
+
 from gan.v1 import generator_pb2 as pb
 from gan.v1 import generator_pb2_grpc as pb_grpc
-
 from tests.conftest import ServerThread
 
 NAN_LATENTS = pb.Latents(values=[0.0] * 7 + [float("nan")])

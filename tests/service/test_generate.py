@@ -11,11 +11,11 @@ import grpc
 import numpy as np
 import onnxruntime as ort
 import pytest
-from gan.v1 import generator_pb2 as pb
-from gan.v1 import generator_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
+from gan.v1 import generator_pb2 as pb
+from gan.v1 import generator_pb2_grpc as pb_grpc
 from gan_client.client import decode_tensor
 from service.sampling import latents_from_seed
 from tests.conftest import ServerThread

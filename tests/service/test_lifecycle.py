@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from gan.v1 import generator_pb2 as pb
 from gan.v1 import generator_pb2_grpc as pb_grpc
 
