@@ -11,7 +11,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from service.layout import CONFIG_FILE, MODEL_FILE, MODEL_NAME_RULE, is_model_name, version_dirs
+from service.model_config import ModelConfig
 
 # Batching keys left out here fall back to the service's settings (GAN_MAX_QUEUE_DELAY_MS, ...).
 DEFAULT_MODEL_CONFIG: dict[str, Any] = {"platform": "onnxruntime_onnx", "max_batch_size": 64}
@@ -67,6 +70,11 @@ def write_model_config(model_dir: Path, name: str, overrides: dict[str, Any]) ->
     path = model_dir / CONFIG_FILE
     config = json.loads(path.read_text()) if path.exists() else {"name": name, **DEFAULT_MODEL_CONFIG}
     config.update({key: value for key, value in overrides.items() if value is not None})
+    try:
+        ModelConfig.model_validate(config)  # the same checks the service applies when it loads the model
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors())
+        raise RepositoryError(f"{path}: the model config would be invalid: {problems}") from None
     _write_atomic(path, json.dumps(config, indent=2) + "\n")
     return path
 

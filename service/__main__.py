@@ -27,7 +27,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--grpc-port", type=int, help="gRPC port (8001)")
     parser.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (8002)")
     parser.add_argument("--host", help="bind address (0.0.0.0)")
-    parser.add_argument("--provider", choices=["auto", "cuda", "cpu"], help="onnxruntime execution provider (auto)")
+    parser.add_argument(
+        "--provider", choices=["auto", "cuda", "tensorrt", "cpu"], help="onnxruntime execution provider (auto)"
+    )
+    parser.add_argument(
+        "--model-control-mode",
+        choices=["none", "poll", "explicit"],
+        help="none: load at start; poll: follow the repository; explicit: Load/Unload RPCs (none)",
+    )
+    parser.add_argument("--repository-poll-s", type=float, help="seconds between repository scans in poll mode (5)")
+    parser.add_argument("--instances", type=int, help="default onnxruntime sessions per model version (1)")
+    parser.add_argument("--intra-op-threads", type=int, help="default onnxruntime threads per session (0: its default)")
     parser.add_argument("--max-batch-size", type=int, help="default samples per session run (64)")
     parser.add_argument("--max-queue-delay-ms", type=float, help="default wait for a fuller batch (2.0)")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])

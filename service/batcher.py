@@ -1,9 +1,16 @@
 """The dynamic batcher: merges queued requests into session runs, by samples.
 
-A request of n samples is queued whole; the worker takes samples from the head of the
-queue until a batch holds `max_batch_size` samples, so many small requests share a run
-and a large one is split across runs and reassembled in order. Before a batch is cut it
-waits up to `max_queue_delay_s` (counted from the oldest queued request) for company.
+A request of n samples is queued whole; a free instance takes samples from the head of
+the queues (high priority first) until its batch holds `max_batch_size` samples, so many
+small requests share a run and a large one is split across runs and reassembled in order.
+A batch smaller than an allowed batch size is padded up to the nearest one, so only the
+shapes warmed at load ever run.
+
+How long to wait for company adapts to the traffic: a model that has been idle for longer
+than `max_queue_delay_s` runs a lone request at once (no added latency for a single
+client); right after a run of k samples it waits up to `max_queue_delay_s`, counted from
+the oldest queued request, for about k samples to gather again (the clients it just
+answered coming back), so closed-loop traffic settles into full batches.
 
 There is no gRPC here: callers await `submit` and get arrays back or a ServiceError.
 """
@@ -13,25 +20,48 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Protocol
 
 import numpy as np
 
+from service.clock import Clock, MonotonicClock
 from service.errors import DeadlineExceeded, InferenceFailed, InvalidInput, Overloaded, Unavailable
 
 Inputs = Mapping[str, np.ndarray]
-RunBatch = Callable[[Inputs], np.ndarray]
+Outputs = dict[str, np.ndarray]
+RunBatch = Callable[[Inputs], Outputs]
+
+
+class Priority(IntEnum):
+    """Two levels, as in the V2 `priority` parameter: 1 runs before 2."""
+
+    HIGH = 1
+    NORMAL = 2
+
+
+@dataclass(frozen=True)
+class BatchTimings:
+    """Where one session run spent its time, in seconds."""
+
+    input_s: float  # gathering and padding the inputs
+    infer_s: float  # the onnxruntime run
+    output_s: float  # slicing the outputs back to their requests
 
 
 class BatchObserver(Protocol):
-    """Receives one call per session run (for metrics)."""
+    """Receives one call per session run (for metrics and statistics)."""
 
-    def on_batch(self, size: int, queue_waits: list[float], run_seconds: float) -> None: ...
+    def on_batch(self, samples: int, padded: int, queue_waits: list[float], timings: BatchTimings) -> None: ...
 
     def on_queue_depth(self, samples: int) -> None: ...
+
+
+class BatcherClosed(Unavailable):
+    """The batcher was closed (shutdown or a retired model version) before the request was queued."""
 
 
 @dataclass(frozen=True)
@@ -39,17 +69,33 @@ class BatchPolicy:
     max_batch_size: int
     max_queue_delay_s: float
     max_queue_size: int
+    allowed_batch_sizes: tuple[int, ...] = ()  # sorted; empty: any size up to max_batch_size
+    merge: bool = True  # False for models without a batch axis: every request runs alone, as sent
+
+    def padded_size(self, samples: int) -> int:
+        """The allowed batch size a batch of `samples` runs at."""
+        for size in self.allowed_batch_sizes:
+            if size >= samples:
+                return size
+        return samples
+
+    def warm_up_sizes(self) -> tuple[int, ...]:
+        """The batch sizes to run once at load so none runs cold later."""
+        if self.allowed_batch_sizes:
+            return self.allowed_batch_sizes
+        return tuple(sorted({1, self.max_batch_size}))
 
 
 @dataclass(eq=False)
 class _Pending:
     inputs: Inputs
     count: int
-    future: asyncio.Future[np.ndarray]
+    future: asyncio.Future[Outputs]
     enqueued_at: float
     deadline: float | None
+    priority: Priority
     scheduled: int = 0  # samples already cut into batches
-    parts: dict[int, np.ndarray] = field(default_factory=dict)  # offset -> output rows
+    parts: dict[int, Outputs] = field(default_factory=dict)  # offset -> output rows
     done: int = 0
 
     @property
@@ -65,110 +111,155 @@ class _Slice:
 
 
 class Batcher:
-    """One queue and one worker per model version; `run_batch` runs in a worker thread."""
+    """The queues of one model version, served by one worker per instance.
+
+    `runners` holds one callable per instance (an onnxruntime session each); they run in
+    worker threads, so the event loop keeps serving gRPC while a batch computes.
+    """
 
     def __init__(
         self,
         name: str,
-        run_batch: RunBatch,
+        runners: Sequence[RunBatch],
         policy: BatchPolicy,
         observer: BatchObserver | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
     ) -> None:
+        if not runners:
+            raise ValueError("a batcher needs at least one runner")
         self.name = name
-        self._run_batch = run_batch
-        self._policy = policy
+        self.policy = policy
+        self._runners = list(runners)
         self._observer = observer
-        self._clock = clock
-        self._queue: deque[_Pending] = deque()
+        self._clock = clock or MonotonicClock()
+        self._queues: dict[Priority, deque[_Pending]] = {level: deque() for level in Priority}
         self._queued_samples = 0
         self._wakeup = asyncio.Event()
         self._closing = False
-        self._worker: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"run-{name}")
+        self._workers: list[asyncio.Task[None]] = []
+        self._executor = ThreadPoolExecutor(max_workers=len(self._runners), thread_name_prefix=f"run-{name}")
+        self._last_batch = 0
+        self._last_finished_at = float("-inf")
+
+    @property
+    def queued_samples(self) -> int:
+        return self._queued_samples
 
     def start(self) -> None:
-        if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(self._work(), name=f"batcher-{self.name}")
+        if not self._workers:
+            loop = asyncio.get_running_loop()
+            self._workers = [
+                loop.create_task(self._work(runner), name=f"batcher-{self.name}-{index}")
+                for index, runner in enumerate(self._runners)
+            ]
 
-    async def submit(self, inputs: Inputs, deadline: float | None = None) -> np.ndarray:
+    async def submit(
+        self, inputs: Inputs, deadline: float | None = None, priority: Priority = Priority.NORMAL
+    ) -> Outputs:
         """Queue `inputs` (arrays sharing a leading batch axis) and await the outputs in order."""
         if self._closing:
-            raise Unavailable(f"model {self.name} is shutting down; retry on another replica")
-        count = _batch_length(inputs)
-        if self._queued_samples + count > self._policy.max_queue_size:
+            raise BatcherClosed(f"model {self.name} is shutting down; retry on another replica")
+        count = _batch_length(inputs) if self.policy.merge else 1
+        if self._queued_samples + count > self.policy.max_queue_size:
             raise Overloaded(
                 f"model {self.name} has {self._queued_samples} samples queued and a limit of "
-                f"{self._policy.max_queue_size} (max_queue_size); retry later with backoff"
+                f"{self.policy.max_queue_size} (max_queue_size); retry later with backoff"
             )
         loop = asyncio.get_running_loop()
-        pending = _Pending(inputs, count, loop.create_future(), self._clock(), deadline)
-        self._queue.append(pending)
+        pending = _Pending(inputs, count, loop.create_future(), self._clock.now(), deadline, priority)
+        self._queues[priority].append(pending)
         self._queued_samples += count
         self._report_depth()
         self._wakeup.set()
-        return await pending.future  # cancelling the caller cancels the future: the worker skips it
+        try:
+            return await pending.future
+        except asyncio.CancelledError:
+            self._forget(pending)  # a cancelled call leaves the queue at once
+            raise
 
     async def close(self) -> None:
-        """Stop accepting, finish everything already queued, then stop the worker."""
+        """Stop accepting, finish everything already queued, then stop the workers."""
         self._closing = True
         self._wakeup.set()
-        if self._worker is not None:
-            await self._worker
+        if self._workers:
+            await asyncio.gather(*self._workers)
         self._executor.shutdown(wait=True)
 
-    async def _work(self) -> None:
+    def _forget(self, pending: _Pending) -> None:
+        queue = self._queues[pending.priority]
+        if pending in queue:
+            queue.remove(pending)
+            self._queued_samples -= pending.waiting
+            self._report_depth()
+
+    def _has_work(self) -> bool:
+        return any(self._queues.values())
+
+    def _oldest(self) -> _Pending:
+        return min((queue[0] for queue in self._queues.values() if queue), key=lambda p: p.enqueued_at)
+
+    async def _work(self, runner: RunBatch) -> None:
         while True:
             await self._wait_for_work()
-            if not self._queue and self._closing:
+            if not self._has_work() and self._closing:
+                self._wakeup.set()  # let the other workers see the end too
                 return
             await self._wait_for_company()
             batch = self._cut_batch()
             if batch:
-                await self._run(batch)
+                await self._run(runner, batch)
 
     async def _wait_for_work(self) -> None:
-        while not self._queue and not self._closing:
+        while not self._has_work() and not self._closing:
             self._wakeup.clear()
             await self._wakeup.wait()
 
+    def _company_target(self, now: float) -> int:
+        """Samples worth waiting for: what the last run served, unless the model went idle."""
+        if now - self._last_finished_at > self.policy.max_queue_delay_s:
+            return 1
+        return min(self.policy.max_batch_size, self._last_batch)
+
     async def _wait_for_company(self) -> None:
-        """Give concurrent requests `max_queue_delay_s` (from the oldest) to join the batch."""
-        while self._queue and self._queued_samples < self._policy.max_batch_size and not self._closing:
-            remaining = self._queue[0].enqueued_at + self._policy.max_queue_delay_s - self._clock()
+        if not self.policy.merge:
+            return
+        while self._has_work() and not self._closing:
+            now = self._clock.now()
+            if self._queued_samples >= self._company_target(now):
+                return
+            remaining = self._oldest().enqueued_at + self.policy.max_queue_delay_s - now
             if remaining <= 0:
                 return
             self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except TimeoutError:
+            if not await self._clock.wait(self._wakeup, remaining):
                 return
 
     def _cut_batch(self) -> list[_Slice]:
-        """Take up to max_batch_size samples from the head of the queue, dropping dead requests."""
+        """Take up to max_batch_size samples, high priority first, dropping dead requests."""
         batch: list[_Slice] = []
-        room = self._policy.max_batch_size
-        now = self._clock()
-        while self._queue and room > 0:
-            pending = self._queue[0]
-            if self._drop_if_dead(pending, now):
-                continue
-            take = min(room, pending.waiting)
-            batch.append(_Slice(pending, pending.scheduled, pending.scheduled + take))
-            pending.scheduled += take
-            self._queued_samples -= take
-            room -= take
-            if pending.waiting == 0:
-                self._queue.popleft()
+        room = self.policy.max_batch_size if self.policy.merge else 1
+        now = self._clock.now()
+        for queue in self._queues.values():
+            while queue and room > 0:
+                pending = queue[0]
+                if self._drop_if_dead(queue, pending, now):
+                    continue
+                take = min(room, pending.waiting)
+                batch.append(_Slice(pending, pending.scheduled, pending.scheduled + take))
+                pending.scheduled += take
+                self._queued_samples -= take
+                room -= take
+                if pending.waiting == 0:
+                    queue.popleft()
         self._report_depth()
         return batch
 
-    def _drop_if_dead(self, pending: _Pending, now: float) -> bool:
-        """Remove a cancelled, failed or expired request from the head of the queue."""
+    def _drop_if_dead(self, queue: deque[_Pending], pending: _Pending, now: float) -> bool:
+        """Remove a cancelled or expired request from the head of `queue`."""
         expired = pending.deadline is not None and now >= pending.deadline
         if not (pending.future.done() or expired):
             return False
-        self._queue.popleft()
+        queue.popleft()
         self._queued_samples -= pending.waiting
         if not pending.future.done():
             waited = now - pending.enqueued_at
@@ -180,19 +271,27 @@ class Batcher:
             )
         return True
 
-    async def _run(self, batch: list[_Slice]) -> None:
-        inputs = _concatenate(batch)
-        started = self._clock()
+    async def _run(self, runner: RunBatch, batch: list[_Slice]) -> None:
+        started = self._clock.now()
         waits = [started - piece.pending.enqueued_at for piece in batch if piece.start == 0]
+        samples = sum(piece.stop - piece.start for piece in batch)
+        padded = self.policy.padded_size(samples) if self.policy.merge else samples
         loop = asyncio.get_running_loop()
         try:
-            outputs = await loop.run_in_executor(self._executor, self._run_batch, inputs)
-        except (RuntimeError, ValueError, MemoryError) as exc:  # onnxruntime's errors: fail this batch only
+            outputs, input_s, infer_s = await loop.run_in_executor(
+                self._executor, _execute, runner, batch, samples, padded, self.policy.merge
+            )
+        except (RuntimeError, ValueError, MemoryError, OSError) as exc:  # onnxruntime's errors: this batch only
             _fail(batch, InferenceFailed(f"model {self.name}: inference failed: {exc}"))
             return
-        if self._observer is not None:
-            self._observer.on_batch(len(outputs), waits, self._clock() - started)
+        finally:
+            self._last_finished_at = self._clock.now()
+            self._last_batch = samples
+        delivered_at = time.perf_counter()
         _deliver(batch, outputs)
+        timings = BatchTimings(input_s, infer_s, time.perf_counter() - delivered_at)
+        if self._observer is not None:
+            self._observer.on_batch(samples, padded, waits, timings)
 
     def _report_depth(self) -> None:
         if self._observer is not None:
@@ -200,36 +299,58 @@ class Batcher:
 
 
 def _batch_length(inputs: Inputs) -> int:
-    lengths = {len(array) for array in inputs.values()}
+    lengths = {len(array) if array.ndim else 0 for array in inputs.values()}
     if len(lengths) != 1 or 0 in lengths:
         raise InvalidInput(f"inputs must share one non-zero batch length, got {sorted(lengths)}")
     return lengths.pop()
 
 
-def _concatenate(batch: list[_Slice]) -> dict[str, np.ndarray]:
+def _execute(
+    runner: RunBatch, batch: list[_Slice], samples: int, padded: int, merge: bool
+) -> tuple[Outputs, float, float]:
+    """In a worker thread: gather (and pad) the inputs, run the session, trim the padding."""
+    started = time.perf_counter()
+    inputs = _gather(batch, samples, padded) if merge else dict(batch[0].pending.inputs)
+    gathered = time.perf_counter()
+    outputs = runner(inputs)
+    finished = time.perf_counter()
+    if padded != samples:
+        outputs = {name: array[:samples] for name, array in outputs.items()}
+    return outputs, gathered - started, finished - gathered
+
+
+def _gather(batch: list[_Slice], samples: int, padded: int) -> dict[str, np.ndarray]:
     names = batch[0].pending.inputs.keys()
-    return {
-        name: np.concatenate([piece.pending.inputs[name][piece.start : piece.stop] for piece in batch])
-        for name in names
-    }
+    if len(batch) == 1 and padded == samples:
+        piece = batch[0]
+        return {name: piece.pending.inputs[name][piece.start : piece.stop] for name in names}
+    gathered = {}
+    for name in names:
+        parts = [piece.pending.inputs[name][piece.start : piece.stop] for piece in batch]
+        if padded > samples:  # repeat the last row: valid input, and its outputs are dropped
+            parts.append(np.repeat(parts[-1][-1:], padded - samples, axis=0))
+        gathered[name] = np.concatenate(parts)
+    return gathered
 
 
-def _deliver(batch: list[_Slice], outputs: np.ndarray) -> None:
+def _deliver(batch: list[_Slice], outputs: Outputs) -> None:
     offset = 0
     for piece in batch:
-        size = piece.stop - piece.start
         pending = piece.pending
-        rows = outputs[offset : offset + size]
+        size = piece.stop - piece.start
+        whole = piece.start == 0 and piece.stop == pending.count
+        rows = outputs if len(batch) == 1 else {name: array[offset : offset + size] for name, array in outputs.items()}
         offset += size
         if pending.future.done():
             continue
-        if piece.start == 0 and size == pending.count:
+        if whole:
             pending.future.set_result(rows)
             continue
         pending.parts[piece.start] = rows
         pending.done += size
         if pending.done == pending.count:
-            pending.future.set_result(np.concatenate([pending.parts[k] for k in sorted(pending.parts)]))
+            ordered = [pending.parts[k] for k in sorted(pending.parts)]
+            pending.future.set_result({name: np.concatenate([part[name] for part in ordered]) for name in outputs})
 
 
 def _fail(batch: list[_Slice], error: Exception) -> None:

@@ -26,6 +26,18 @@ class Overloaded(ServiceError):
     """The model's queue is full; the client should back off and retry."""
 
 
+class ModelUnavailable(ServiceError):
+    """The model exists but has no ready version (its load failed); the message says why."""
+
+
+class ModelUnsupported(ServiceError):
+    """The call needs something the model does not offer (e.g. gan.v1 on a plain ONNX file)."""
+
+
+class RepositoryControlDisabled(ServiceError):
+    """Load/Unload were called but the server does not run in explicit model control mode."""
+
+
 class DeadlineExceeded(ServiceError):
     """The request's deadline passed before it could run."""
 
@@ -50,6 +62,9 @@ _STATUS: dict[type[ServiceError], grpc.StatusCode] = {
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     InferenceFailed: grpc.StatusCode.INTERNAL,
     ModelLoadError: grpc.StatusCode.FAILED_PRECONDITION,
+    ModelUnavailable: grpc.StatusCode.UNAVAILABLE,
+    ModelUnsupported: grpc.StatusCode.FAILED_PRECONDITION,
+    RepositoryControlDisabled: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 

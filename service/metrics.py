@@ -1,15 +1,33 @@
 """Prometheus collectors, registered on a registry the caller owns (tests use a fresh one).
 
-Units follow Prometheus conventions: seconds, samples, `_total` counters. The model label
-only ever takes names of loaded models (or "unknown"), so label sets stay bounded.
+Units follow Prometheus conventions: seconds, samples, `_total` counters. Label values
+are bounded: `model` only takes names of models in the repository (or "unknown"),
+`method` the RPC names, `reason` the fixed set in REASONS, `phase` input/infer/output.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from service.batcher import BatchTimings
+from service.statistics import VersionStats
+
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+_LOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+# gRPC status code name -> failure reason label
+REASONS = {
+    "INVALID_ARGUMENT": "invalid_argument",
+    "NOT_FOUND": "not_found",
+    "RESOURCE_EXHAUSTED": "overloaded",
+    "DEADLINE_EXCEEDED": "deadline_exceeded",
+    "UNAVAILABLE": "unavailable",
+    "FAILED_PRECONDITION": "failed_precondition",
+    "CANCELLED": "cancelled",
+    "INTERNAL": "internal",
+    "UNIMPLEMENTED": "unimplemented",
+}
 
 
 class Metrics:
@@ -17,8 +35,20 @@ class Metrics:
         self.registry = registry
         self.requests = Counter(
             "gan_requests_total",
-            "gRPC requests by method, model and status code.",
+            "gRPC requests answered, by method, model and status code.",
             ["method", "model", "code"],
+            registry=registry,
+        )
+        self.failures = Counter(
+            "gan_request_failures_total",
+            "gRPC requests that failed, by method, model and reason.",
+            ["method", "model", "reason"],
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "gan_requests_in_flight",
+            "gRPC requests being handled now.",
+            ["method"],
             registry=registry,
         )
         self.request_duration = Histogram(
@@ -35,58 +65,90 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
-        self.inference_duration = Histogram(
-            "gan_inference_duration_seconds",
-            "Time of one onnxruntime session run.",
-            ["model"],
+        self.compute_duration = Histogram(
+            "gan_compute_duration_seconds",
+            "Time of one batch, by phase: input (gather, pad), infer (onnxruntime), output (split, deliver).",
+            ["model", "phase"],
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
         self.batch_size = Histogram(
             "gan_batch_size_samples",
-            "Samples per onnxruntime session run.",
+            "Request samples per onnxruntime session run (padding excluded).",
             ["model"],
             buckets=_BATCH_BUCKETS,
             registry=registry,
         )
+        self.padding = Counter(
+            "gan_batch_padding_samples_total",
+            "Samples added to reach an allowed batch size.",
+            ["model"],
+            registry=registry,
+        )
         self.samples = Counter(
             "gan_samples_generated_total",
-            "Samples returned to clients.",
+            "Samples returned to clients, through either API.",
             ["model"],
             registry=registry,
         )
         self.queue_depth = Gauge(
             "gan_queue_depth_samples",
-            "Samples waiting in the batcher.",
-            ["model"],
+            "Samples waiting in the batcher of each model version.",
+            ["model", "version"],
             registry=registry,
         )
         self.model_ready = Gauge(
             "gan_model_ready",
-            "1 for every model version that is loaded and serving.",
+            "1 for every model version that is loaded and serving, with the provider it runs on.",
             ["model", "version", "provider"],
             registry=registry,
         )
+        self.load_duration = Histogram(
+            "gan_model_load_duration_seconds",
+            "Time to load and warm up one model version.",
+            ["model"],
+            buckets=_LOAD_BUCKETS,
+            registry=registry,
+        )
+        self.load_failures = Counter(
+            "gan_model_load_failures_total",
+            "Model version loads that failed (the serving version, if any, stays).",
+            ["model"],
+            registry=registry,
+        )
 
-    def observer(self, model: str) -> ModelObserver:
-        """The batcher-side view of these metrics for one model."""
-        return ModelObserver(self, model)
+    def observer(self, model: str, version: int, stats: VersionStats) -> VersionObserver:
+        """The batcher-side view of these metrics for one model version."""
+        return VersionObserver(self, model, version, stats)
+
+    def count_request(self, method: str, model: str, code: str, seconds: float) -> None:
+        self.requests.labels(method, model, code).inc()
+        self.request_duration.labels(method, model).observe(seconds)
+        if code != "OK":
+            self.failures.labels(method, model, REASONS.get(code, "other")).inc()
 
 
-class ModelObserver:
-    """Implements service.batcher.BatchObserver for one model."""
+class VersionObserver:
+    """Implements service.batcher.BatchObserver: Prometheus plus the V2 statistics."""
 
-    def __init__(self, metrics: Metrics, model: str) -> None:
+    def __init__(self, metrics: Metrics, model: str, version: int, stats: VersionStats) -> None:
+        self._stats = stats
         self._wait = metrics.queue_wait.labels(model)
-        self._inference = metrics.inference_duration.labels(model)
+        self._phases = [metrics.compute_duration.labels(model, phase) for phase in ("input", "infer", "output")]
         self._batch = metrics.batch_size.labels(model)
-        self._depth = metrics.queue_depth.labels(model)
+        self._padding = metrics.padding.labels(model)
+        self._depth = metrics.queue_depth.labels(model, str(version))
 
-    def on_batch(self, size: int, queue_waits: list[float], run_seconds: float) -> None:
-        self._batch.observe(size)
-        self._inference.observe(run_seconds)
+    def on_batch(self, samples: int, padded: int, queue_waits: list[float], timings: BatchTimings) -> None:
+        self._batch.observe(samples)
+        if padded > samples:
+            self._padding.inc(padded - samples)
+        for histogram, seconds in zip(self._phases, (timings.input_s, timings.infer_s, timings.output_s), strict=True):
+            histogram.observe(seconds)
         for wait in queue_waits:
             self._wait.observe(wait)
+            self._stats.queue.add(wait)
+        self._stats.record_batch(samples, padded, timings.input_s, timings.infer_s, timings.output_s)
 
     def on_queue_depth(self, samples: int) -> None:
         self._depth.set(samples)

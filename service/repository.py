@@ -1,54 +1,47 @@
-"""The model repository: <root>/<model>/config.json and <root>/<model>/<version>/model.onnx.
+"""The live model repository: <root>/<model>/config.json and <root>/<model>/<version>/model.onnx.
 
-This is the layout Triton users know. Versions are positive integers; the newest version
-of every model is loaded at start. A model that cannot be loaded stops start-up with a
-message naming the file, rather than serving a partial repository silently.
+This is the layout Triton users know. Each model's version policy (config.json) picks the
+versions to serve among those on disk. How the served set follows the disk depends on
+the control mode: `none` loads at start only, `poll` rescans every few seconds, and
+`explicit` changes only on RepositoryModelLoad / RepositoryModelUnload.
+
+A (re)load never interrupts service: the new version is loaded and warmed in a worker
+thread, then swapped in; a version it replaces or drops is retired afterwards, its queue
+drained and its running batches finished. A load that fails leaves whatever was serving
+in place and is reported (RepositoryIndex, ModelReady, gan_model_load_failures_total).
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from service.batcher import Batcher, BatchObserver, BatchPolicy
-from service.errors import ModelLoadError, ModelNotFound
-from service.layout import CONFIG_FILE, MODEL_FILE, is_model_name, version_dirs
+from service.batcher import Batcher, BatcherClosed, BatchPolicy, Inputs, Outputs, Priority
+from service.errors import InvalidInput, ModelLoadError, ModelNotFound, ModelUnavailable
+from service.layout import CONFIG_FILE, MODEL_FILE, MODEL_NAME_RULE, is_model_name, version_dirs
+from service.metrics import Metrics
+from service.model_config import ModelConfig, read_model_config
 from service.runtime import Runtime, load_runtime
 from service.settings import Settings
-from service.signature import LABEL_INPUT, LATENT_INPUT
+from service.statistics import VersionStats
 
 log = logging.getLogger(__name__)
 
-ObserverFactory = Callable[[str], BatchObserver]  # model name -> its metrics observer
+READY = "READY"
+LOADING = "LOADING"
+UNAVAILABLE = "UNAVAILABLE"
+UNLOADING = "UNLOADING"
+Fingerprint = tuple[int, ...]
 
 
-class ModelConfig(BaseModel):
-    """The per-model config.json; unset batching fields fall back to the service settings."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str | None = None
-    platform: str = "onnxruntime_onnx"
-    max_batch_size: int | None = Field(None, ge=1, le=65536)
-    max_queue_delay_ms: float | None = Field(None, ge=0, le=10_000)
-    max_queue_size: int | None = Field(None, ge=1)
-
-    def batch_policy(self, settings: Settings) -> BatchPolicy:
-        delay_ms = self.max_queue_delay_ms if self.max_queue_delay_ms is not None else settings.max_queue_delay_ms
-        return BatchPolicy(
-            max_batch_size=self.max_batch_size or settings.max_batch_size,
-            max_queue_delay_s=delay_ms / 1000.0,
-            max_queue_size=self.max_queue_size or settings.max_queue_size,
-        )
-
-
-@dataclass
+@dataclass(eq=False)
 class ModelVersion:
     """One loaded, servable version of a model."""
 
@@ -56,24 +49,19 @@ class ModelVersion:
     version: int
     runtime: Runtime
     batcher: Batcher
+    config: ModelConfig
+    stats: VersionStats
+    fingerprint: Fingerprint
 
 
-def read_model_config(model_dir: Path) -> ModelConfig:
-    path = model_dir / CONFIG_FILE
-    if not path.exists():
-        return ModelConfig()
-    try:
-        config = ModelConfig.model_validate(json.loads(path.read_text()))
-    except (json.JSONDecodeError, ValidationError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(f"{path}: not a valid model config: {exc}") from None
-    if config.name not in (None, model_dir.name):
-        raise ModelLoadError(f"{path}: name {config.name!r} does not match its folder {model_dir.name!r}")
-    return config
+@dataclass(frozen=True)
+class VersionState:
+    """A row of RepositoryIndex: a version's state and, when not ready, why."""
 
-
-def model_versions(model_dir: Path) -> list[int]:
-    """Version numbers present on disk, newest first."""
-    return sorted(version_dirs(model_dir), reverse=True)
+    name: str
+    version: int  # 0 for a problem with the model as a whole (e.g. its config.json)
+    state: str
+    reason: str = ""
 
 
 def model_dirs(root: Path) -> list[Path]:
@@ -82,42 +70,140 @@ def model_dirs(root: Path) -> list[Path]:
             f"model repository {root} does not exist; run `make serve` to create the default one "
             "or point GAN_MODEL_REPOSITORY / --model-repository at a folder of <model>/<version>/model.onnx"
         )
-    dirs = sorted(child for child in root.iterdir() if child.is_dir() and is_model_name(child.name))
-    if not dirs:
-        raise ModelLoadError(f"model repository {root} holds no model folders; export one with gan-export")
-    return dirs
+    return sorted(child for child in root.iterdir() if child.is_dir() and is_model_name(child.name))
+
+
+def _fingerprint(model_dir: Path, version: int) -> Fingerprint:
+    """Changes when the version's model file or the model's config.json changes."""
+    parts: list[int] = []
+    for path in (model_dir / str(version) / MODEL_FILE, model_dir / CONFIG_FILE):
+        try:
+            stat = path.stat()
+        except OSError:
+            parts += [0, 0]
+            continue
+        parts += [stat.st_mtime_ns, stat.st_size]
+    return tuple(parts)
+
+
+def warm_up(runtime: Runtime, policy: BatchPolicy) -> None:
+    """Run every allowed batch size once on every instance, so no request pays for a cold shape."""
+    sizes = policy.warm_up_sizes() if policy.merge else (1,)
+    for size in sizes:
+        feeds = {spec.name: np.zeros(_warm_up_shape(spec.shape, size), dtype=spec.dtype) for spec in runtime.inputs}
+        for session in runtime.sessions:
+            try:
+                session.run(feeds)
+            except (RuntimeError, ValueError, MemoryError, OSError) as exc:
+                raise ModelLoadError(f"{runtime.path}: warm-up at batch size {size} failed: {exc}") from None
+
+
+def _warm_up_shape(shape: tuple[int, ...], batch: int) -> tuple[int, ...]:
+    if not shape:
+        return ()
+    head = batch if shape[0] == -1 else shape[0]
+    return (head, *(dim if dim >= 0 else 1 for dim in shape[1:]))
 
 
 class Repository:
-    """The loaded models; lookups never touch the filesystem."""
+    """The served models; lookups never touch the filesystem."""
 
-    def __init__(self, models: dict[str, list[ModelVersion]]) -> None:
-        self._models = models
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self._settings = settings
+        self._root = settings.model_repository
+        self._metrics = metrics
+        self._models: dict[str, list[ModelVersion]] = {}  # serving versions, newest first
+        self._states: dict[str, dict[int, VersionState]] = {}
+        self._wanted: set[str] = set()  # models that must be ready for the server to be ready
+        self._lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._poller: asyncio.Task[None] | None = None
+        self._started = False
+        self.on_change: Callable[[], None] | None = None  # called after the served set may have changed
 
-    @classmethod
-    def load(cls, settings: Settings, observer_for: ObserverFactory) -> Repository:
-        models: dict[str, list[ModelVersion]] = {}
-        for model_dir in model_dirs(settings.model_repository):
-            versions = model_versions(model_dir)
-            if not versions:
-                log.warning("%s: no <version>/%s inside; skipped", model_dir, MODEL_FILE)
-                continue
-            models[model_dir.name] = [_load_version(model_dir, versions[0], settings, observer_for)]
-        if not models:
-            raise ModelLoadError(f"model repository {settings.model_repository} holds no loadable model")
-        return cls(models)
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load every model on disk; in poll mode, then follow the disk."""
+        dirs = model_dirs(self._root)
+        if not dirs:
+            raise ModelLoadError(f"model repository {self._root} holds no model folders; export one with gan-export")
+        for model_dir in dirs:
+            await self.load_model(model_dir.name)
+        problems = [s for s in self.index() if s.state != READY]
+        if problems and self._settings.exit_on_error:
+            await self.close()
+            raise ModelLoadError("; ".join(s.reason for s in problems))
+        if not self._models:
+            await self.close()
+            raise ModelLoadError(f"model repository {self._root} holds no loadable model")
+        self._started = True
+        if self._settings.model_control_mode == "poll":
+            self._poller = asyncio.get_running_loop().create_task(self._poll(), name="repository-poll")
+
+    async def close(self) -> None:
+        """Stop polling, stop accepting, and finish everything queued on every version."""
+        if self._poller is not None:
+            self._poller.cancel()
+        versions = self.all_versions()
+        self._models = {}
+        await asyncio.gather(*(version.batcher.close() for version in versions), *self._retiring)
+
+    # --- control ---------------------------------------------------------------------------
+
+    async def load_model(self, name: str) -> None:
+        """Bring `name` in line with the disk: load new or changed versions, retire dropped ones."""
+        _check_name(name)
+        async with self._lock:
+            await self._sync(name)
+        self._changed()
+
+    async def unload_model(self, name: str) -> None:
+        _check_name(name)
+        async with self._lock:
+            if name not in self._models and name not in self._states:
+                raise ModelNotFound(f"model {name!r} is not loaded; RepositoryIndex lists the models")
+            self._wanted.discard(name)
+            self._retire(name, self._models.pop(name, []))
+            self._states.pop(name, None)
+        self._changed()
+
+    async def rescan(self) -> None:
+        """One poll: every model on disk is synced, models gone from disk are unloaded."""
+        on_disk = {d.name for d in model_dirs(self._root)}
+        for name in sorted(on_disk | set(self._models) | set(self._states)):
+            async with self._lock:
+                await self._sync(name)
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.repository_poll_s)
+            try:
+                await self.rescan()
+            except ModelLoadError as exc:
+                log.warning("repository poll: %s", exc)
+
+    # --- lookups ---------------------------------------------------------------------------
+
+    def ready(self) -> bool:
+        """Strict readiness: started, and every model that should be served has a ready version."""
+        return self._started and all(name in self._models for name in self._wanted)
 
     def has(self, name: str) -> bool:
-        return name in self._models
+        return name in self._models or name in self._states
 
     def names(self) -> list[str]:
         return sorted(self._models)
 
     def versions(self, name: str) -> list[ModelVersion]:
-        """Loaded versions of `name`, newest first."""
+        """Serving versions of `name`, newest first."""
         if name not in self._models:
-            known = ", ".join(self.names())
-            raise ModelNotFound(f"model {name!r} is not loaded; loaded models: {known}")
+            self._raise_missing(name)
         return self._models[name]
 
     def get(self, name: str, version: int = 0) -> ModelVersion:
@@ -128,43 +214,142 @@ class Repository:
         for candidate in loaded:
             if candidate.version == version:
                 return candidate
+        state = self._states.get(name, {}).get(version)
+        if state is not None and state.reason:
+            raise ModelUnavailable(f"model {name!r} version {version} is {state.state}: {state.reason}")
         available = ", ".join(str(v.version) for v in loaded)
         raise ModelNotFound(f"model {name!r} has no loaded version {version}; loaded versions: {available}")
+
+    async def submit(
+        self, model: ModelVersion, inputs: Inputs, deadline: float | None, priority: Priority, pinned: bool
+    ) -> tuple[ModelVersion, Outputs]:
+        """Run `inputs` on `model`; if it was retired meanwhile and no version was pinned, on its successor."""
+        try:
+            return model, await model.batcher.submit(inputs, deadline, priority)
+        except BatcherClosed:
+            successor = None if pinned or model.name not in self._models else self._models[model.name][0]
+            if successor is None or successor is model or successor.runtime.inputs != model.runtime.inputs:
+                raise
+            return successor, await successor.batcher.submit(inputs, deadline, priority)
 
     def all_versions(self) -> list[ModelVersion]:
         return [version for name in self.names() for version in self._models[name]]
 
-    def start(self) -> None:
-        for version in self.all_versions():
-            version.batcher.start()
+    def index(self) -> list[VersionState]:
+        """Every model and version the repository knows, with its state."""
+        return [state for name in sorted(self._states) for _, state in sorted(self._states[name].items())]
 
-    async def close(self) -> None:
-        for version in self.all_versions():
-            await version.batcher.close()
-
-
-def _load_version(model_dir: Path, version: int, settings: Settings, observer_for: ObserverFactory) -> ModelVersion:
-    config = read_model_config(model_dir)
-    runtime = load_runtime(model_dir / str(version) / MODEL_FILE, settings)
-    policy = config.batch_policy(settings)
-    warm_up(runtime, policy)
-    batcher = Batcher(
-        name=model_dir.name,
-        run_batch=lambda inputs: runtime.run(inputs[LATENT_INPUT], inputs.get(LABEL_INPUT)),
-        policy=policy,
-        observer=observer_for(model_dir.name),
-    )
-    log.info("loaded %s version %d from %s", model_dir.name, version, runtime.path)
-    return ModelVersion(name=model_dir.name, version=version, runtime=runtime, batcher=batcher)
-
-
-def warm_up(runtime: Runtime, policy: BatchPolicy) -> None:
-    """Run the smallest and largest batch once, so the first requests do not pay for it."""
-    signature = runtime.signature
-    for size in sorted({1, policy.max_batch_size}):
-        latent = np.zeros((size, signature.latent_dim), dtype=np.float32)
-        label = np.zeros(size, dtype=np.int64) if signature.conditional else None
+    def on_disk(self) -> list[str]:
         try:
-            runtime.run(latent, label)
-        except (RuntimeError, ValueError, MemoryError) as exc:
-            raise ModelLoadError(f"{runtime.path}: warm-up at batch size {size} failed: {exc}") from None
+            return [d.name for d in model_dirs(self._root)]
+        except ModelLoadError:
+            return []
+
+    def _raise_missing(self, name: str) -> None:
+        reasons = [s.reason for s in self._states.get(name, {}).values() if s.reason]
+        if reasons:
+            raise ModelUnavailable(f"model {name!r} has no ready version: {'; '.join(reasons)}")
+        known = ", ".join(self.names()) or "none"
+        raise ModelNotFound(f"model {name!r} is not loaded; loaded models: {known}")
+
+    # --- loading ---------------------------------------------------------------------------
+
+    async def _sync(self, name: str) -> None:
+        model_dir = self._root / name
+        on_disk = sorted(version_dirs(model_dir))
+        if not on_disk:
+            self._forget(name, f"{model_dir} holds no <version>/{MODEL_FILE}")
+            return
+        self._wanted.add(name)
+        states = self._states.setdefault(name, {})
+        states.pop(0, None)
+        try:
+            config = read_model_config(model_dir)
+        except ModelLoadError as exc:
+            self._metrics.load_failures.labels(name).inc()
+            states[0] = VersionState(name, 0, UNAVAILABLE, str(exc))
+            log.error("%s", exc)
+            return
+        current = {mv.version: mv for mv in self._models.get(name, [])}
+        serving: list[ModelVersion] = []
+        for version in config.version_policy.select(on_disk):
+            loaded = await self._load_or_keep(name, version, config, current.get(version))
+            if loaded is not None:
+                serving.append(loaded)
+        selected = config.version_policy.select(on_disk)
+        for version in [v for v in states if v not in selected]:
+            del states[version]  # dropped by the policy or gone from disk
+        self._swap(name, serving, current)
+
+    async def _load_or_keep(
+        self, name: str, version: int, config: ModelConfig, old: ModelVersion | None
+    ) -> ModelVersion | None:
+        model_dir = self._root / name
+        fingerprint = _fingerprint(model_dir, version)
+        if old is not None and old.fingerprint == fingerprint:
+            return old
+        states = self._states[name]
+        states[version] = VersionState(name, version, READY if old else LOADING)
+        started = time.perf_counter()
+        try:
+            loaded = await asyncio.to_thread(self._load_version, name, version, config, fingerprint)
+        except ModelLoadError as exc:
+            self._metrics.load_failures.labels(name).inc()
+            keeps = " (the previously loaded copy keeps serving)" if old else ""
+            states[version] = VersionState(name, version, READY if old else UNAVAILABLE, f"{exc}{keeps}")
+            log.error("loading %s version %d failed: %s%s", name, version, exc, keeps)
+            return old
+        self._metrics.load_duration.labels(name).observe(time.perf_counter() - started)
+        loaded.batcher.start()
+        states[version] = VersionState(name, version, READY)
+        log.info("loaded %s version %d from %s on %s", name, version, loaded.runtime.path, loaded.runtime.provider)
+        return loaded
+
+    def _load_version(self, name: str, version: int, config: ModelConfig, fingerprint: Fingerprint) -> ModelVersion:
+        """In a worker thread: open the sessions, warm every allowed batch size."""
+        instances = config.instances or self._settings.instances
+        path = self._root / name / str(version) / MODEL_FILE
+        runtime = load_runtime(path, self._settings, instances, config.intra_op_threads)
+        policy = config.batch_policy(self._settings, merge=runtime.batched)
+        warm_up(runtime, policy)
+        stats = VersionStats()
+        batcher = Batcher(
+            name=f"{name}/{version}",
+            runners=[session.run for session in runtime.sessions],
+            policy=policy,
+            observer=self._metrics.observer(name, version, stats),
+        )
+        return ModelVersion(name, version, runtime, batcher, config, stats, fingerprint)
+
+    def _swap(self, name: str, serving: list[ModelVersion], current: dict[int, ModelVersion]) -> None:
+        serving.sort(key=lambda mv: mv.version, reverse=True)
+        if serving:
+            self._models[name] = serving
+        else:
+            self._models.pop(name, None)
+        self._retire(name, [mv for mv in current.values() if mv not in serving])
+        for mv in serving:
+            self._metrics.model_ready.labels(name, str(mv.version), mv.runtime.provider).set(1)
+
+    def _forget(self, name: str, why: str) -> None:
+        """The model left the disk: stop serving it."""
+        if name in self._models or name in self._states:
+            log.info("unloading %s: %s", name, why)
+        self._wanted.discard(name)
+        self._states.pop(name, None)
+        self._retire(name, self._models.pop(name, []))
+
+    def _retire(self, name: str, versions: list[ModelVersion]) -> None:
+        """Drain and release versions no longer served, in the background."""
+        for mv in versions:
+            with contextlib.suppress(KeyError):
+                self._metrics.model_ready.remove(name, str(mv.version), mv.runtime.provider)
+            task = asyncio.get_running_loop().create_task(mv.batcher.close(), name=f"retire-{name}-{mv.version}")
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+            log.info("retiring %s version %d", name, mv.version)
+
+
+def _check_name(name: str) -> None:
+    if not is_model_name(name):
+        raise InvalidInput(f"model_name: {name!r} is not a model name ({MODEL_NAME_RULE})")

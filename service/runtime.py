@@ -1,8 +1,17 @@
-"""onnxruntime sessions: provider choice, signature checks, and running one batch."""
+"""onnxruntime sessions: provider choice, the model's tensors, and running one batch.
+
+Any ONNX file is described from its graph (inputs, outputs, dtypes, shapes), so it can be
+served through the V2 API; a file exported by gan-export also carries a Signature in its
+metadata, which unlocks the gan.v1 conveniences (seeds, labels, images).
+
+The CUDA and TensorRT paths follow onnxruntime's provider documentation; no GPU was
+available where this was written, so they are exercised only through the CPU fallback.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,102 +21,215 @@ import onnxruntime as ort
 
 from service.errors import ModelLoadError
 from service.settings import Settings
-from service.signature import IMAGE_OUTPUT, LABEL_INPUT, LATENT_INPUT, Signature, signature_from_metadata
+from service.signature import IMAGE_OUTPUT, KEY_SCHEMA, LABEL_INPUT, LATENT_INPUT, Signature, signature_from_metadata
+from service.tensors import TensorSpec, spec_from_ort
 
 log = logging.getLogger(__name__)
 
+TENSORRT = "TensorrtExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+ProviderList = list[str | tuple[str, dict[str, Any]]]
+_GRAPH_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
 
 
-def requested_providers(settings: Settings) -> list[str | tuple[str, dict[str, Any]]]:
+@dataclass(frozen=True)
+class ProviderChoice:
+    providers: ProviderList
+    fallback_reason: str  # why a GPU provider is not among them; empty when none was dropped
+
+
+def _cuda_options(settings: Settings) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "device_id": settings.cuda_device_id,
+        "arena_extend_strategy": settings.cuda_arena_extend_strategy,
+        "cudnn_conv_algo_search": settings.cuda_conv_algo_search,
+        "do_copy_in_default_stream": True,
+    }
+    if settings.cuda_mem_limit_gib > 0:
+        options["gpu_mem_limit"] = int(settings.cuda_mem_limit_gib * 1024**3)
+    return options
+
+
+def _tensorrt_options(settings: Settings) -> dict[str, Any]:
+    options: dict[str, Any] = {"device_id": settings.cuda_device_id, "trt_fp16_enable": settings.tensorrt_fp16}
+    if settings.tensorrt_cache_dir is not None:
+        options["trt_engine_cache_enable"] = True
+        options["trt_engine_cache_path"] = str(settings.tensorrt_cache_dir)
+    return options
+
+
+def choose_providers(settings: Settings, available: list[str] | None = None) -> ProviderChoice:
     """The providers to ask onnxruntime for, best first; CPU is always the last resort."""
-    cpu: list[str | tuple[str, dict[str, Any]]] = [CPU]
+    available = ort.get_available_providers() if available is None else available
     if settings.provider == "cpu":
-        return cpu
-    if CUDA not in ort.get_available_providers():
-        if settings.provider == "cuda":
+        return ProviderChoice([CPU], "")
+    wanted: ProviderList = []
+    if settings.provider == "tensorrt":
+        if TENSORRT not in available:
             raise ModelLoadError(
-                "provider=cuda but this onnxruntime build has no CUDAExecutionProvider; "
+                f"provider=tensorrt but this onnxruntime build offers {available}; "
+                "install onnxruntime-gpu with TensorRT libraries or set GAN_PROVIDER=cuda"
+            )
+        wanted.append((TENSORRT, _tensorrt_options(settings)))
+    if CUDA not in available:
+        if settings.provider in ("cuda", "tensorrt"):
+            raise ModelLoadError(
+                f"provider={settings.provider} but this onnxruntime build has no {CUDA} (it offers {available}); "
                 "install onnxruntime-gpu or set GAN_PROVIDER=cpu"
             )
-        return cpu
-    cuda_options = {"device_id": settings.cuda_device_id, "cudnn_conv_algo_search": "HEURISTIC"}
-    return [(CUDA, cuda_options), *cpu]
+        return ProviderChoice([CPU], f"this onnxruntime build has no {CUDA} (it offers {', '.join(available)})")
+    wanted.append((CUDA, _cuda_options(settings)))
+    wanted.append(CPU)
+    return ProviderChoice(wanted, "")
 
 
-@dataclass
-class Runtime:
-    """One onnxruntime session of one generator version."""
+def _provider_name(entry: str | tuple[str, dict[str, Any]]) -> str:
+    return entry[0] if isinstance(entry, tuple) else entry
 
-    session: ort.InferenceSession
-    signature: Signature
-    path: Path
+
+class Session:
+    """One onnxruntime session: one instance of a model version."""
+
+    def __init__(self, session: ort.InferenceSession, output_names: list[str], io_binding: bool, device_id: int):
+        self._session = session
+        self._output_names = output_names
+        self._io_binding = io_binding
+        self._device_id = device_id
 
     @property
     def provider(self) -> str:
         """The execution provider that actually runs the graph."""
-        return str(self.session.get_providers()[0])
+        return str(self._session.get_providers()[0])
 
-    def run(self, latent: np.ndarray, label: np.ndarray | None) -> np.ndarray:
-        """(N, latent_dim) float32 [+ (N,) int64] -> (N, C, H, W) float32."""
-        feeds: dict[str, np.ndarray] = {LATENT_INPUT: latent}
-        if self.signature.conditional:
-            assert label is not None, "a conditional generator needs labels"
-            feeds[LABEL_INPUT] = label
-        (images,) = self.session.run([IMAGE_OUTPUT], feeds)
-        return np.asarray(images)
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._io_binding:
+            return self._run_bound(feeds)
+        results = self._session.run(self._output_names, dict(feeds))
+        return {name: np.asarray(value) for name, value in zip(self._output_names, results, strict=True)}
+
+    def _run_bound(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """CUDA: copy the inputs in once, let onnxruntime allocate the outputs on the device, copy them out."""
+        binding = self._session.io_binding()
+        for name, array in feeds.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        for name in self._output_names:
+            binding.bind_output(name, "cuda", self._device_id)
+        self._session.run_with_iobinding(binding)
+        results = binding.copy_outputs_to_cpu()
+        return {name: np.asarray(value) for name, value in zip(self._output_names, results, strict=True)}
 
 
-def load_runtime(path: Path, settings: Settings) -> Runtime:
-    """Open `path` with the configured providers and check it is a generator we can serve."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = settings.intra_op_threads
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    wanted = requested_providers(settings)
-    try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
-    except (ort.capi.onnxruntime_pybind11_state.Fail, RuntimeError, OSError) as exc:
-        raise ModelLoadError(f"{path}: onnxruntime cannot load it: {exc}") from None
-    signature = signature_from_metadata(session.get_modelmeta().custom_metadata_map, str(path))
-    _check_io(session, signature, path)
-    runtime = Runtime(session=session, signature=signature, path=path)
-    _log_provider(runtime, wanted, settings)
+@dataclass
+class Runtime:
+    """The loaded sessions of one model version and what its graph takes and gives."""
+
+    path: Path
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    signature: Signature | None  # None: a plain ONNX file, served through the V2 API only
+    sessions: list[Session]
+    fallback_reason: str
+
+    @property
+    def provider(self) -> str:
+        return self.sessions[0].provider
+
+    @property
+    def batched(self) -> bool:
+        """Requests can be merged: every input and output has a variable leading axis."""
+        return all(spec.batched for spec in (*self.inputs, *self.outputs))
+
+    def input(self, name: str) -> TensorSpec | None:
+        return next((spec for spec in self.inputs if spec.name == name), None)
+
+    def output(self, name: str) -> TensorSpec | None:
+        return next((spec for spec in self.outputs if spec.name == name), None)
+
+
+def load_runtime(path: Path, settings: Settings, instances: int = 1, intra_op_threads: int | None = None) -> Runtime:
+    """Open `path` `instances` times with the configured providers and describe its tensors."""
+    choice = choose_providers(settings)
+    threads = settings.intra_op_threads if intra_op_threads is None else intra_op_threads
+    sessions = [_open(path, settings, choice, threads) for _ in range(instances)]
+    first = sessions[0]
+    inputs = _specs(path, "input", [(i.name, i.type, i.shape) for i in first.get_inputs()])
+    outputs = _specs(path, "output", [(o.name, o.type, o.shape) for o in first.get_outputs()])
+    metadata = first.get_modelmeta().custom_metadata_map
+    signature = signature_from_metadata(metadata, str(path)) if KEY_SCHEMA in metadata else None
+    if signature is not None:
+        _check_generator_io(path, signature, inputs, outputs)
+    on_cuda = str(first.get_providers()[0]) == CUDA
+    io_binding = on_cuda and settings.cuda_io_binding
+    names = [spec.name for spec in outputs]
+    runtime = Runtime(
+        path=path,
+        inputs=inputs,
+        outputs=outputs,
+        signature=signature,
+        sessions=[Session(s, names, io_binding, settings.cuda_device_id) for s in sessions],
+        fallback_reason=choice.fallback_reason,
+    )
+    _log_provider(runtime, choice, settings)
     return runtime
 
 
-def _check_io(session: ort.InferenceSession, signature: Signature, path: Path) -> None:
-    inputs = {i.name: i for i in session.get_inputs()}
-    outputs = {o.name for o in session.get_outputs()}
+def _open(path: Path, settings: Settings, choice: ProviderChoice, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.graph_optimization_level = _GRAPH_LEVELS[settings.graph_optimization]
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=choice.providers)
+    except (ort.capi.onnxruntime_pybind11_state.Fail, RuntimeError, OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path}: onnxruntime cannot load it: {exc}") from None
+
+
+def _specs(path: Path, kind: str, described: list[tuple[str, str, list[object]]]) -> tuple[TensorSpec, ...]:
+    specs = []
+    for name, ort_type, shape in described:
+        spec = spec_from_ort(name, ort_type, shape)
+        if spec is None:
+            raise ModelLoadError(f"{path}: {kind} {name!r} has type {ort_type}, which this service cannot carry")
+        specs.append(spec)
+    return tuple(specs)
+
+
+def _check_generator_io(
+    path: Path, signature: Signature, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]
+) -> None:
+    """A file with gan.* metadata must have the generator's tensors, or gan.v1 would misuse it."""
+    names = {spec.name: spec for spec in inputs}
     expected = {LATENT_INPUT, LABEL_INPUT} if signature.conditional else {LATENT_INPUT}
-    if set(inputs) != expected or IMAGE_OUTPUT not in outputs:
+    if set(names) != expected or IMAGE_OUTPUT not in {spec.name for spec in outputs}:
         raise ModelLoadError(
-            f"{path}: inputs {sorted(inputs)} / outputs {sorted(outputs)} do not match a "
+            f"{path}: inputs {sorted(names)} / outputs {sorted(spec.name for spec in outputs)} do not match a "
             f"{'conditional ' if signature.conditional else ''}generator "
             f"(inputs {sorted(expected)}, output {IMAGE_OUTPUT!r})"
         )
-    latent_shape = inputs[LATENT_INPUT].shape
-    if latent_shape[-1] != signature.latent_dim:
+    latent = names[LATENT_INPUT]
+    if latent.shape[-1] != signature.latent_dim or not latent.batched:
         raise ModelLoadError(
-            f"{path}: input {LATENT_INPUT!r} has shape {latent_shape}, metadata says latent_dim {signature.latent_dim}"
+            f"{path}: input {LATENT_INPUT!r} has shape {list(latent.shape)}, "
+            f"expected [-1, {signature.latent_dim}] from the metadata's latent_dim"
         )
 
 
-def _log_provider(runtime: Runtime, wanted: list[Any], settings: Settings) -> None:
-    first = wanted[0][0] if isinstance(wanted[0], tuple) else wanted[0]
-    if settings.provider == "cuda" and runtime.provider != CUDA:
+def _log_provider(runtime: Runtime, choice: ProviderChoice, settings: Settings) -> None:
+    first = _provider_name(choice.providers[0])
+    if settings.provider in ("cuda", "tensorrt") and runtime.provider not in (CUDA, TENSORRT):
         raise ModelLoadError(
-            f"{runtime.path}: provider=cuda but onnxruntime could not start CUDAExecutionProvider "
+            f"{runtime.path}: provider={settings.provider} but onnxruntime could not start it "
             "(see its error above: CUDA 13 and cuDNN 9 libraries must be loadable); set GAN_PROVIDER=auto to fall back"
         )
     if runtime.provider != first:
-        log.warning(
-            "%s: asked for %s but onnxruntime runs it on %s (see the onnxruntime error above for the missing library)",
-            runtime.path,
-            first,
-            runtime.provider,
-        )
-    elif settings.provider == "auto" and runtime.provider == CPU:
-        log.info("%s: running on %s (no CUDA available to onnxruntime)", runtime.path, CPU)
+        runtime.fallback_reason = f"onnxruntime could not start {first} (see its error above for the missing library)"
+        log.warning("%s: running on %s: %s", runtime.path, runtime.provider, runtime.fallback_reason)
+    elif choice.fallback_reason:
+        log.info("%s: running on %s because %s", runtime.path, runtime.provider, choice.fallback_reason)
     else:
         log.info("%s: running on %s", runtime.path, runtime.provider)

@@ -1,20 +1,22 @@
-"""Wiring: repository, batchers, servicers, health, reflection and metrics on one server."""
+"""Wiring: repository, batchers, both APIs, health, reflection and metrics on one server."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from threading import Thread
 from wsgiref.simple_server import WSGIServer
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from inference import grpc_service_pb2, grpc_service_pb2_grpc
 from prometheus_client import CollectorRegistry, start_http_server
 
 from gan.v1 import generator_pb2, generator_pb2_grpc
 from service.generation import GenerationService
+from service.inference_servicer import InferenceServicer
 from service.metrics import Metrics
 from service.repository import Repository
 from service.servicer import GeneratorServicer
@@ -23,6 +25,8 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 GENERATOR_SERVICE = generator_pb2.DESCRIPTOR.services_by_name["GeneratorService"].full_name
+INFERENCE_SERVICE = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+HEALTH_SERVICES = ("", GENERATOR_SERVICE, INFERENCE_SERVICE)  # "" is the server as a whole
 # Generated images can be large: allow 64 MiB replies and 16 MiB requests.
 _SERVER_OPTIONS = [
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
@@ -43,6 +47,7 @@ class RunningServer:
     health: health.aio.HealthServicer
     metrics: Metrics
     _metrics_http: tuple[WSGIServer, Thread]
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, finish the accepted ones within `grace` seconds, release everything."""
@@ -58,38 +63,51 @@ class RunningServer:
     async def wait(self) -> None:
         await self.grpc_server.wait_for_termination()
 
+    def publish_health(self) -> None:
+        """Every service is SERVING exactly when the repository is ready (strict readiness)."""
+        task = asyncio.get_running_loop().create_task(_set_health(self.health, self.repository.ready()))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+async def _set_health(servicer: health.aio.HealthServicer, ready: bool) -> None:
+    status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+    for name in HEALTH_SERVICES:
+        await servicer.set(name, status)
+
 
 async def start_server(settings: Settings, registry: CollectorRegistry | None = None) -> RunningServer:
     """Load every model, then start serving gRPC and /metrics. Raises ModelLoadError on a bad repository."""
     metrics = Metrics(registry or CollectorRegistry())
-    repository = await asyncio.to_thread(Repository.load, settings, metrics.observer)
-    repository.start()
-    _publish_models(repository, metrics)
+    repository = Repository(settings, metrics)
+    await repository.start()
 
     server = grpc.aio.server(options=_SERVER_OPTIONS)
     generation = GenerationService(repository, settings.max_count)
-    servicer = GeneratorServicer(repository, generation, metrics, settings.max_count)
-    generator_pb2_grpc.add_GeneratorServiceServicer_to_server(servicer, server)
+    generator_pb2_grpc.add_GeneratorServiceServicer_to_server(
+        GeneratorServicer(repository, generation, metrics, settings.max_count), server
+    )
+    grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+        InferenceServicer(repository, metrics, settings), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names = [GENERATOR_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
+    names = [GENERATOR_SERVICE, INFERENCE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
     reflection.enable_server_reflection(names, server)
     grpc_port = server.add_insecure_port(f"{_host(settings.host)}:{settings.grpc_port}")
     if grpc_port == 0:
+        await repository.close()
         raise OSError(f"cannot bind gRPC port {settings.host}:{settings.grpc_port}; is it in use? (GAN_GRPC_PORT)")
 
     metrics_http = start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.registry)
     await server.start()
-    for service_name in ("", GENERATOR_SERVICE):
-        await health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
-    metrics_port = metrics_http[0].server_port
-    log.info("serving gRPC on %s:%d, metrics on %s:%d", settings.host, grpc_port, settings.host, metrics_port)
-    return RunningServer(settings, server, grpc_port, metrics_port, repository, health_servicer, metrics, metrics_http)
-
-
-def _publish_models(repository: Repository, metrics: Metrics) -> None:
-    for version in repository.all_versions():
-        metrics.model_ready.labels(version.name, str(version.version), version.runtime.provider).set(1)
+    await _set_health(health_servicer, repository.ready())
+    running = RunningServer(
+        settings, server, grpc_port, metrics_http[0].server_port, repository, health_servicer, metrics, metrics_http
+    )
+    repository.on_change = running.publish_health
+    log.info("serving gRPC on %s:%d, metrics on %s:%d", settings.host, grpc_port, settings.host, running.metrics_port)
+    return running
 
 
 def _host(host: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -12,12 +11,11 @@ import numpy as np
 from gan.v1 import generator_pb2 as pb
 from gan.v1 import generator_pb2_grpc as pb_grpc
 from service.encoding import to_png, to_uint8
-from service.errors import InvalidInput, ModelNotFound, ServiceError, status_for
-from service.generation import GenerationRequest, GenerationResult, GenerationService
+from service.errors import InvalidInput, ModelNotFound
+from service.generation import GenerationRequest, GenerationResult, GenerationService, generator_signature
 from service.metrics import Metrics
 from service.repository import ModelVersion, Repository
-
-Reply = TypeVar("Reply")
+from service.rpc import Reply, deadline_of, observe, priority_from
 
 
 class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
@@ -31,7 +29,8 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
         async def handle() -> pb.ListModelsResponse:
-            infos = [self._model_info(self._repository.get(name)) for name in self._repository.names()]
+            newest = [self._repository.get(name) for name in self._repository.names()]
+            infos = [self._model_info(model) for model in newest if model.runtime.signature is not None]
             return pb.ListModelsResponse(models=infos)
 
         return await self._observe("ListModels", "", context, handle)
@@ -44,9 +43,11 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
 
     async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> pb.GenerateResponse:
         async def handle() -> pb.GenerateResponse:
-            result = await self._generation.generate(_generation_request(request), _deadline(context))
+            started = time.perf_counter()
+            result = await self._generation.generate(_generation_request(request), deadline_of(context))
             reply = _generate_response(result, request.output_format)
             self._metrics.samples.labels(result.model.name).inc(len(result.samples))
+            result.model.stats.record_request(True, time.perf_counter() - started)
             return reply
 
         return await self._observe("Generate", request.model, context, handle)
@@ -58,22 +59,10 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
         context: grpc.aio.ServicerContext,
         handle: Callable[[], Awaitable[Reply]],
     ) -> Reply:
-        """Run `handle`, count and time it, and turn a ServiceError into its status."""
-        label = model if self._repository.has(model) else ("" if not model else "unknown")
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
-        try:
-            return await handle()
-        except ServiceError as exc:
-            code = status_for(exc)
-            await context.abort(code, str(exc))
-            raise  # unreachable: abort raises
-        finally:
-            self._metrics.requests.labels(method, label, code.name).inc()
-            self._metrics.request_duration.labels(method, label).observe(time.perf_counter() - started)
+        return await observe(self._metrics, self._repository, method, model, context, handle)
 
     def _model_info(self, model: ModelVersion) -> pb.ModelInfo:
-        signature = model.runtime.signature
+        signature = generator_signature(model)
         return pb.ModelInfo(
             name=model.name,
             version=model.version,
@@ -94,11 +83,6 @@ def _version(version: int) -> int:
     return version
 
 
-def _deadline(context: grpc.aio.ServicerContext) -> float | None:
-    remaining = context.time_remaining()
-    return None if remaining is None else time.monotonic() + remaining
-
-
 def _generation_request(request: pb.GenerateRequest) -> GenerationRequest:
     if not request.model:
         raise ModelNotFound("model: the request names no model; ListModels shows the loaded ones")
@@ -113,6 +97,7 @@ def _generation_request(request: pb.GenerateRequest) -> GenerationRequest:
         seed=request.seed if source == "seed" else None,
         latents=latents,
         labels=tuple(request.labels),
+        priority=priority_from(request.priority, "priority"),
     )
 
 
@@ -128,7 +113,7 @@ def _generate_response(result: GenerationResult, output_format: pb.OutputFormat)
     )
     if result.seed is not None:
         reply.seed = result.seed
-    value_range = model.runtime.signature.value_range
+    value_range = result.signature.value_range
     if output_format == pb.OUTPUT_FORMAT_PNG:
         reply.images.extend(to_png(sample) for sample in to_uint8(samples, value_range))
     elif output_format == pb.OUTPUT_FORMAT_UINT8:

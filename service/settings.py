@@ -24,11 +24,32 @@ class Settings(BaseSettings):
     grpc_port: int = Field(8001, ge=0, le=65535, description="gRPC port; 0 picks a free one")
     metrics_port: int = Field(8002, ge=0, le=65535, description="Prometheus /metrics port; 0 picks a free one")
 
-    provider: Literal["auto", "cuda", "cpu"] = Field(
-        "auto", description="auto: CUDA when onnxruntime can use it, else CPU"
+    provider: Literal["auto", "cuda", "tensorrt", "cpu"] = Field(
+        "auto", description="auto: CUDA when onnxruntime can use it, else CPU; tensorrt: TensorRT, then CUDA"
     )
-    cuda_device_id: int = Field(0, ge=0)
-    intra_op_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 = its default")
+    cuda_device_id: int = Field(0, ge=0, description="GPU the CUDA and TensorRT providers run on")
+    cuda_arena_extend_strategy: Literal["kNextPowerOfTwo", "kSameAsRequested"] = Field(
+        "kNextPowerOfTwo", description="How the CUDA memory arena grows"
+    )
+    cuda_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = Field(
+        "HEURISTIC", description="cuDNN convolution algorithm search; EXHAUSTIVE is slow to warm up"
+    )
+    cuda_mem_limit_gib: float = Field(0.0, ge=0, description="CUDA arena limit in GiB; 0 = no limit")
+    cuda_io_binding: bool = Field(True, description="Run CUDA sessions through I/O binding (outputs on the device)")
+    tensorrt_fp16: bool = Field(False, description="Let TensorRT build FP16 engines")
+    tensorrt_cache_dir: Path | None = Field(None, description="Where TensorRT caches built engines")
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
+        "all", description="onnxruntime graph optimisation level"
+    )
+    intra_op_threads: int = Field(0, ge=0, description="Default onnxruntime intra-op threads; 0 = its default")
+    instances: int = Field(1, ge=1, le=64, description="Default onnxruntime sessions per model version")
+
+    model_control_mode: Literal["none", "poll", "explicit"] = Field(
+        "none",
+        description="none: load at start; poll: follow the repository on disk; explicit: Load/Unload RPCs",
+    )
+    repository_poll_s: float = Field(5.0, gt=0, description="Seconds between repository scans in poll mode")
+    exit_on_error: bool = Field(True, description="Refuse to start when a model in the repository fails to load")
 
     max_batch_size: int = Field(64, ge=1, le=65536, description="Default samples per session run")
     max_queue_delay_ms: float = Field(2.0, ge=0, le=10_000, description="Default wait for company")

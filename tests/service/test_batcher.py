@@ -1,135 +1,306 @@
-"""The batcher on its own: plain coroutines, a fake model, no gRPC."""
+"""The batcher on its own: plain coroutines, a fake model and a fake clock, no gRPC."""
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Mapping
+import threading
+from collections.abc import Awaitable, Callable, Mapping
 
 import numpy as np
 import pytest
 
-from service.batcher import Batcher, BatchPolicy
+from service.batcher import Batcher, BatchPolicy, BatchTimings, Outputs, Priority
 from service.errors import DeadlineExceeded, InferenceFailed, Overloaded, Unavailable
+
+DELAY = 0.05
+
+
+class FakeClock:
+    """Time stands still until the test advances it."""
+
+    def __init__(self) -> None:
+        self.time = 100.0
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+
+    def now(self) -> float:
+        return self.time
+
+    async def wait(self, event: asyncio.Event, timeout: float) -> bool:
+        if event.is_set():
+            return True
+        alarm: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sleepers.append((self.time + timeout, alarm))
+        waiter = asyncio.ensure_future(event.wait())
+        await asyncio.wait({waiter, alarm}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        return event.is_set()
+
+    def advance(self, seconds: float) -> None:
+        self.time += seconds
+        for when, alarm in self._sleepers:
+            if when <= self.time and not alarm.done():
+                alarm.set_result(None)
+        self._sleepers = [(w, a) for w, a in self._sleepers if not a.done()]
 
 
 class FakeModel:
-    """Doubles its input and records the size of every run."""
+    """Doubles `x`, returns `x` as `y` too, and records every run; `gate` holds runs until opened."""
 
-    def __init__(self, fail_on: int | None = None) -> None:
-        self.runs: list[int] = []
+    def __init__(self, fail_on: int | None = None, gated: bool = False) -> None:
+        self.runs: list[list[float]] = []
         self.fail_on = fail_on
+        self.gate = threading.Event()
+        self.entered = threading.Semaphore(0)
+        if not gated:
+            self.gate.set()
 
-    def __call__(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> Outputs:
         x = inputs["x"]
-        self.runs.append(len(x))
+        self.runs.append(x.tolist())
+        self.entered.release()
+        self.gate.wait(timeout=10)
         if self.fail_on is not None and len(self.runs) == self.fail_on:
             raise RuntimeError("device lost")
-        return x * 2
+        return {"double": x * 2, "same": x.copy()}
+
+    @property
+    def sizes(self) -> list[int]:
+        return [len(run) for run in self.runs]
 
 
-def batcher(model: FakeModel, max_batch: int = 8, delay: float = 0.05, queue: int = 100) -> Batcher:
-    b = Batcher("fake", model, BatchPolicy(max_batch_size=max_batch, max_queue_delay_s=delay, max_queue_size=queue))
-    b.start()
-    return b
+class Recorder:
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, int]] = []
+
+    def on_batch(self, samples: int, padded: int, queue_waits: list[float], timings: BatchTimings) -> None:
+        self.batches.append((samples, padded))
+
+    def on_queue_depth(self, samples: int) -> None:
+        pass
 
 
 def rows(start: int, count: int) -> dict[str, np.ndarray]:
     return {"x": np.arange(start, start + count, dtype=np.float32)}
 
 
-def run(coroutine: object) -> object:
-    return asyncio.run(coroutine)  # type: ignore[arg-type]
+async def settle() -> None:
+    """Let queued coroutines and worker threads make progress (the fake clock does not move)."""
+    for _ in range(5):
+        await asyncio.sleep(0.01)
 
 
-def test_concurrent_requests_share_one_run() -> None:
-    async def scenario() -> list[np.ndarray]:
-        model = FakeModel()
-        b = batcher(model)
-        results = await asyncio.gather(*(b.submit(rows(i, 1)) for i in range(6)))
-        await b.close()
-        assert model.runs == [6]
-        return list(results)
-
-    results = run(scenario())
-    assert [float(r[0]) for r in results] == [0, 2, 4, 6, 8, 10]  # type: ignore[union-attr]
+Scenario = Callable[[Batcher, FakeModel, FakeClock], Awaitable[None]]
 
 
-def test_large_request_is_split_and_reassembled_in_order() -> None:
-    async def scenario() -> None:
-        model = FakeModel()
-        b = batcher(model, max_batch=4, delay=0)
-        result = await b.submit(rows(0, 10))
-        await b.close()
-        assert model.runs == [4, 4, 2]
-        np.testing.assert_array_equal(result, np.arange(10) * 2)
+def scenario(
+    body: Scenario,
+    model: FakeModel | None = None,
+    instances: int = 1,
+    observer: Recorder | None = None,
+    **policy: object,
+) -> None:
+    """Run `body` against a started batcher, then close it."""
+    settings: dict[str, object] = {"max_batch_size": 8, "max_queue_delay_s": DELAY, "max_queue_size": 100}
+    settings.update(policy)
 
-    run(scenario())
+    async def main() -> None:
+        fake = model or FakeModel()
+        clock = FakeClock()
+        batcher = Batcher("fake", [fake] * instances, BatchPolicy(**settings), observer, clock)  # type: ignore[arg-type]
+        batcher.start()
+        try:
+            await body(batcher, fake, clock)
+        finally:
+            fake.gate.set()
+            await batcher.close()
+
+    asyncio.run(main())
 
 
-def test_full_queue_is_refused_at_once() -> None:
-    async def scenario() -> None:
-        b = batcher(FakeModel(), delay=1.0, queue=5)
-        first = asyncio.ensure_future(b.submit(rows(0, 4)))
-        await asyncio.sleep(0)
-        started = time.monotonic()
+def test_an_idle_model_runs_a_lone_request_at_once() -> None:
+    async def body(batcher: Batcher, model: FakeModel, clock: FakeClock) -> None:
+        result = await asyncio.wait_for(batcher.submit(rows(3, 1)), timeout=5)  # the clock never moves
+        np.testing.assert_array_equal(result["double"], [6])
+
+    scenario(body)
+
+
+def test_concurrent_requests_share_one_run_and_get_their_own_rows() -> None:
+    async def body(batcher: Batcher, model: FakeModel, clock: FakeClock) -> None:
+        results = await asyncio.gather(*(batcher.submit(rows(i, 1)) for i in range(6)))
+        assert model.sizes == [6]
+        assert [float(r["double"][0]) for r in results] == [0, 2, 4, 6, 8, 10]
+        assert [float(r["same"][0]) for r in results] == [0, 1, 2, 3, 4, 5]
+
+    scenario(body)
+
+
+def test_after_a_busy_run_it_waits_for_company_until_the_delay() -> None:
+    async def body(batcher: Batcher, model: FakeModel, clock: FakeClock) -> None:
+        await asyncio.gather(*(batcher.submit(rows(i, 1)) for i in range(4)))  # a run of 4: expect 4 back
+        lone = asyncio.ensure_future(batcher.submit(rows(10, 1)))
+        await settle()
+        assert model.sizes == [4], "it should wait for the other clients to come back"
+        clock.advance(DELAY)
+        await asyncio.wait_for(lone, timeout=5)
+        assert model.sizes == [4, 1]
+
+    scenario(body)
+
+
+def test_waiting_ends_as_soon_as_the_expected_company_arrives() -> None:
+    async def body(batcher: Batcher, model: FakeModel, clock: FakeClock) -> None:
+        await asyncio.gather(*(batcher.submit(rows(i, 1)) for i in range(3)))
+        first = asyncio.ensure_future(batcher.submit(rows(0, 1)))
+        await settle()
+        others = [asyncio.ensure_future(batcher.submit(rows(i, 1))) for i in (1, 2)]
+        await asyncio.wait_for(asyncio.gather(first, *others), timeout=5)  # no clock advance needed
+        assert model.sizes == [3, 3]
+
+    scenario(body)
+
+
+def test_a_large_request_is_split_and_reassembled_in_order() -> None:
+    async def body(batcher: Batcher, model: FakeModel, clock: FakeClock) -> None:
+        result = await batcher.submit(rows(0, 10))
+        assert model.sizes == [4, 4, 2]
+        np.testing.assert_array_equal(result["double"], np.arange(10) * 2)
+        np.testing.assert_array_equal(result["same"], np.arange(10))
+
+    scenario(body, max_batch_size=4, max_queue_delay_s=0.0)
+
+
+def test_batches_are_padded_to_the_nearest_allowed_size_and_trimmed() -> None:
+    recorder = Recorder()
+
+    async def body(batcher: Batcher, model: FakeModel, clock: FakeClock) -> None:
+        results = await asyncio.gather(*(batcher.submit(rows(i, 1)) for i in range(3)))
+        assert model.sizes == [4], "3 samples run at the allowed size 4"
+        assert [len(r["double"]) for r in results] == [1, 1, 1]
+        five = await batcher.submit(rows(0, 5))
+        assert model.sizes == [4, 8]
+        assert len(five["double"]) == 5
+
+    scenario(body, observer=recorder, allowed_batch_sizes=(1, 2, 4, 8))
+    assert recorder.batches == [(3, 4), (5, 8)]
+
+
+def test_high_priority_requests_run_first() -> None:
+    model = FakeModel(gated=True)
+
+    async def body(batcher: Batcher, model: FakeModel, clock: FakeClock) -> None:
+        blocker = asyncio.ensure_future(batcher.submit(rows(0, 1)))
+        await asyncio.to_thread(model.entered.acquire)  # the only instance is busy now
+        normal = asyncio.ensure_future(batcher.submit(rows(1, 1), priority=Priority.NORMAL))
+        high = asyncio.ensure_future(batcher.submit(rows(2, 1), priority=Priority.HIGH))
+        await settle()
+        model.gate.set()
+        await asyncio.gather(blocker, normal, high)
+        assert model.runs == [[0], [2], [1]]
+
+    scenario(body, model=model, max_batch_size=1)
+
+
+def test_a_full_queue_is_refused_at_once() -> None:
+    model = FakeModel(gated=True)
+
+    async def body(batcher: Batcher, model: FakeModel, clock: FakeClock) -> None:
+        running = asyncio.ensure_future(batcher.submit(rows(0, 1)))
+        await asyncio.to_thread(model.entered.acquire)
+        queued = asyncio.ensure_future(batcher.submit(rows(0, 4)))
+        await settle()
         with pytest.raises(Overloaded, match="max_queue_size"):
-            await b.submit(rows(0, 2))
-        assert time.monotonic() - started < 0.1
-        await b.close()
-        await first
+            await batcher.submit(rows(0, 2))
+        model.gate.set()
+        await asyncio.gather(running, queued)
 
-    run(scenario())
-
-
-def test_expired_request_is_dropped_before_it_runs() -> None:
-    async def scenario() -> None:
-        model = FakeModel()
-        b = batcher(model, delay=0.1)
-        with pytest.raises(DeadlineExceeded, match="deadline"):
-            await b.submit(rows(0, 3), deadline=time.monotonic() + 0.01)
-        await b.close()
-        assert model.runs == []
-
-    run(scenario())
+    scenario(body, model=model, max_queue_size=5)
 
 
-def test_failed_run_fails_only_its_batch() -> None:
-    async def scenario() -> None:
-        model = FakeModel(fail_on=1)
-        b = batcher(model, delay=0)
+def test_a_request_whose_deadline_passes_in_the_queue_never_runs() -> None:
+    model = FakeModel(gated=True)
+
+    async def body(batcher: Batcher, model: FakeModel, clock: FakeClock) -> None:
+        running = asyncio.ensure_future(batcher.submit(rows(0, 1)))
+        await asyncio.to_thread(model.entered.acquire)
+        doomed = asyncio.ensure_future(batcher.submit(rows(5, 3), deadline=clock.now() + 0.01))
+        await settle()
+        clock.advance(0.02)
+        model.gate.set()
+        with pytest.raises(DeadlineExceeded, match="deadline passed"):
+            await doomed
+        await running
+        assert model.runs == [[0]]
+
+    scenario(body, model=model)
+
+
+def test_a_cancelled_request_leaves_the_queue_at_once() -> None:
+    model = FakeModel(gated=True)
+
+    async def body(batcher: Batcher, model: FakeModel, clock: FakeClock) -> None:
+        running = asyncio.ensure_future(batcher.submit(rows(0, 1)))
+        await asyncio.to_thread(model.entered.acquire)
+        cancelled = asyncio.ensure_future(batcher.submit(rows(0, 5)))
+        await settle()
+        assert batcher.queued_samples == 5
+        cancelled.cancel()
+        await settle()
+        assert batcher.queued_samples == 0
+        kept = asyncio.ensure_future(batcher.submit(rows(7, 5)))  # would not fit if the cancelled one stayed
+        model.gate.set()
+        np.testing.assert_array_equal((await kept)["double"], np.arange(7, 12) * 2)
+        await running
+        assert model.runs == [[0], [7, 8, 9, 10, 11]]
+
+    scenario(body, model=model, max_queue_size=6)
+
+
+def test_a_failed_run_fails_only_its_batch() -> None:
+    async def body(batcher: Batcher, model: FakeModel, clock: FakeClock) -> None:
         with pytest.raises(InferenceFailed, match="device lost"):
-            await b.submit(rows(0, 2))
-        np.testing.assert_array_equal(await b.submit(rows(5, 1)), [10])
-        await b.close()
+            await batcher.submit(rows(0, 2))
+        np.testing.assert_array_equal((await batcher.submit(rows(5, 1)))["double"], [10])
 
-    run(scenario())
+    scenario(body, model=FakeModel(fail_on=1), max_queue_delay_s=0.0)
+
+
+def test_instances_run_batches_side_by_side() -> None:
+    model = FakeModel(gated=True)
+
+    async def body(batcher: Batcher, model: FakeModel, clock: FakeClock) -> None:
+        first = asyncio.ensure_future(batcher.submit(rows(0, 2)))
+        await asyncio.to_thread(model.entered.acquire)
+        second = asyncio.ensure_future(batcher.submit(rows(2, 2)))
+        assert await asyncio.to_thread(model.entered.acquire, True, 5), "the second instance did not start"
+        model.gate.set()
+        await asyncio.gather(first, second)
+        assert model.sizes == [2, 2]
+
+    scenario(body, model=model, instances=2)
+
+
+def test_without_merging_each_request_runs_alone_as_sent() -> None:
+    async def body(batcher: Batcher, model: FakeModel, clock: FakeClock) -> None:
+        results = await asyncio.gather(batcher.submit(rows(0, 3)), batcher.submit(rows(3, 2)))
+        assert sorted(model.sizes) == [2, 3]
+        np.testing.assert_array_equal(results[1]["double"], [6, 8])
+
+    scenario(body, merge=False)
 
 
 def test_close_finishes_queued_work_and_refuses_new() -> None:
-    async def scenario() -> None:
+    async def main() -> None:
         model = FakeModel()
-        b = batcher(model, delay=0.2)
-        queued = asyncio.ensure_future(b.submit(rows(0, 3)))
-        await asyncio.sleep(0)
-        await b.close()
-        np.testing.assert_array_equal(await queued, [0, 2, 4])
+        clock = FakeClock()
+        batcher = Batcher("fake", [model], BatchPolicy(8, DELAY, 100), clock=clock)
+        batcher.start()
+        await asyncio.gather(*(batcher.submit(rows(i, 1)) for i in range(4)))  # makes the next one wait
+        queued = asyncio.ensure_future(batcher.submit(rows(0, 3)))
+        await settle()
+        await asyncio.wait_for(batcher.close(), timeout=5)  # no clock advance: close flushes the queue
+        np.testing.assert_array_equal((await queued)["double"], [0, 2, 4])
         with pytest.raises(Unavailable):
-            await b.submit(rows(0, 1))
+            await batcher.submit(rows(0, 1))
 
-    run(scenario())
-
-
-def test_cancelled_request_leaves_the_queue() -> None:
-    async def scenario() -> None:
-        model = FakeModel()
-        b = batcher(model, delay=0.1)
-        cancelled = asyncio.ensure_future(b.submit(rows(0, 5)))
-        await asyncio.sleep(0)
-        cancelled.cancel()
-        kept = await b.submit(rows(7, 1))
-        await b.close()
-        np.testing.assert_array_equal(kept, [14])
-        assert model.runs == [1]
-
-    run(scenario())
+    asyncio.run(main())

@@ -67,7 +67,7 @@ class Latents(_message.Message):
     def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("model", "version", "count", "seed", "latents", "labels", "output_format")
+    __slots__ = ("model", "version", "count", "seed", "latents", "labels", "output_format", "priority")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +75,7 @@ class GenerateRequest(_message.Message):
     LATENTS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     count: int
@@ -82,7 +83,8 @@ class GenerateRequest(_message.Message):
     latents: Latents
     labels: _containers.RepeatedScalarFieldContainer[int]
     output_format: OutputFormat
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., count: _Optional[int] = ..., seed: _Optional[int] = ..., latents: _Optional[_Union[Latents, _Mapping]] = ..., labels: _Optional[_Iterable[int]] = ..., output_format: _Optional[_Union[OutputFormat, str]] = ...) -> None: ...
+    priority: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., count: _Optional[int] = ..., seed: _Optional[int] = ..., latents: _Optional[_Union[Latents, _Mapping]] = ..., labels: _Optional[_Iterable[int]] = ..., output_format: _Optional[_Union[OutputFormat, str]] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
     __slots__ = ("model", "version", "seed", "labels", "output_format", "shape", "tensor", "images")

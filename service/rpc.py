@@ -1,0 +1,60 @@
+"""What every RPC handler shares: counting, timing, deadlines and turning errors into statuses."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+
+from service.batcher import Priority
+from service.errors import InvalidInput, ServiceError, status_for
+from service.metrics import Metrics
+from service.repository import Repository
+
+Reply = TypeVar("Reply")
+
+
+async def observe(
+    metrics: Metrics,
+    repository: Repository,
+    method: str,
+    model: str,
+    context: grpc.aio.ServicerContext,
+    handle: Callable[[], Awaitable[Reply]],
+) -> Reply:
+    """Run `handle`, count and time it, and turn a ServiceError into its status and message."""
+    label = model if repository.has(model) else ("" if not model else "unknown")
+    in_flight = metrics.in_flight.labels(method)
+    in_flight.inc()
+    started = time.perf_counter()
+    code = grpc.StatusCode.OK
+    try:
+        return await handle()
+    except ServiceError as exc:
+        code = status_for(exc)
+        await context.abort(code, str(exc))
+        raise  # unreachable: abort raises
+    except asyncio.CancelledError:
+        code = grpc.StatusCode.CANCELLED
+        raise
+    finally:
+        in_flight.dec()
+        metrics.count_request(method, label, code.name, time.perf_counter() - started)
+
+
+def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
+    """The call's deadline on time.monotonic's scale, or None when the client set none."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+def priority_from(value: int, field: str) -> Priority | None:
+    """0 means the model's default; 1 (high) and 2 (normal) are the levels."""
+    if value == 0:
+        return None
+    if value not in (Priority.HIGH, Priority.NORMAL):
+        raise InvalidInput(f"{field}: {value} is not a priority level; use 1 (high), 2 (normal) or 0 (default)")
+    return Priority(value)
