@@ -18,6 +18,7 @@ There is no gRPC here: callers await `submit` and get arrays back or a ServiceEr
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +31,8 @@ import numpy as np
 
 from service.clock import Clock, MonotonicClock
 from service.errors import DeadlineExceeded, InferenceFailed, InvalidInput, Overloaded, Unavailable
+
+log = logging.getLogger(__name__)
 
 Inputs = Mapping[str, np.ndarray]
 Outputs = dict[str, np.ndarray]
@@ -281,8 +284,9 @@ class Batcher:
             outputs, input_s, infer_s = await loop.run_in_executor(
                 self._executor, _execute, runner, batch, samples, padded, self.policy.merge
             )
-        except (RuntimeError, ValueError, MemoryError, OSError) as exc:  # onnxruntime's errors: this batch only
-            _fail(batch, InferenceFailed(f"model {self.name}: inference failed: {exc}"))
+        except Exception as exc:  # noqa: BLE001 - whatever the runner raises, only this batch fails
+            log.error("model %s: a batch of %d samples failed: %s", self.name, samples, exc)
+            _fail(batch, InferenceFailed(f"model {self.name}: inference failed: {type(exc).__name__}: {exc}"))
             return
         finally:
             self._last_finished_at = self._clock.now()

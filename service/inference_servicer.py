@@ -18,7 +18,7 @@ from inference import model_config_pb2 as mc
 
 from service.errors import InvalidInput, ModelLoadError, ModelNotFound, RepositoryControlDisabled
 from service.metrics import Metrics
-from service.repository import READY, UNAVAILABLE, ModelVersion, Repository, VersionState
+from service.repository import READY, UNAVAILABLE, ModelVersion, Repository, VersionState, check_model_name
 from service.rpc import Reply, deadline_of, observe, priority_from
 from service.runtime import CUDA, TENSORRT
 from service.settings import Settings
@@ -188,7 +188,7 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
     ) -> v2.RepositoryModelLoadResponse:
         async def handle() -> v2.RepositoryModelLoadResponse:
             self._check_control()
-            name = _model_name(request.model_name, field="model_name")
+            name = check_model_name(_model_name(request.model_name, field="model_name"))
             if name not in self._repository.on_disk():
                 raise ModelNotFound(f"model_name: {name!r} is not in the model repository")
             await self._repository.load_model(name)

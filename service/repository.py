@@ -28,7 +28,7 @@ from service.errors import InvalidInput, ModelLoadError, ModelNotFound, ModelUna
 from service.layout import CONFIG_FILE, MODEL_FILE, MODEL_NAME_RULE, is_model_name, version_dirs
 from service.metrics import Metrics
 from service.model_config import ModelConfig, read_model_config
-from service.runtime import Runtime, load_runtime
+from service.runtime import ONNXRUNTIME_ERRORS, Runtime, load_runtime
 from service.settings import Settings
 from service.statistics import VersionStats
 
@@ -94,7 +94,7 @@ def warm_up(runtime: Runtime, policy: BatchPolicy) -> None:
         for session in runtime.sessions:
             try:
                 session.run(feeds)
-            except (RuntimeError, ValueError, MemoryError, OSError) as exc:
+            except ONNXRUNTIME_ERRORS as exc:
                 raise ModelLoadError(f"{runtime.path}: warm-up at batch size {size} failed: {exc}") from None
 
 
@@ -153,13 +153,13 @@ class Repository:
 
     async def load_model(self, name: str) -> None:
         """Bring `name` in line with the disk: load new or changed versions, retire dropped ones."""
-        _check_name(name)
+        check_model_name(name)
         async with self._lock:
             await self._sync(name)
         self._changed()
 
     async def unload_model(self, name: str) -> None:
-        _check_name(name)
+        check_model_name(name)
         async with self._lock:
             if name not in self._models and name not in self._states:
                 raise ModelNotFound(f"model {name!r} is not loaded; RepositoryIndex lists the models")
@@ -187,6 +187,8 @@ class Repository:
                 await self.rescan()
             except ModelLoadError as exc:
                 log.warning("repository poll: %s", exc)
+            except Exception:
+                log.exception("repository poll failed")
 
     # --- lookups ---------------------------------------------------------------------------
 
@@ -271,15 +273,26 @@ class Repository:
             log.error("%s", exc)
             return
         current = {mv.version: mv for mv in self._models.get(name, [])}
+        selected = config.version_policy.select(on_disk)
         serving: list[ModelVersion] = []
-        for version in config.version_policy.select(on_disk):
+        for version in selected:
             loaded = await self._load_or_keep(name, version, config, current.get(version))
             if loaded is not None:
                 serving.append(loaded)
-        selected = config.version_policy.select(on_disk)
+        stand_ins = self._stand_ins(current, serving, len(selected) - len(serving))
         for version in [v for v in states if v not in selected]:
             del states[version]  # dropped by the policy or gone from disk
-        self._swap(name, serving, current)
+        for mv in stand_ins:
+            states[mv.version] = VersionState(name, mv.version, READY, "kept serving until a newer version loads")
+        self._swap(name, serving + stand_ins, current)
+
+    @staticmethod
+    def _stand_ins(current: dict[int, ModelVersion], serving: list[ModelVersion], missing: int) -> list[ModelVersion]:
+        """Versions the policy drops but that keep serving in place of selected versions that failed to load."""
+        if missing <= 0:
+            return []
+        spare = sorted((mv for mv in current.values() if mv not in serving), key=lambda mv: mv.version, reverse=True)
+        return spare[:missing]
 
     async def _load_or_keep(
         self, name: str, version: int, config: ModelConfig, old: ModelVersion | None
@@ -350,6 +363,8 @@ class Repository:
             log.info("retiring %s version %d", name, mv.version)
 
 
-def _check_name(name: str) -> None:
+def check_model_name(name: str) -> str:
+    """`name` if it can name a model folder; never a path that leaves the repository."""
     if not is_model_name(name):
         raise InvalidInput(f"model_name: {name!r} is not a model name ({MODEL_NAME_RULE})")
+    return name

@@ -30,6 +30,18 @@ TENSORRT = "TensorrtExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 ProviderList = list[str | tuple[str, dict[str, Any]]]
+# onnxruntime raises its own exception classes, which derive from Exception only
+ONNXRUNTIME_ERRORS: tuple[type[Exception], ...] = (
+    *(
+        member
+        for member in vars(ort.capi.onnxruntime_pybind11_state).values()
+        if isinstance(member, type) and issubclass(member, Exception)
+    ),
+    RuntimeError,
+    ValueError,
+    MemoryError,
+    OSError,
+)
 _GRAPH_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -185,8 +197,8 @@ def _open(path: Path, settings: Settings, choice: ProviderChoice, threads: int) 
     options.graph_optimization_level = _GRAPH_LEVELS[settings.graph_optimization]
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=choice.providers)
-    except (ort.capi.onnxruntime_pybind11_state.Fail, RuntimeError, OSError, ValueError) as exc:
-        raise ModelLoadError(f"{path}: onnxruntime cannot load it: {exc}") from None
+    except ONNXRUNTIME_ERRORS as exc:
+        raise ModelLoadError(f"{path}: onnxruntime cannot load it: {type(exc).__name__}: {exc}") from None
 
 
 def _specs(path: Path, kind: str, described: list[tuple[str, str, list[object]]]) -> tuple[TensorSpec, ...]:

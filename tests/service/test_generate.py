@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from gan.v1 import generator_pb2 as pb
 from gan.v1 import generator_pb2_grpc as pb_grpc
 from gan_client.client import decode_tensor
 from service.sampling import latents_from_seed
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, scrape
 
 
 @pytest.fixture(scope="module")
@@ -29,17 +28,6 @@ def stub(server: ServerThread) -> pb_grpc.GeneratorServiceStub:
 def generate(stub: pb_grpc.GeneratorServiceStub, **fields: object) -> pb.GenerateResponse:
     reply: pb.GenerateResponse = stub.Generate(pb.GenerateRequest(**fields), timeout=30)
     return reply
-
-
-def scrape(server: ServerThread) -> dict[str, float]:
-    """Every sample of /metrics as {'name{labels}': value}."""
-    text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, value = line.rsplit(" ", 1)
-            samples[key] = float(value)
-    return samples
 
 
 def test_models_describe_themselves(stub: pb_grpc.GeneratorServiceStub) -> None:

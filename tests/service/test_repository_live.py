@@ -1,0 +1,190 @@
+"""The live model repository on the real server: poll, explicit control, policies, failed loads."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from inference import grpc_service_pb2 as v2
+from inference import grpc_service_pb2_grpc as v2_grpc
+
+from gan.v1 import generator_pb2 as pb
+from gan.v1 import generator_pb2_grpc as pb_grpc
+from service.errors import ModelLoadError
+from tests.conftest import ServerThread, scrape
+
+POLL = {"model_control_mode": "poll", "repository_poll_s": 0.1}
+
+
+def add_version(source: Path, model_dir: Path, version: int) -> None:
+    """Publish a version the way gan-export does: write aside, then rename into place."""
+    staging = model_dir / f".staging-{version}"
+    staging.mkdir(parents=True)
+    shutil.copy(source, staging / "model.onnx")
+    os.replace(staging, model_dir / str(version))
+
+
+def fresh_repository(model_repository: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "models"
+    (root / "digits").mkdir(parents=True)
+    add_version(model_repository / "digits" / "1" / "model.onnx", root / "digits", 1)
+    return root
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def v2_stub(server: ServerThread) -> v2_grpc.GRPCInferenceServiceStub:
+    return v2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(server.target))
+
+
+def ready(stub: v2_grpc.GRPCInferenceServiceStub, name: str, version: str = "") -> bool:
+    return stub.ModelReady(v2.ModelReadyRequest(name=name, version=version), timeout=10).ready
+
+
+def index(stub: v2_grpc.GRPCInferenceServiceStub) -> dict[tuple[str, str], tuple[str, str]]:
+    reply = stub.RepositoryIndex(v2.RepositoryIndexRequest(), timeout=10)
+    return {(m.name, m.version): (m.state, m.reason) for m in reply.models}
+
+
+class Traffic:
+    """Generate requests in a loop on another thread, counting failures."""
+
+    def __init__(self, server: ServerThread) -> None:
+        self._stub = pb_grpc.GeneratorServiceStub(grpc.insecure_channel(server.target))
+        self._stop = threading.Event()
+        self.versions: list[int] = []
+        self.errors: list[str] = []
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        seed = 0
+        while not self._stop.is_set():
+            seed += 1
+            try:
+                reply = self._stub.Generate(pb.GenerateRequest(model="digits", count=2, seed=seed), timeout=30)
+                self.versions.append(reply.version)
+            except grpc.RpcError as exc:
+                self.errors.append(f"{exc.code()}: {exc.details()}")
+
+
+def test_poll_swaps_in_a_new_version_without_failing_a_request(model_repository: Path, tmp_path: Path) -> None:
+    root = fresh_repository(model_repository, tmp_path)
+    with ServerThread(model_repository=root, **POLL) as server, Traffic(server) as traffic:
+        stub = v2_stub(server)
+        wait_for(lambda: len(traffic.versions) > 5, "traffic on version 1")
+        add_version(root / "digits" / "1" / "model.onnx", root / "digits", 2)
+        wait_for(lambda: ready(stub, "digits", "2"), "version 2 to be ready")
+        wait_for(lambda: not ready(stub, "digits", "1"), "version 1 to be retired (policy: latest 1)")
+        count = len(traffic.versions)
+        wait_for(lambda: len(traffic.versions) > count + 5, "traffic on version 2")
+    assert traffic.errors == []
+    assert traffic.versions[0] == 1 and traffic.versions[-1] == 2
+
+
+def test_a_corrupt_new_version_leaves_the_serving_one_in_place(model_repository: Path, tmp_path: Path) -> None:
+    root = fresh_repository(model_repository, tmp_path)
+    with ServerThread(model_repository=root, **POLL) as server, Traffic(server) as traffic:
+        stub = v2_stub(server)
+        broken = tmp_path / "broken.onnx"
+        broken.write_bytes((root / "digits" / "1" / "model.onnx").read_bytes()[:1000])  # truncated
+        add_version(broken, root / "digits", 2)
+        wait_for(lambda: index(stub).get(("digits", "2"), ("",))[0] == "UNAVAILABLE", "the failed load's report")
+        state, reason = index(stub)[("digits", "2")]
+        assert state == "UNAVAILABLE" and "onnxruntime cannot load" in reason
+        assert ready(stub, "digits", "1") and not ready(stub, "digits", "2")
+        assert stub.ServerReady(v2.ServerReadyRequest(), timeout=10).ready
+        generator = pb_grpc.GeneratorServiceStub(grpc.insecure_channel(server.target))
+        with pytest.raises(grpc.RpcError) as caught:
+            generator.Generate(pb.GenerateRequest(model="digits", version=2, count=1, seed=1), timeout=10)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE and "cannot load" in (caught.value.details() or "")
+        assert scrape(server)['gan_model_load_failures_total{model="digits"}'] >= 1
+    assert traffic.errors == [] and set(traffic.versions) == {1}
+
+
+def test_a_model_removed_from_disk_is_unloaded(model_repository: Path, tmp_path: Path) -> None:
+    root = fresh_repository(model_repository, tmp_path)
+    (root / "other").mkdir()
+    add_version(root / "digits" / "1" / "model.onnx", root / "other", 1)
+    with ServerThread(model_repository=root, **POLL) as server:
+        stub = v2_stub(server)
+        assert ready(stub, "other")
+        shutil.rmtree(root / "other")
+        wait_for(lambda: not ready(stub, "other"), "the removed model to be unloaded")
+        assert ("other", "1") not in index(stub) and ready(stub, "digits")
+
+
+def test_version_policies_choose_what_is_served(model_repository: Path, tmp_path: Path) -> None:
+    root = fresh_repository(model_repository, tmp_path)
+    for version in (2, 3):
+        add_version(root / "digits" / "1" / "model.onnx", root / "digits", version)
+    (root / "digits" / "config.json").write_text(json.dumps({"version_policy": {"specific": [1, 3]}}))
+    with ServerThread(model_repository=root, **POLL) as server:
+        stub = v2_stub(server)
+        assert [ready(stub, "digits", str(v)) for v in (1, 2, 3)] == [True, False, True]
+        (root / "digits" / "config.json").write_text(json.dumps({"version_policy": {"all": True}}))
+        wait_for(lambda: ready(stub, "digits", "2"), "the all-versions policy")
+        metadata = stub.ModelMetadata(v2.ModelMetadataRequest(name="digits"), timeout=10)
+        assert metadata.versions == ["3", "2", "1"]
+
+
+def test_explicit_mode_loads_and_unloads_on_request(model_repository: Path, tmp_path: Path) -> None:
+    root = fresh_repository(model_repository, tmp_path)
+    with ServerThread(model_repository=root, model_control_mode="explicit") as server:
+        stub = v2_stub(server)
+        stub.RepositoryModelUnload(v2.RepositoryModelUnloadRequest(model_name="digits"), timeout=10)
+        assert not ready(stub, "digits")
+        assert stub.ServerReady(v2.ServerReadyRequest(), timeout=10).ready, "an unloaded model is not required"
+        assert index(stub)[("digits", "")] == ("UNAVAILABLE", "not loaded")
+        add_version(root / "digits" / "1" / "model.onnx", root / "digits", 2)
+        time.sleep(0.3)
+        assert not ready(stub, "digits"), "explicit mode does not follow the disk by itself"
+        stub.RepositoryModelLoad(v2.RepositoryModelLoadRequest(model_name="digits"), timeout=30)
+        assert ready(stub, "digits", "2")
+        for name, code in (("absent", grpc.StatusCode.NOT_FOUND), ("../digits", grpc.StatusCode.INVALID_ARGUMENT)):
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.RepositoryModelLoad(v2.RepositoryModelLoadRequest(model_name=name), timeout=10)
+            assert caught.value.code() == code and "model_name" in (caught.value.details() or "")
+
+
+def test_readiness_is_strict_and_follows_the_repository(model_repository: Path, tmp_path: Path) -> None:
+    root = fresh_repository(model_repository, tmp_path)
+    (root / "broken" / "1").mkdir(parents=True)
+    (root / "broken" / "1" / "model.onnx").write_bytes(b"not onnx")
+    with pytest.raises(ModelLoadError, match="broken"), ServerThread(model_repository=root):
+        pass
+    with ServerThread(model_repository=root, exit_on_error=False, **POLL) as server:
+        stub = v2_stub(server)
+        health = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.target))
+
+        def serving() -> bool:
+            reply = health.Check(health_pb2.HealthCheckRequest(service="inference.GRPCInferenceService"), timeout=10)
+            return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+        assert not stub.ServerReady(v2.ServerReadyRequest(), timeout=10).ready and not serving()
+        assert ready(stub, "digits"), "the good model serves while the broken one is reported"
+        shutil.copy(root / "digits" / "1" / "model.onnx", root / "broken" / "1" / "model.onnx")
+        wait_for(lambda: stub.ServerReady(v2.ServerReadyRequest(), timeout=10).ready, "the fixed model to load")
+        wait_for(serving, "health to turn SERVING")

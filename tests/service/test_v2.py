@@ -1,0 +1,290 @@
+"""The V2 API (inference.GRPCInferenceService) on the real server, through our own stubs.
+
+tests/service/test_v2_wire_compat.py drives the same server with the stock tritonclient.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from inference import grpc_service_pb2 as v2
+from inference import grpc_service_pb2_grpc as v2_grpc
+
+from gan.v1 import generator_pb2 as pb
+from gan.v1 import generator_pb2_grpc as pb_grpc
+from gan_client.client import decode_tensor
+from service.sampling import latents_from_seed
+from tests.conftest import ServerThread, scrape
+from tests.service.onnx_models import write_doubler
+
+LATENT_DIM = 8  # of the tiny test generators
+
+
+@pytest.fixture(scope="module")
+def v2_server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    """digits and noise (our exports), plus `doubler` (variable batch) and `fixed` (no batch axis), plain ONNX."""
+    root = tmp_path_factory.mktemp("v2-models")
+    for name in ("digits", "noise"):
+        shutil.copytree(model_repository / name, root / name)
+    (root / "digits" / "config.json").write_text(json.dumps({"max_queue_delay_ms": 20, "max_batch_size": 64}))
+    write_doubler(root / "doubler" / "1" / "model.onnx")
+    write_doubler(root / "fixed" / "1" / "model.onnx", batch=2)
+    with ServerThread(model_repository=root, max_count=256) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def infer_stub(v2_server: ServerThread) -> v2_grpc.GRPCInferenceServiceStub:
+    return v2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(v2_server.target))
+
+
+def raw_request(model: str, **tensors: np.ndarray) -> v2.ModelInferRequest:
+    datatypes = {np.dtype("float32"): "FP32", np.dtype("int64"): "INT64", np.dtype("float64"): "FP64"}
+    request = v2.ModelInferRequest(model_name=model)
+    for name, array in tensors.items():
+        request.inputs.add(name=name, datatype=datatypes[array.dtype], shape=array.shape)
+        request.raw_input_contents.append(array.tobytes())
+    return request
+
+
+def output(reply: v2.ModelInferResponse, name: str) -> np.ndarray:
+    for index, tensor in enumerate(reply.outputs):
+        if tensor.name == name:
+            if reply.raw_output_contents:
+                return np.frombuffer(reply.raw_output_contents[index], dtype="<f4").reshape(tensor.shape)
+            return np.asarray(tensor.contents.fp32_contents, dtype=np.float32).reshape(tensor.shape)
+    raise KeyError(name)
+
+
+def status_of(call: object, request: object) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        call(request, timeout=30)  # type: ignore[operator]
+    return caught.value
+
+
+def test_model_infer_raw_equals_generate_with_the_same_latents(
+    infer_stub: v2_grpc.GRPCInferenceServiceStub, v2_server: ServerThread
+) -> None:
+    latents = latents_from_seed(5, 4, LATENT_DIM)
+    labels = np.array([0, 1, 2, 3], dtype=np.int64)
+    reply = infer_stub.ModelInfer(raw_request("digits", latent=latents, label=labels), timeout=30)
+    assert reply.model_name == "digits" and reply.model_version == "1"
+    images = output(reply, "image")
+    stub = pb_grpc.GeneratorServiceStub(grpc.insecure_channel(v2_server.target))
+    generated = stub.Generate(pb.GenerateRequest(model="digits", count=4, seed=5, labels=labels.tolist()), timeout=30)
+    np.testing.assert_array_equal(images, decode_tensor(generated))
+
+
+def test_typed_contents_in_give_typed_contents_out(infer_stub: v2_grpc.GRPCInferenceServiceStub) -> None:
+    x = np.array([[1, 2, 3], [4, 5, 6]], dtype=np.float32)
+    request = v2.ModelInferRequest(model_name="doubler", id="req-7")
+    request.inputs.add(name="x", datatype="FP32", shape=[2, 3]).contents.fp32_contents.extend(x.ravel().tolist())
+    reply = infer_stub.ModelInfer(request, timeout=30)
+    assert not reply.raw_output_contents and reply.id == "req-7"
+    np.testing.assert_array_equal(output(reply, "y"), x * 2)
+
+
+def test_plain_onnx_files_are_served_through_v2_only(
+    infer_stub: v2_grpc.GRPCInferenceServiceStub, v2_server: ServerThread
+) -> None:
+    metadata = infer_stub.ModelMetadata(v2.ModelMetadataRequest(name="doubler"), timeout=30)
+    assert [(t.name, t.datatype, list(t.shape)) for t in metadata.inputs] == [("x", "FP32", [-1, 3])]
+    assert [(t.name, t.datatype, list(t.shape)) for t in metadata.outputs] == [("y", "FP32", [-1, 3])]
+    fixed = infer_stub.ModelInfer(raw_request("fixed", x=np.ones((2, 3), np.float32)), timeout=30)
+    np.testing.assert_array_equal(output(fixed, "y"), np.full((2, 3), 2.0))
+    stub = pb_grpc.GeneratorServiceStub(grpc.insecure_channel(v2_server.target))
+    listed = {m.name for m in stub.ListModels(pb.ListModelsRequest(), timeout=30).models}
+    assert listed == {"digits", "noise"}
+    error = status_of(stub.Generate, pb.GenerateRequest(model="doubler", count=1, seed=1))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and "V2 API" in (error.details() or "")
+
+
+def test_metadata_config_and_readiness(infer_stub: v2_grpc.GRPCInferenceServiceStub) -> None:
+    assert infer_stub.ServerLive(v2.ServerLiveRequest(), timeout=30).live
+    assert infer_stub.ServerReady(v2.ServerReadyRequest(), timeout=30).ready
+    assert infer_stub.ModelReady(v2.ModelReadyRequest(name="digits", version="1"), timeout=30).ready
+    assert not infer_stub.ModelReady(v2.ModelReadyRequest(name="digits", version="9"), timeout=30).ready
+    assert not infer_stub.ModelReady(v2.ModelReadyRequest(name="nothing"), timeout=30).ready
+    server = infer_stub.ServerMetadata(v2.ServerMetadataRequest(), timeout=30)
+    assert server.name == "gan-serving" and "model_repository" in server.extensions
+    metadata = infer_stub.ModelMetadata(v2.ModelMetadataRequest(name="digits"), timeout=30)
+    assert metadata.versions == ["1"] and metadata.platform == "onnxruntime_onnx"
+    assert {t.name: list(t.shape) for t in metadata.inputs} == {"latent": [-1, LATENT_DIM], "label": [-1]}
+    assert {t.name: list(t.shape) for t in metadata.outputs} == {"image": [-1, 1, 16, 16]}
+    config = infer_stub.ModelConfig(v2.ModelConfigRequest(name="digits"), timeout=30).config
+    assert config.max_batch_size == 64 and config.dynamic_batching.max_queue_delay_microseconds == 20_000
+    assert {i.name: list(i.dims) for i in config.input} == {"latent": [LATENT_DIM], "label": []}
+    assert config.version_policy.latest.num_versions == 1
+    assert config.instance_group[0].count == 1
+    fixed = infer_stub.ModelConfig(v2.ModelConfigRequest(name="fixed"), timeout=30).config
+    assert fixed.max_batch_size == 0 and list(fixed.input[0].dims) == [2, 3]
+
+
+def test_health_reports_every_service(v2_server: ServerThread) -> None:
+    health = health_pb2_grpc.HealthStub(grpc.insecure_channel(v2_server.target))
+    for service in ("", "gan.v1.GeneratorService", "inference.GRPCInferenceService"):
+        reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
+
+
+LATENT = np.zeros((2, LATENT_DIM), np.float32)
+LABEL = np.zeros(2, np.int64)
+
+
+def _with_raw(request: v2.ModelInferRequest, index: int, data: bytes) -> v2.ModelInferRequest:
+    request.raw_input_contents[index] = data
+    return request
+
+
+def _nan_latent() -> np.ndarray:
+    latent = LATENT.copy()
+    latent[1, 3] = np.nan
+    return latent
+
+
+BAD_REQUESTS = {
+    "unknown model": (raw_request("nothing", x=LATENT), grpc.StatusCode.NOT_FOUND, "nothing"),
+    "empty model name": (raw_request("", x=LATENT), grpc.StatusCode.INVALID_ARGUMENT, "name"),
+    "bad version": (
+        v2.ModelInferRequest(model_name="digits", model_version="latest"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "model_version",
+    ),
+    "unknown version": (
+        v2.ModelInferRequest(model_name="digits", model_version="7"),
+        grpc.StatusCode.NOT_FOUND,
+        "version 7",
+    ),
+    "unknown input": (raw_request("digits", latent=LATENT, lable=LABEL), grpc.StatusCode.INVALID_ARGUMENT, "lable"),
+    "missing input": (raw_request("digits", latent=LATENT), grpc.StatusCode.INVALID_ARGUMENT, "label"),
+    "wrong datatype": (
+        raw_request("digits", latent=LATENT.astype(np.float64), label=LABEL),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "latent",
+    ),
+    "wrong shape": (
+        raw_request("digits", latent=np.zeros((2, 3), np.float32), label=LABEL),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "latent",
+    ),
+    "short raw buffer": (
+        _with_raw(raw_request("digits", latent=LATENT, label=LABEL), 0, b"\0" * 12),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "raw_input_contents",
+    ),
+    "batch axes differ": (
+        raw_request("digits", latent=LATENT, label=np.zeros(3, np.int64)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "batch",
+    ),
+    "non-finite latent": (
+        raw_request("digits", latent=_nan_latent(), label=LABEL),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "not finite",
+    ),
+    "label outside classes": (
+        raw_request("digits", latent=LATENT, label=np.array([0, 10], np.int64)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "label 10",
+    ),
+    "too many samples": (
+        raw_request("doubler", x=np.zeros((257, 3), np.float32)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "between 1 and 256",
+    ),
+    "fixed shape mismatch": (
+        raw_request("fixed", x=np.zeros((3, 3), np.float32)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "shape[0]",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
+def test_bad_infer_requests_get_a_status_naming_the_field(
+    infer_stub: v2_grpc.GRPCInferenceServiceStub, case: str
+) -> None:
+    request, code, mentioned = BAD_REQUESTS[case]
+    error = status_of(infer_stub.ModelInfer, request)
+    assert error.code() == code, error.details()
+    assert mentioned in (error.details() or ""), error.details()
+
+
+def test_unknown_output_and_bad_priority_are_refused(infer_stub: v2_grpc.GRPCInferenceServiceStub) -> None:
+    request = raw_request("doubler", x=np.zeros((1, 3), np.float32))
+    request.outputs.add(name="z")
+    error = status_of(infer_stub.ModelInfer, request)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "outputs[0].name" in (error.details() or "")
+    request = raw_request("doubler", x=np.zeros((1, 3), np.float32))
+    request.parameters["priority"].int64_param = 7
+    error = status_of(infer_stub.ModelInfer, request)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "priority" in (error.details() or "")
+    request.parameters["priority"].int64_param = 1
+    assert infer_stub.ModelInfer(request, timeout=30).outputs[0].name == "y"
+
+
+def test_repository_control_is_off_unless_explicit(infer_stub: v2_grpc.GRPCInferenceServiceStub) -> None:
+    error = status_of(infer_stub.RepositoryModelUnload, v2.RepositoryModelUnloadRequest(model_name="digits"))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and "explicit" in (error.details() or "")
+    index = infer_stub.RepositoryIndex(v2.RepositoryIndexRequest(), timeout=30)
+    assert {(m.name, m.version, m.state) for m in index.models} == {
+        ("digits", "1", "READY"),
+        ("noise", "1", "READY"),
+        ("doubler", "1", "READY"),
+        ("fixed", "1", "READY"),
+    }
+
+
+def test_both_apis_share_the_batcher_and_the_numbers_add_up(
+    infer_stub: v2_grpc.GRPCInferenceServiceStub, v2_server: ServerThread
+) -> None:
+    stub = pb_grpc.GeneratorServiceStub(grpc.insecure_channel(v2_server.target))
+    before = scrape(v2_server)
+    stats_before = infer_stub.ModelStatistics(v2.ModelStatisticsRequest(name="digits"), timeout=30).model_stats[0]
+
+    def via_generate(seed: int) -> None:
+        stub.Generate(pb.GenerateRequest(model="digits", count=2, seed=seed), timeout=30)
+
+    def via_infer(seed: int) -> None:
+        latent = latents_from_seed(seed, 1, LATENT_DIM)
+        infer_stub.ModelInfer(raw_request("digits", latent=latent, label=np.array([3], np.int64)), timeout=30)
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda i: via_generate(i) if i % 2 else via_infer(i), range(48)))
+    after = scrape(v2_server)
+
+    def delta(key: str) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta('gan_requests_total{code="OK",method="Generate",model="digits"}') == 24
+    assert delta('gan_requests_total{code="OK",method="ModelInfer",model="digits"}') == 24
+    samples = 24 * 2 + 24
+    assert delta('gan_samples_generated_total{model="digits"}') == samples
+    assert delta('gan_batch_size_samples_sum{model="digits"}') == samples
+    runs = delta('gan_batch_size_samples_count{model="digits"}')
+    assert runs < 48, "concurrent requests of both APIs should share session runs"
+    assert delta('gan_compute_duration_seconds_count{model="digits",phase="infer"}') == runs
+    stats = infer_stub.ModelStatistics(v2.ModelStatisticsRequest(name="digits"), timeout=30).model_stats[0]
+    assert stats.inference_count - stats_before.inference_count == samples
+    assert stats.execution_count - stats_before.execution_count == runs
+    assert stats.inference_stats.success.count - stats_before.inference_stats.success.count == 48
+
+
+def test_failures_are_counted_by_reason(infer_stub: v2_grpc.GRPCInferenceServiceStub, v2_server: ServerThread) -> None:
+    before = scrape(v2_server)
+    for _ in range(3):
+        status_of(infer_stub.ModelInfer, raw_request("digits", latent=LATENT))
+    status_of(infer_stub.ModelInfer, raw_request("nothing", x=LATENT))
+    after = scrape(v2_server)
+    key = 'gan_request_failures_total{method="ModelInfer",model="digits",reason="invalid_argument"}'
+    assert after.get(key, 0) - before.get(key, 0) == 3
+    key = 'gan_request_failures_total{method="ModelInfer",model="unknown",reason="not_found"}'
+    assert after.get(key, 0) - before.get(key, 0) == 1
