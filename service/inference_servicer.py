@@ -12,10 +12,10 @@ from importlib import metadata
 from typing import cast
 
 import grpc
+
 from inference import grpc_service_pb2 as v2
 from inference import grpc_service_pb2_grpc as v2_grpc
 from inference import model_config_pb2 as mc
-
 from service.errors import InvalidInput, ModelLoadError, ModelNotFound, RepositoryControlDisabled
 from service.metrics import Metrics
 from service.repository import READY, UNAVAILABLE, ModelVersion, Repository, VersionState, check_model_name

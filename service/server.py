@@ -11,10 +11,10 @@ from wsgiref.simple_server import WSGIServer
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from inference import grpc_service_pb2, grpc_service_pb2_grpc
 from prometheus_client import CollectorRegistry, start_http_server
 
 from gan.v1 import generator_pb2, generator_pb2_grpc
+from inference import grpc_service_pb2, grpc_service_pb2_grpc
 from service.generation import GenerationService
 from service.inference_servicer import InferenceServicer
 from service.metrics import Metrics

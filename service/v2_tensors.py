@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from inference import grpc_service_pb2 as v2
 
+from inference import grpc_service_pb2 as v2
 from service.errors import InvalidInput
 from service.runtime import Runtime
 from service.signature import LABEL_INPUT

@@ -13,11 +13,11 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from inference import grpc_service_pb2 as v2
-from inference import grpc_service_pb2_grpc as v2_grpc
 
 from gan.v1 import generator_pb2 as pb
 from gan.v1 import generator_pb2_grpc as pb_grpc
+from inference import grpc_service_pb2 as v2
+from inference import grpc_service_pb2_grpc as v2_grpc
 from service.errors import ModelLoadError
 from tests.conftest import ServerThread, scrape
 

@@ -15,12 +15,12 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from inference import grpc_service_pb2 as v2
-from inference import grpc_service_pb2_grpc as v2_grpc
 
 from gan.v1 import generator_pb2 as pb
 from gan.v1 import generator_pb2_grpc as pb_grpc
 from gan_client.client import decode_tensor
+from inference import grpc_service_pb2 as v2
+from inference import grpc_service_pb2_grpc as v2_grpc
 from service.sampling import latents_from_seed
 from tests.conftest import ServerThread, scrape
 from tests.service.onnx_models import write_doubler
