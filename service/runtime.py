@@ -195,6 +195,7 @@ def _open(path: Path, settings: Settings, choice: ProviderChoice, threads: int) 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.graph_optimization_level = _GRAPH_LEVELS[settings.graph_optimization]
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.intra_op_spinning else "0")
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=choice.providers)
     except ONNXRUNTIME_ERRORS as exc:

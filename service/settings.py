@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     )
     intra_op_threads: int = Field(0, ge=0, description="Default onnxruntime intra-op threads; 0 = its default")
     instances: int = Field(1, ge=1, le=64, description="Default onnxruntime sessions per model version")
+    intra_op_spinning: bool = Field(
+        False, description="Let onnxruntime's idle threads spin (lower latency alone, steals CPU from gRPC when busy)"
+    )
 
     model_control_mode: Literal["none", "poll", "explicit"] = Field(
         "none",

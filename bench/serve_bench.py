@@ -1,0 +1,421 @@
+"""Serving benchmark: the real server against in-process onnxruntime and a null V2 server.
+
+    .venv/bin/python bench/serve_bench.py [--seconds 4] [--concurrency 1 8 32 64] [--provider auto]
+
+It exports two generators through our own export step (weights from one training step;
+speed does not depend on them): the standard 64x64 RGB DCGAN (ngf=64, about 3.6 M
+parameters) and the default digits generator. It serves them with gan-serve in its own
+process and drives them with closed-loop gRPC clients (one client process, N coroutines,
+one sample per request) through gan.v1 Generate and V2 ModelInfer. In the same run it
+measures two references and prints the ratios to them:
+
+- onnxruntime called in-process on the same file with the same threads at each batch size
+  (the compute ceiling);
+- a null V2 server that answers ModelInfer at once with a fixed reply, driven by the same
+  client (the ceiling of Python gRPC plus the load client on these cores).
+
+The client, server and references share the machine's cores, as the targets assume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+Call = Callable[[int], Awaitable[None]]
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MODELS = {
+    # name: (training overrides, config.json)
+    "dcgan64": (
+        ["data.image_size=64", "data.channels=3", "data.conditional=false", "model.width=64", "model.latent_dim=100"],
+        {"max_batch_size": 64, "max_queue_delay_ms": 5},
+    ),
+    "digits": ([], {"max_batch_size": 64, "max_queue_delay_ms": 2}),
+}
+
+
+@dataclass(frozen=True)
+class Load:
+    """One closed-loop run: what the client saw."""
+
+    requests: int
+    seconds: float
+    latencies_ms: list[float]
+    errors: int
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+
+
+# --- the model repository ----------------------------------------------------------------------
+
+
+def build_repository(root: Path, names: Sequence[str]) -> None:
+    from export.cli import export_checkpoint
+    from training.config import load_config
+    from training.train import train
+
+    for name in names:
+        overrides, model_config = MODELS[name]
+        run = root.parent / f"run-{name}"
+        base = ROOT / "training" / "configs" / "digits.yaml"
+        config = load_config(base, [*overrides, "steps=1", "batch_size=8", f"out_dir={run}", "sample_every=1000"])
+        checkpoint = train(config, progress=False).checkpoint
+        export_checkpoint(checkpoint, root, name, model_config=dict(model_config))
+
+
+def describe(path: Path) -> dict[str, object]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    inputs = {i.name: i.shape for i in session.get_inputs()}
+    return {"latent_dim": int(inputs["latent"][1]), "conditional": "label" in inputs}
+
+
+# --- references --------------------------------------------------------------------------------
+
+
+def ort_reference(path: Path, provider: str, batch_sizes: Sequence[int], seconds: float) -> dict[int, float]:
+    """Samples/s of onnxruntime in-process at each batch size (default threads, as the server)."""
+    session = open_session(path, provider)
+    info = describe(path)
+    rates = {}
+    for batch in batch_sizes:
+        feeds = feeds_for(info, batch)
+        session.run(None, feeds)
+        runs, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            session.run(None, feeds)
+            runs += 1
+        rates[batch] = runs * batch / (time.perf_counter() - started)
+    return rates
+
+
+def ort_latency_ms(path: Path, provider: str, repeats: int = 300) -> float:
+    session = open_session(path, provider)
+    feeds = feeds_for(describe(path), 1)
+    for _ in range(20):
+        session.run(None, feeds)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        session.run(None, feeds)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def open_session(path: Path, provider: str) -> Any:
+    import onnxruntime as ort
+
+    providers = ["CPUExecutionProvider"]
+    if provider != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+
+
+def feeds_for(info: dict[str, object], batch: int) -> dict[str, np.ndarray]:
+    latent_dim = int(str(info["latent_dim"]))
+    feeds: dict[str, np.ndarray] = {
+        "latent": np.random.default_rng(0).standard_normal((batch, latent_dim)).astype(np.float32)
+    }
+    if info["conditional"]:
+        feeds["label"] = np.arange(batch, dtype=np.int64) % 10
+    return feeds
+
+
+def null_server(port_file: str) -> None:
+    """A V2 server that answers every ModelInfer at once with the same small reply."""
+    import grpc
+
+    from inference import grpc_service_pb2 as v2
+    from inference import grpc_service_pb2_grpc as v2_grpc
+
+    reply = v2.ModelInferResponse(model_name="null", model_version="1")
+    reply.outputs.add(name="image", datatype="FP32", shape=[1, 1, 16, 16])
+    reply.raw_output_contents.append(bytes(4 * 256))
+
+    class Null(v2_grpc.GRPCInferenceServiceServicer):
+        async def ModelInfer(self, request: v2.ModelInferRequest, context: object) -> v2.ModelInferResponse:
+            return reply
+
+    async def serve() -> None:
+        server = grpc.aio.server()
+        v2_grpc.add_GRPCInferenceServiceServicer_to_server(Null(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        Path(port_file).write_text(str(port))
+        await server.wait_for_termination()
+
+    asyncio.run(serve())
+
+
+# --- the load client ---------------------------------------------------------------------------
+
+
+def drive(target: str, api: str, model: str, info: dict[str, object], concurrency: int, seconds: float) -> Load:
+    """In a separate process: `concurrency` closed-loop clients for `seconds` after a warm-up."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        result: Load = pool.apply(_drive, (target, api, model, info, concurrency, seconds))
+    return result
+
+
+def _drive(target: str, api: str, model: str, info: dict[str, object], concurrency: int, seconds: float) -> Load:
+    return asyncio.run(_closed_loop(target, api, model, info, concurrency, seconds))
+
+
+async def _closed_loop(
+    target: str, api: str, model: str, info: dict[str, object], concurrency: int, seconds: float
+) -> Load:
+    import grpc
+
+    channel = grpc.aio.insecure_channel(target)
+    call = _generate_call(channel, model) if api == "gan.v1" else _infer_call(channel, model, info)
+    latencies: list[float] = []
+    errors = 0
+    measuring = False
+    stop = False
+
+    async def client(index: int) -> None:
+        nonlocal errors
+        seed = index * 1_000_000
+        while not stop:
+            seed += 1
+            started = time.perf_counter()
+            try:
+                await call(seed)
+            except grpc.aio.AioRpcError:
+                errors += 1
+                continue
+            if measuring:
+                latencies.append((time.perf_counter() - started) * 1000)
+
+    tasks = [asyncio.ensure_future(client(i)) for i in range(concurrency)]
+    await asyncio.sleep(1.0)  # warm-up
+    measuring, started = True, time.perf_counter()
+    await asyncio.sleep(seconds)
+    measuring, elapsed = False, time.perf_counter() - started
+    stop = True
+    await asyncio.gather(*tasks)
+    await channel.close()
+    return Load(len(latencies), elapsed, latencies, errors)
+
+
+def _generate_call(channel: Any, model: str) -> Call:
+    from gan.v1 import generator_pb2 as pb
+    from gan.v1 import generator_pb2_grpc as pb_grpc
+
+    stub = pb_grpc.GeneratorServiceStub(channel)
+
+    async def call(seed: int) -> None:
+        await stub.Generate(pb.GenerateRequest(model=model, count=1, seed=seed), timeout=30)
+
+    return call
+
+
+def _infer_call(channel: Any, model: str, info: dict[str, object]) -> Call:
+    from inference import grpc_service_pb2 as v2
+    from inference import grpc_service_pb2_grpc as v2_grpc
+
+    stub = v2_grpc.GRPCInferenceServiceStub(channel)
+    latent_dim = int(str(info["latent_dim"]))
+    template = v2.ModelInferRequest(model_name=model)
+    template.inputs.add(name="latent", datatype="FP32", shape=[1, latent_dim])
+    if info["conditional"]:
+        template.inputs.add(name="label", datatype="INT64", shape=[1])
+    rng = np.random.default_rng(0)
+    latents = [rng.standard_normal((1, latent_dim)).astype(np.float32).tobytes() for _ in range(64)]
+    label = np.array([7], dtype=np.int64).tobytes()
+
+    async def call(seed: int) -> None:
+        request = v2.ModelInferRequest()
+        request.CopyFrom(template)
+        request.raw_input_contents.append(latents[seed % 64])
+        if info["conditional"]:
+            request.raw_input_contents.append(label)
+        await stub.ModelInfer(request, timeout=30)
+
+    return call
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+def start_server(repository: Path, provider: str) -> tuple[subprocess.Popen[str], int]:
+    env = {**os.environ, "GAN_PROVIDER": provider, "GAN_LOG_LEVEL": "WARNING"}
+    command = [sys.executable, "-m", "service", "--model-repository", str(repository)]
+    command += ["--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0"]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert process.stdout is not None
+    for line in process.stdout:
+        match = re.search(r"ready on port (\d+)", line)
+        if match:
+            return process, int(match.group(1))
+    raise SystemExit("gan-serve did not start; run it by hand to see why")
+
+
+def start_null_server(workdir: Path) -> tuple[multiprocessing.process.BaseProcess, int]:
+    port_file = workdir / "null.port"
+    process = multiprocessing.get_context("spawn").Process(target=null_server, args=(str(port_file),), daemon=True)
+    process.start()
+    deadline = time.monotonic() + 30
+    while not port_file.exists() or not port_file.read_text():
+        if time.monotonic() > deadline:
+            raise SystemExit("the null server did not start")
+        time.sleep(0.05)
+    return process, int(port_file.read_text())
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per row (after 1 s warm-up)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["dcgan64", "digits"])
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+
+    workdir = Path(tempfile.mkdtemp(prefix="serve-bench-"))
+    repository = workdir / "models"
+    print(f"building the model repository in {repository} ...", flush=True)
+    build_repository(repository, args.models)
+    infos = {name: describe(repository / name / "1" / "model.onnx") for name in args.models}
+
+    server, port = start_server(repository, args.provider)
+    null_process, null_port = start_null_server(workdir)
+    try:
+        rows, references = measure(args, repository, infos, f"127.0.0.1:{port}", f"127.0.0.1:{null_port}")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        null_process.terminate()
+    missed = report(rows, references)
+    if args.json:
+        figures = {"cpu_count": os.cpu_count(), "provider": args.provider, "rows": [r.as_dict() for r in rows]}
+        figures["ort_samples_per_s"] = references.ort_samples_per_s
+        figures["ort_batch1_p50_ms"] = references.ort_batch1_p50_ms
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 1 if args.strict and missed else 0
+
+
+@dataclass(frozen=True)
+class Row:
+    model: str
+    api: str
+    concurrency: int
+    load: Load
+
+    def as_dict(self) -> dict[str, object]:
+        load = self.load
+        return {"model": self.model, "api": self.api, "concurrency": self.concurrency, "samples_per_s": load.rate,
+                "p50_ms": load.percentile(50), "p99_ms": load.percentile(99), "errors": load.errors}  # fmt: skip
+
+
+@dataclass
+class References:
+    ort_samples_per_s: dict[str, dict[int, float]]  # model -> batch size -> samples/s
+    ort_batch1_p50_ms: dict[str, float]
+
+    def ceiling(self, model: str) -> float | None:
+        rates = self.ort_samples_per_s.get(model)
+        return max(rates.values()) if rates else None
+
+
+def measure(
+    args: argparse.Namespace, repository: Path, infos: dict[str, dict[str, object]], target: str, null_target: str
+) -> tuple[list[Row], References]:
+    rows: list[Row] = []
+    references = References({}, {})
+    for name in args.models:
+        path = repository / name / "1" / "model.onnx"
+        references.ort_samples_per_s[name] = ort_reference(path, args.provider, [1, 8, 32, 64], min(args.seconds, 2))
+        references.ort_batch1_p50_ms[name] = ort_latency_ms(path, args.provider)
+        for api in ("gan.v1", "v2"):
+            for concurrency in args.concurrency:
+                rows.append(
+                    Row(name, api, concurrency, drive(target, api, name, infos[name], concurrency, args.seconds))
+                )
+                print(format_row(rows[-1], references), flush=True)
+    null_info: dict[str, object] = {"latent_dim": 64, "conditional": True}
+    for concurrency in sorted({1, 64} & set(args.concurrency)):
+        rows.append(
+            Row("null", "v2", concurrency, drive(null_target, "v2", "null", null_info, concurrency, args.seconds))
+        )
+        print(format_row(rows[-1], references), flush=True)
+    return rows, references
+
+
+def format_row(row: Row, references: References) -> str:
+    ceiling = references.ceiling(row.model)
+    ratio = f"{row.load.rate / ceiling:.2f}" if ceiling else "-"
+    return (
+        f"{row.model:>8} {row.api:>6} c={row.concurrency:<3} {row.load.rate:9.1f} samples/s  "
+        f"p50 {row.load.percentile(50):7.2f} ms  p99 {row.load.percentile(99):7.2f} ms  "
+        f"x ort-ceiling {ratio}  errors {row.load.errors}"
+    )
+
+
+Check = tuple[str, float, float, str]  # label, value, bound, ">=" or "<="
+
+
+def target_checks(rows: list[Row], references: References) -> list[Check]:
+    def find(model: str, api: str, concurrency: int) -> Load | None:
+        return next((r.load for r in rows if (r.model, r.api, r.concurrency) == (model, api, concurrency)), None)
+
+    checks: list[Check] = []
+    ceiling = references.ceiling("dcgan64")
+    null = find("null", "v2", 64)
+    for api in ("gan.v1", "v2"):
+        c32, c1, d64 = find("dcgan64", api, 32), find("dcgan64", api, 1), find("digits", api, 64)
+        if c32 and ceiling:
+            checks.append((f"{api} dcgan64 c=32 samples/s / best in-process ort", c32.rate / ceiling, 0.75, ">="))
+            checks.append((f"{api} dcgan64 c=32 p99 / p50", c32.percentile(99) / c32.percentile(50), 3.0, "<="))
+        if c1 and "dcgan64" in references.ort_batch1_p50_ms:
+            extra = c1.percentile(50) - references.ort_batch1_p50_ms["dcgan64"]
+            checks.append((f"{api} dcgan64 c=1 p50 - in-process batch-1 p50 (ms)", extra, 1.0, "<="))
+        if d64 and null:
+            checks.append((f"{api} digits c=64 requests/s / null server's", d64.rate / null.rate, 0.6, ">="))
+    return checks
+
+
+def report(rows: list[Row], references: References) -> list[Check]:
+    print("\nreferences (onnxruntime in-process, same file, default threads):")
+    for model, rates in references.ort_samples_per_s.items():
+        batches = ", ".join(f"batch {b}: {v:.1f}" for b, v in rates.items())
+        print(f"  {model}: samples/s {batches}; batch-1 p50 {references.ort_batch1_p50_ms[model]:.3f} ms")
+    checks = target_checks(rows, references)
+    print("\ntargets:")
+    for label, value, bound, sense in checks:
+        ok = value >= bound if sense == ">=" else value <= bound
+        print(f"  {'PASS' if ok else 'FAIL'}  {label}: {value:.2f} (target {sense} {bound})")
+    return [c for c in checks if not (c[1] >= c[2] if c[3] == ">=" else c[1] <= c[2])]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
