@@ -97,7 +97,7 @@ def describe(path: Path) -> dict[str, object]:
 
 
 def ort_reference(path: Path, provider: str, batch_sizes: Sequence[int], seconds: float) -> dict[int, float]:
-    """Samples/s of onnxruntime in-process at each batch size (default threads, as the server)."""
+    """Samples/s of onnxruntime in-process at each batch size, with the server's session options."""
     session = open_session(path, provider)
     info = describe(path)
     rates = {}
@@ -126,13 +126,17 @@ def ort_latency_ms(path: Path, provider: str, repeats: int = 300) -> float:
 
 
 def open_session(path: Path, provider: str) -> Any:
+    """A session with the server's own options (threads, spinning, graph optimisation from GAN_*)."""
     import onnxruntime as ort
+
+    from service.runtime import session_options
+    from service.settings import load_settings
 
     providers = ["CPUExecutionProvider"]
     if provider != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    settings = load_settings()
+    options = session_options(settings, settings.intra_op_threads)
     return ort.InferenceSession(str(path), sess_options=options, providers=providers)
 
 
@@ -405,7 +409,7 @@ def target_checks(rows: list[Row], references: References) -> list[Check]:
 
 
 def report(rows: list[Row], references: References) -> list[Check]:
-    print("\nreferences (onnxruntime in-process, same file, default threads):")
+    print("\nreferences (onnxruntime in-process, same file, the server's session options):")
     for model, rates in references.ort_samples_per_s.items():
         batches = ", ".join(f"batch {b}: {v:.1f}" for b, v in rates.items())
         print(f"  {model}: samples/s {batches}; batch-1 p50 {references.ort_batch1_p50_ms[model]:.3f} ms")

@@ -12,6 +12,10 @@ client); right after a run of k samples it waits up to `max_queue_delay_s`, coun
 the oldest queued request, for about k samples to gather again (the clients it just
 answered coming back), so closed-loop traffic settles into full batches.
 
+Runs execute in worker threads so the event loop keeps serving gRPC, except runs that
+have been measured to take less than `inline_run_s` at their batch size: handing those to a
+thread and back costs about as much as the run itself, so they run on the loop.
+
 There is no gRPC here: callers await `submit` and get arrays back or a ServiceError.
 """
 
@@ -74,6 +78,7 @@ class BatchPolicy:
     max_queue_size: int
     allowed_batch_sizes: tuple[int, ...] = ()  # sorted; empty: any size up to max_batch_size
     merge: bool = True  # False for models without a batch axis: every request runs alone, as sent
+    inline_run_s: float = 0.0  # runs measured faster than this run on the event loop; 0: always in a thread
 
     def padded_size(self, samples: int) -> int:
         """The allowed batch size a batch of `samples` runs at."""
@@ -143,6 +148,7 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=len(self._runners), thread_name_prefix=f"run-{name}")
         self._last_batch = 0
         self._last_finished_at = float("-inf")
+        self._run_seconds: dict[int, float] = {}  # padded batch size -> moving average of its run time
 
     @property
     def queued_samples(self) -> int:
@@ -279,11 +285,8 @@ class Batcher:
         waits = [started - piece.pending.enqueued_at for piece in batch if piece.start == 0]
         samples = sum(piece.stop - piece.start for piece in batch)
         padded = self.policy.padded_size(samples) if self.policy.merge else samples
-        loop = asyncio.get_running_loop()
         try:
-            outputs, input_s, infer_s = await loop.run_in_executor(
-                self._executor, _execute, runner, batch, samples, padded, self.policy.merge
-            )
+            outputs, input_s, infer_s = await self._execute(runner, batch, samples, padded)
         except Exception as exc:  # noqa: BLE001 - whatever the runner raises, only this batch fails
             log.error("model %s: a batch of %d samples failed: %s", self.name, samples, exc)
             _fail(batch, InferenceFailed(f"model {self.name}: inference failed: {type(exc).__name__}: {exc}"))
@@ -296,6 +299,28 @@ class Batcher:
         timings = BatchTimings(input_s, infer_s, time.perf_counter() - delivered_at)
         if self._observer is not None:
             self._observer.on_batch(samples, padded, waits, timings)
+
+    async def _execute(
+        self, runner: RunBatch, batch: list[_Slice], samples: int, padded: int
+    ) -> tuple[Outputs, float, float]:
+        """Run one batch on the loop when it is known to be quick, else in a worker thread."""
+        if self._runs_inline(padded):
+            result = _execute(runner, batch, samples, padded, self.policy.merge)
+        else:
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(
+                self._executor, _execute, runner, batch, samples, padded, self.policy.merge
+            )
+        self._remember_run(padded, result[1] + result[2])
+        return result
+
+    def _runs_inline(self, padded: int) -> bool:
+        expected = self._run_seconds.get(padded)
+        return expected is not None and expected < self.policy.inline_run_s
+
+    def _remember_run(self, padded: int, seconds: float) -> None:
+        previous = self._run_seconds.get(padded)
+        self._run_seconds[padded] = seconds if previous is None else 0.8 * previous + 0.2 * seconds
 
     def _report_depth(self) -> None:
         if self._observer is not None:

@@ -7,6 +7,8 @@ are bounded: `model` only takes names of models in the repository (or "unknown")
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from service.batcher import BatchTimings
@@ -117,15 +119,26 @@ class Metrics:
             registry=registry,
         )
 
+        # Label children per (method, model, code): labels() validates and locks on every call,
+        # which adds up at thousands of requests per second. The label sets are bounded.
+        self._request_children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
+
     def observer(self, model: str, version: int, stats: VersionStats) -> VersionObserver:
         """The batcher-side view of these metrics for one model version."""
         return VersionObserver(self, model, version, stats)
 
     def count_request(self, method: str, model: str, code: str, seconds: float) -> None:
-        self.requests.labels(method, model, code).inc()
-        self.request_duration.labels(method, model).observe(seconds)
-        if code != "OK":
-            self.failures.labels(method, model, REASONS.get(code, "other")).inc()
+        key = (method, model, code)
+        children = self._request_children.get(key)
+        if children is None:
+            failure = None if code == "OK" else self.failures.labels(method, model, REASONS.get(code, "other"))
+            children = (self.requests.labels(*key), self.request_duration.labels(method, model), failure)
+            self._request_children[key] = children
+        requests, duration, failures = children
+        requests.inc()
+        duration.observe(seconds)
+        if failures is not None:
+            failures.inc()
 
 
 class VersionObserver:

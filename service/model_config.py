@@ -98,6 +98,7 @@ class ModelConfig(BaseModel):
             max_queue_size=self.max_queue_size or settings.max_queue_size,
             allowed_batch_sizes=sizes,
             merge=merge,
+            inline_run_s=settings.inline_run_ms / 1000.0,
         )
 
     @property

@@ -191,11 +191,17 @@ def load_runtime(path: Path, settings: Settings, instances: int = 1, intra_op_th
     return runtime
 
 
-def _open(path: Path, settings: Settings, choice: ProviderChoice, threads: int) -> ort.InferenceSession:
+def session_options(settings: Settings, threads: int) -> ort.SessionOptions:
+    """The onnxruntime options every session of the service gets (the benchmark's reference too)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.graph_optimization_level = _GRAPH_LEVELS[settings.graph_optimization]
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.intra_op_spinning else "0")
+    return options
+
+
+def _open(path: Path, settings: Settings, choice: ProviderChoice, threads: int) -> ort.InferenceSession:
+    options = session_options(settings, threads)
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=choice.providers)
     except ONNXRUNTIME_ERRORS as exc:

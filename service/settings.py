@@ -56,6 +56,9 @@ class Settings(BaseSettings):
 
     max_batch_size: int = Field(64, ge=1, le=65536, description="Default samples per session run")
     max_queue_delay_ms: float = Field(2.0, ge=0, le=10_000, description="Default wait for company")
+    inline_run_ms: float = Field(
+        0.5, ge=0, le=1000, description="Session runs measured faster than this run on the event loop (0: never)"
+    )
     max_queue_size: int = Field(4096, ge=1, description="Default queued samples before RESOURCE_EXHAUSTED")
     max_count: int = Field(1024, ge=1, description="Largest count one Generate may ask for")
     grace_period_s: float = Field(10.0, ge=0, description="How long SIGTERM waits for accepted work")

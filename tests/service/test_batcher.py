@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping
 
 import numpy as np
@@ -302,5 +303,46 @@ def test_close_finishes_queued_work_and_refuses_new() -> None:
         np.testing.assert_array_equal((await queued)["double"], [0, 2, 4])
         with pytest.raises(Unavailable):
             await batcher.submit(rows(0, 1))
+
+    asyncio.run(main())
+
+
+class ThreadRecorder:
+    """Notes the thread of every run; runs of `slow_size` samples take 0.2 s, `fail_value` raises."""
+
+    def __init__(self, slow_size: int, fail_value: float) -> None:
+        self.threads: list[str] = []
+        self.slow_size = slow_size
+        self.fail_value = fail_value
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> Outputs:
+        x = inputs["x"]
+        self.threads.append(threading.current_thread().name)
+        if len(x) == self.slow_size:
+            time.sleep(0.2)
+        if self.fail_value in x:
+            raise RuntimeError("bad row")
+        return {"double": x * 2, "same": x.copy()}
+
+
+def test_runs_known_to_be_quick_run_on_the_loop_and_slow_ones_in_a_thread() -> None:
+    async def main() -> None:
+        model = ThreadRecorder(slow_size=2, fail_value=99.0)
+        policy = BatchPolicy(8, 0.0, 100, inline_run_s=0.1)
+        batcher = Batcher("fake", [model], policy, clock=FakeClock())
+        batcher.start()
+        loop_thread = threading.current_thread().name
+        try:
+            for start in range(3):  # 1 sample: quick once measured
+                np.testing.assert_array_equal((await batcher.submit(rows(start, 1)))["double"], [2 * start])
+            for _ in range(2):  # 2 samples: slow, so never on the loop
+                await batcher.submit(rows(0, 2))
+            with pytest.raises(InferenceFailed, match="bad row"):  # a quick run that fails, on the loop
+                await batcher.submit(rows(99, 1))
+            np.testing.assert_array_equal((await batcher.submit(rows(4, 1)))["double"], [8])
+        finally:
+            await batcher.close()
+        on_loop = [name == loop_thread for name in model.threads]
+        assert on_loop == [False, True, True, False, False, True, True]
 
     asyncio.run(main())
