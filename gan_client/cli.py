@@ -1,4 +1,8 @@
-"""`gan-client`: list models, describe one, generate samples into a PNG grid or a .npy file."""
+"""`gan-client`: list models, describe one, generate samples into PNGs or a .npy array.
+
+Errors print the server's status and message (which names the field), never a traceback.
+`--json` prints machine-readable output for scripts.
+"""
 
 from __future__ import annotations
 
@@ -6,74 +10,163 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import numpy as np
 from google.protobuf.json_format import MessageToDict
+from tqdm import tqdm
 
-from gan_client.client import DEFAULT_TIMEOUT_S, GeneratorClient
-from gan_client.grid import save_grid
+from gan_client.channel import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, TLSConfig
+from gan_client.client import GeneratorClient, Samples
+from gan_client.grid import save_each, save_grid
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     default_target = f"localhost:{os.environ.get('GAN_GRPC_PORT', '8001')}"
     parser = argparse.ArgumentParser(prog="gan-client", description="Call a gan-serve service.")
     parser.add_argument("--target", default=default_target, help=f"host:port of the service ({default_target})")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="deadline per call, seconds")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="deadline per call, seconds (30)")
+    retries = f"retries of UNAVAILABLE and RESOURCE_EXHAUSTED, with backoff ({DEFAULT_RETRIES})"
+    parser.add_argument("--retries", type=int, default=DEFAULT_RETRIES, choices=range(5), metavar="0-4", help=retries)
+    parser.add_argument("--wait-for-ready", action="store_true", help="wait (within --timeout) for a server to be up")
+    parser.add_argument("--tls", action="store_true", help="use TLS with the system's root certificates")
+    parser.add_argument("--tls-ca", type=Path, help="PEM CA that signed the server certificate (implies --tls)")
+    parser.add_argument("--tls-cert", type=Path, help="PEM client certificate for mutual TLS (implies --tls)")
+    parser.add_argument("--tls-key", type=Path, help="PEM key of --tls-cert")
+    parser.add_argument("--tls-server-name", help="name to check the server certificate against")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="the models the service has loaded")
     info = commands.add_parser("info", help="one model's signature")
     info.add_argument("model")
-    generate = commands.add_parser("generate", help="generate samples into a PNG grid (.png) or an array (.npy)")
+    info.add_argument("--version", type=int, default=0, help="model version (default: newest)")
+    generate = commands.add_parser(
+        "generate", help="generate samples into a PNG grid (.png), one PNG each (a folder), or an array (.npy)"
+    )
     generate.add_argument("--model", required=True)
     generate.add_argument("--count", type=int, default=16)
-    generate.add_argument("--label", type=int, action="append", default=[], help="class label (repeatable)")
+    generate.add_argument("--label", type=int, action="append", default=[],
+                          help="class label: once for all samples, or --count times (one per sample)")  # fmt: skip
     generate.add_argument("--seed", type=int, help="seed for reproducible samples (default: server picks one)")
     generate.add_argument("--version", type=int, default=0, help="model version (default: newest)")
     generate.add_argument("--scale", type=int, default=4, help="PNG upscaling factor, for small images")
-    generate.add_argument("--out", type=Path, required=True, help="output .png grid or .npy array")
+    out = "file.png (a grid), file.npy (float32 array), or a folder (one PNG per sample)"
+    generate.add_argument("--out", type=Path, required=True, help=out)
+    generate.add_argument("--no-progress", action="store_true", help="no progress bar for large counts")
     return parser.parse_args(argv)
+
+
+def tls_config(args: argparse.Namespace) -> TLSConfig | None:
+    if not (args.tls or args.tls_ca or args.tls_cert or args.tls_key):
+        return None
+    return TLSConfig(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)
 
 
 def run(args: argparse.Namespace, client: GeneratorClient) -> None:
     if args.command == "list":
-        for model in client.list_models():
-            kind = f"{len(model.class_names)} classes" if model.class_names else "unconditional"
-            shape = "x".join(str(d) for d in model.sample_shape)
-            print(f"{model.name}\tversion {model.version}\t{shape}\tlatent {model.latent_dim}\t{kind}")
+        list_models(client, args.json)
     elif args.command == "info":
-        print(json.dumps(MessageToDict(client.get_model(args.model)), indent=2))
+        print(json.dumps(MessageToDict(client.get_model(args.model, args.version)), indent=2))
     else:
         generate(args, client)
 
 
+def list_models(client: GeneratorClient, as_json: bool) -> None:
+    models = client.list_models()
+    if as_json:
+        print(json.dumps([MessageToDict(model) for model in models], indent=2))
+        return
+    for model in models:
+        kind = f"{len(model.class_names)} classes" if model.class_names else "unconditional"
+        shape = "x".join(str(d) for d in model.sample_shape)
+        print(f"{model.name}\tversion {model.version}\t{shape}\tlatent {model.latent_dim}\t{kind}")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One Generate call of a large request: samples [start, start + count) with their own seed."""
+
+    index: int
+    start: int
+    count: int
+    labels: list[int]
+
+
+def chunks(count: int, per_call: int, labels: Sequence[int]) -> Iterator[Chunk]:
+    """Split `count` samples into calls of at most `per_call` (the server's max_count)."""
+    if count < 1:
+        raise SystemExit(f"gan-client: error: --count must be at least 1, got {count}")
+    if len(labels) not in (0, 1, count):
+        raise SystemExit(f"gan-client: error: give --label once (for all) or {count} times, got {len(labels)}")
+    for index, start in enumerate(range(0, count, per_call)):
+        size = min(per_call, count - start)
+        part = list(labels) if len(labels) <= 1 else list(labels[start : start + size])
+        yield Chunk(index, start, size, part)
+
+
+def output_kind(out: Path) -> str:
+    suffix = out.suffix.lower()
+    if suffix in (".png", ".npy"):
+        return suffix[1:]
+    if suffix and not out.is_dir():
+        raise SystemExit(f"gan-client: error: --out must end in .png or .npy, or be a folder, got {out}")
+    return "folder"
+
+
 def generate(args: argparse.Namespace, client: GeneratorClient) -> None:
-    suffix = args.out.suffix.lower()
-    if suffix not in (".png", ".npy"):
-        raise SystemExit(f"gan-client: error: --out must end in .png or .npy, got {args.out}")
-    samples = client.generate(
-        args.model, args.count, seed=args.seed, labels=args.label, version=args.version, uint8=suffix == ".png"
-    )
-    if suffix == ".png":
-        save_grid(samples.array, args.out, scale=args.scale)
+    kind = output_kind(args.out)
+    per_call = max(1, client.get_model(args.model, args.version).max_count)
+    parts = list(chunks(args.count, per_call, args.label))
+    seed: int | None = args.seed
+    arrays: list[np.ndarray] = []
+    first: Samples | None = None
+    bar = tqdm(total=args.count, unit="sample", disable=args.no_progress or len(parts) == 1, file=sys.stderr)
+    for part in parts:
+        # Chunk k uses seed + k: the whole run is reproducible from the one seed printed at the end.
+        chunk_seed = None if seed is None else seed + part.index
+        samples = client.generate(
+            args.model, part.count, seed=chunk_seed, labels=part.labels, version=args.version, uint8=kind != "npy"
+        )
+        if first is None:
+            first, seed = samples, samples.seed
+            args.version = samples.version  # every chunk from the version that answered the first
+        if kind == "folder":
+            save_each(samples.array, args.out, args.scale, first_index=part.start)
+        else:
+            arrays.append(samples.array)
+        bar.update(part.count)
+    bar.close()
+    assert first is not None
+    if kind == "png":
+        save_grid(np.concatenate(arrays), args.out, scale=args.scale)
+    elif kind == "npy":
+        np.save(args.out, np.concatenate(arrays))
+    report = {"model": first.model, "version": first.version, "count": args.count, "seed": seed, "out": str(args.out),
+              "calls": len(parts)}  # fmt: skip
+    if args.json:
+        print(json.dumps(report))
     else:
-        np.save(args.out, samples.array)
-    count, name, version = len(samples.array), samples.model, samples.version
-    print(f"wrote {count} samples of {name} version {version} to {args.out} (seed {samples.seed})")
+        print(f"wrote {args.count} samples of {first.model} version {first.version} to {args.out} (seed {seed})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        with GeneratorClient(args.target, timeout=args.timeout) as client:
+        with GeneratorClient(
+            args.target, args.timeout, retries=args.retries, tls=tls_config(args), wait_for_ready=args.wait_for_ready
+        ) as client:
             run(args, client)
     except grpc.RpcError as exc:
         code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
         details = exc.details() if hasattr(exc, "details") else str(exc)
         print(f"gan-client: {code}: {details}", file=sys.stderr)
         return 1
+    except ValueError as exc:  # bad client options: a deadline, TLS files
+        print(f"gan-client: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -23,8 +23,23 @@ def tile(samples: np.ndarray, columns: int | None = None, padding: int = 2) -> n
 
 
 def save_grid(samples: np.ndarray, path: Path, scale: int = 1, columns: int | None = None) -> None:
-    grid = tile(samples, columns)
-    image = Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid)
+    save_image(tile(samples, columns), path, scale)
+
+
+def save_each(samples: np.ndarray, folder: Path, scale: int = 1, first_index: int = 0) -> list[Path]:
+    """One PNG per sample, sample-000000.png onwards; returns the paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for offset, sample in enumerate(samples):
+        path = folder / f"sample-{first_index + offset:06d}.png"
+        save_image(sample.transpose(1, 2, 0), path, scale)
+        paths.append(path)
+    return paths
+
+
+def save_image(pixels: np.ndarray, path: Path, scale: int = 1) -> None:
+    """(H, W, C) uint8 -> PNG (grey for one channel), upscaled by `scale` without smoothing."""
+    image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
     if scale > 1:
         image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
     image.save(path)

@@ -27,6 +27,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--grpc-port", type=int, help="gRPC port (8001)")
     parser.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (8002)")
     parser.add_argument("--host", help="bind address (0.0.0.0)")
+    parser.add_argument("--tls-cert-file", type=Path, help="PEM certificate chain: serve TLS (with --tls-key-file)")
+    parser.add_argument("--tls-key-file", type=Path, help="PEM private key of --tls-cert-file")
+    parser.add_argument("--tls-client-ca-file", type=Path, help="PEM CA: require client certificates (mutual TLS)")
     parser.add_argument(
         "--provider", choices=["auto", "cuda", "tensorrt", "cpu"], help="onnxruntime execution provider (auto)"
     )

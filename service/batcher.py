@@ -215,8 +215,8 @@ class Batcher:
                 return
             await self._wait_for_company()
             batch = self._cut_batch()
-            if batch:
-                await self._run(runner, batch)
+            if batch and await self._run(runner, batch):
+                await _let_arrivals_queue()  # an inline run held the loop: let requests that came meanwhile in
 
     async def _wait_for_work(self) -> None:
         while not self._has_work() and not self._closing:
@@ -280,17 +280,19 @@ class Batcher:
             )
         return True
 
-    async def _run(self, runner: RunBatch, batch: list[_Slice]) -> None:
+    async def _run(self, runner: RunBatch, batch: list[_Slice]) -> bool:
+        """Run one batch and deliver its rows; True when it ran on the event loop."""
         started = self._clock.now()
         waits = [started - piece.pending.enqueued_at for piece in batch if piece.start == 0]
         samples = sum(piece.stop - piece.start for piece in batch)
         padded = self.policy.padded_size(samples) if self.policy.merge else samples
+        inline = self._runs_inline(padded)
         try:
-            outputs, input_s, infer_s = await self._execute(runner, batch, samples, padded)
+            outputs, input_s, infer_s = await self._execute(runner, batch, samples, padded, inline)
         except Exception as exc:  # noqa: BLE001 - whatever the runner raises, only this batch fails
             log.error("model %s: a batch of %d samples failed: %s", self.name, samples, exc)
             _fail(batch, InferenceFailed(f"model {self.name}: inference failed: {type(exc).__name__}: {exc}"))
-            return
+            return inline
         finally:
             self._last_finished_at = self._clock.now()
             self._last_batch = samples
@@ -299,12 +301,13 @@ class Batcher:
         timings = BatchTimings(input_s, infer_s, time.perf_counter() - delivered_at)
         if self._observer is not None:
             self._observer.on_batch(samples, padded, waits, timings)
+        return inline
 
     async def _execute(
-        self, runner: RunBatch, batch: list[_Slice], samples: int, padded: int
+        self, runner: RunBatch, batch: list[_Slice], samples: int, padded: int, inline: bool
     ) -> tuple[Outputs, float, float]:
-        """Run one batch on the loop when it is known to be quick, else in a worker thread."""
-        if self._runs_inline(padded):
+        """Run one batch on the loop (`inline`, when it is known to be quick) or in a worker thread."""
+        if inline:
             result = _execute(runner, batch, samples, padded, self.policy.merge)
         else:
             loop = asyncio.get_running_loop()
@@ -325,6 +328,12 @@ class Batcher:
     def _report_depth(self) -> None:
         if self._observer is not None:
             self._observer.on_queue_depth(self._queued_samples)
+
+
+async def _let_arrivals_queue(turns: int = 4) -> None:
+    """Give the event loop a few turns: enough for gRPC to read waiting calls and submit them."""
+    for _ in range(turns):
+        await asyncio.sleep(0)
 
 
 def _batch_length(inputs: Inputs) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from threading import Thread
 from wsgiref.simple_server import WSGIServer
 
@@ -94,10 +95,18 @@ async def start_server(settings: Settings, registry: CollectorRegistry | None = 
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [GENERATOR_SERVICE, INFERENCE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
     reflection.enable_server_reflection(names, server)
-    grpc_port = server.add_insecure_port(f"{_host(settings.host)}:{settings.grpc_port}")
+    address = f"{_host(settings.host)}:{settings.grpc_port}"
+    try:
+        credentials = server_credentials(settings)
+    except OSError:
+        await repository.close()
+        raise
+    grpc_port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if grpc_port == 0:
         await repository.close()
-        raise OSError(f"cannot bind gRPC port {settings.host}:{settings.grpc_port}; is it in use? (GAN_GRPC_PORT)")
+        tls = "; or the TLS certificate and key do not load (GAN_TLS_CERT_FILE, GAN_TLS_KEY_FILE)"
+        tls = tls if credentials else ""
+        raise OSError(f"cannot bind gRPC port {settings.host}:{settings.grpc_port}; is it in use? (GAN_GRPC_PORT){tls}")
 
     metrics_http = start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.registry)
     await server.start()
@@ -108,6 +117,26 @@ async def start_server(settings: Settings, registry: CollectorRegistry | None = 
     repository.on_change = running.publish_health
     log.info("serving gRPC on %s:%d, metrics on %s:%d", settings.host, grpc_port, settings.host, running.metrics_port)
     return running
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS (or mutual TLS) credentials from the settings' PEM files; None serves plaintext."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    chain = _read_pem(settings.tls_cert_file, "tls_cert_file")
+    key = _read_pem(settings.tls_key_file, "tls_key_file")
+    client_ca = _read_pem(settings.tls_client_ca_file, "tls_client_ca_file") if settings.tls_client_ca_file else None
+    return grpc.ssl_server_credentials([(key, chain)], root_certificates=client_ca, require_client_auth=bool(client_ca))
+
+
+def _read_pem(path: Path, setting: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise OSError(f"{setting} (GAN_{setting.upper()}): cannot read {path}: {exc.strerror}") from None
+    if b"-----BEGIN" not in data:
+        raise OSError(f"{setting} (GAN_{setting.upper()}): {path} is not a PEM file")
+    return data
 
 
 def _host(host: str) -> str:

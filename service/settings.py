@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -23,6 +23,12 @@ class Settings(BaseSettings):
     host: str = Field("0.0.0.0", description="Address the gRPC and metrics servers bind to")
     grpc_port: int = Field(8001, ge=0, le=65535, description="gRPC port; 0 picks a free one")
     metrics_port: int = Field(8002, ge=0, le=65535, description="Prometheus /metrics port; 0 picks a free one")
+
+    tls_cert_file: Path | None = Field(None, description="PEM server certificate chain; with tls_key_file: serve TLS")
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file")
+    tls_client_ca_file: Path | None = Field(
+        None, description="PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS)"
+    )
 
     provider: Literal["auto", "cuda", "tensorrt", "cpu"] = Field(
         "auto", description="auto: CUDA when onnxruntime can use it, else CPU; tensorrt: TensorRT, then CUDA"
@@ -57,12 +63,20 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(64, ge=1, le=65536, description="Default samples per session run")
     max_queue_delay_ms: float = Field(2.0, ge=0, le=10_000, description="Default wait for company")
     inline_run_ms: float = Field(
-        0.5, ge=0, le=1000, description="Session runs measured faster than this run on the event loop (0: never)"
+        0.0, ge=0, le=1000, description="Session runs measured faster than this run on the event loop (0: never)"
     )
     max_queue_size: int = Field(4096, ge=1, description="Default queued samples before RESOURCE_EXHAUSTED")
     max_count: int = Field(1024, ge=1, description="Largest count one Generate may ask for")
     grace_period_s: float = Field(10.0, ge=0, description="How long SIGTERM waits for accepted work")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _tls_files_agree(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file: give both to serve TLS, or neither")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file: mutual TLS needs tls_cert_file and tls_key_file too")
+        return self
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -80,7 +94,10 @@ def load_settings(**overrides: Any) -> Settings:
 def _describe(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors():
-        field = ".".join(str(p) for p in error["loc"]) or "settings"
+        field = ".".join(str(p) for p in error["loc"])
+        if not field:  # a rule across fields: its message names them
+            parts.append(error["msg"].removeprefix("Value error, "))
+            continue
         env = f"GAN_{field.upper()}"
         parts.append(f"{field} (flag --{field.replace('_', '-')} or {env}): {error['msg']}")
     return "; ".join(parts)

@@ -51,7 +51,7 @@ class ServerThread:
     def __init__(self, **settings: Any) -> None:
         from service.settings import load_settings
 
-        self.settings = load_settings(host="127.0.0.1", grpc_port=0, metrics_port=0, **settings)
+        self.settings = load_settings(**{"host": "127.0.0.1", "grpc_port": 0, "metrics_port": 0, **settings})
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.server: Any = None

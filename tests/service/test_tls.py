@@ -1,0 +1,68 @@
+"""TLS and mutual TLS from certificate files in the settings, with certificates made at test time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from gan_client.cli import main
+from gan_client.client import GeneratorClient, TLSConfig
+from service.settings import SettingsError, load_settings
+from tests.certificates import Certificates, make_certificates
+from tests.conftest import ServerThread
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    return make_certificates(tmp_path_factory.mktemp("certs"))
+
+
+def list_names(target: str, tls: TLSConfig | None) -> list[str]:
+    with GeneratorClient(target, timeout=5, retries=0, tls=tls) as client:
+        return [model.name for model in client.list_models()]
+
+
+def test_tls_serves_clients_that_trust_its_ca_and_refuses_plaintext(
+    model_repository: Path, certificates: Certificates
+) -> None:
+    server = certificates.server
+    with ServerThread(model_repository=model_repository, tls_cert_file=server.cert, tls_key_file=server.key) as running:
+        assert "digits" in list_names(running.target, TLSConfig(ca_file=certificates.ca))
+        with pytest.raises(grpc.RpcError) as plaintext:
+            list_names(running.target, None)
+        assert plaintext.value.code() == grpc.StatusCode.UNAVAILABLE
+        with pytest.raises(grpc.RpcError):  # the system roots do not know the test CA
+            list_names(running.target, TLSConfig())
+
+
+def test_mutual_tls_needs_a_client_certificate_from_the_ca(
+    model_repository: Path, certificates: Certificates, tmp_path: Path
+) -> None:
+    server, client, stranger = certificates.server, certificates.client, certificates.stranger
+    settings = {"tls_cert_file": server.cert, "tls_key_file": server.key, "tls_client_ca_file": certificates.ca}
+    with ServerThread(model_repository=model_repository, **settings) as running:
+        assert "digits" in list_names(running.target, TLSConfig(certificates.ca, client.cert, client.key))
+        for refused in (TLSConfig(certificates.ca), TLSConfig(certificates.ca, stranger.cert, stranger.key)):
+            with pytest.raises(grpc.RpcError):
+                list_names(running.target, refused)
+        out = tmp_path / "grid.png"
+        tls_flags = ["--tls-ca", str(certificates.ca), "--tls-cert", str(client.cert), "--tls-key", str(client.key)]
+        argv = ["--target", running.target, *tls_flags, "generate", "--model", "digits", "--count", "4"]
+        assert main([*argv, "--out", str(out)]) == 0 and out.exists()
+
+
+def test_tls_settings_that_cannot_work_are_refused_by_name(certificates: Certificates, tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="tls_cert_file and tls_key_file"):
+        load_settings(tls_cert_file=certificates.server.cert)
+    with pytest.raises(SettingsError, match="tls_client_ca_file"):
+        load_settings(tls_client_ca_file=certificates.ca)
+    not_pem = tmp_path / "cert.pem"
+    not_pem.write_text("hello")
+    from service.server import server_credentials
+
+    with pytest.raises(OSError, match=r"tls_cert_file .*not a PEM file"):
+        server_credentials(load_settings(tls_cert_file=not_pem, tls_key_file=certificates.server.key))
+    with pytest.raises(OSError, match=r"tls_key_file .*cannot read"):
+        server_credentials(load_settings(tls_cert_file=certificates.server.cert, tls_key_file=tmp_path / "missing"))
