@@ -37,6 +37,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tls-cert", type=Path, help="PEM client certificate for mutual TLS (implies --tls)")
     parser.add_argument("--tls-key", type=Path, help="PEM key of --tls-cert")
     parser.add_argument("--tls-server-name", help="name to check the server certificate against")
+    parser.add_argument("--token-file", type=Path, help="file whose first line is a bearer token for the server")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="the models the service has loaded")
@@ -63,6 +64,18 @@ def tls_config(args: argparse.Namespace) -> TLSConfig | None:
     if not (args.tls or args.tls_ca or args.tls_cert or args.tls_key):
         return None
     return TLSConfig(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)
+
+
+def read_token(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        lines = path.read_text().split()
+    except OSError as exc:
+        raise ValueError(f"--token-file: cannot read {path}: {exc.strerror}") from None
+    if not lines:
+        raise ValueError(f"--token-file: {path} is empty; put the token on its first line")
+    return lines[0]
 
 
 def run(args: argparse.Namespace, client: GeneratorClient) -> None:
@@ -155,9 +168,8 @@ def generate(args: argparse.Namespace, client: GeneratorClient) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        with GeneratorClient(
-            args.target, args.timeout, retries=args.retries, tls=tls_config(args), wait_for_ready=args.wait_for_ready
-        ) as client:
+        options = {"retries": args.retries, "tls": tls_config(args), "wait_for_ready": args.wait_for_ready}
+        with GeneratorClient(args.target, args.timeout, **options, token=read_token(args.token_file)) as client:
             run(args, client)
     except grpc.RpcError as exc:
         code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"

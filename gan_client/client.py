@@ -42,6 +42,7 @@ class CallOptions:
 
     timeout: float
     wait_for_ready: bool
+    metadata: tuple[tuple[str, str], ...] = ()
 
 
 class _Connection:
@@ -55,8 +56,10 @@ class _Connection:
         retries: int = DEFAULT_RETRIES,
         tls: TLSConfig | None = None,
         wait_for_ready: bool = False,
+        token: str | None = None,
     ) -> None:
-        self._options = CallOptions(_positive_timeout(timeout), wait_for_ready)
+        metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._options = CallOptions(_positive_timeout(timeout), wait_for_ready, metadata)
         self._channel = self._open(target, retries, tls)
         self._stub = pb_grpc.GeneratorServiceStub(self._channel)
 
@@ -196,7 +199,7 @@ def _tensor_format(uint8: bool) -> pb.OutputFormat:
 
 
 def _kwargs(options: CallOptions) -> dict[str, object]:
-    return {"timeout": options.timeout, "wait_for_ready": options.wait_for_ready}
+    return {"timeout": options.timeout, "wait_for_ready": options.wait_for_ready, "metadata": options.metadata}
 
 
 def _positive_timeout(timeout: float) -> float:

@@ -30,6 +30,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tls-cert-file", type=Path, help="PEM certificate chain: serve TLS (with --tls-key-file)")
     parser.add_argument("--tls-key-file", type=Path, help="PEM private key of --tls-cert-file")
     parser.add_argument("--tls-client-ca-file", type=Path, help="PEM CA: require client certificates (mutual TLS)")
+    parser.add_argument("--auth-token-file", type=Path, help="bearer tokens, one per line: required on every call")
+    parser.add_argument("--admin-token-file", type=Path, help="bearer tokens allowed to load and unload models")
     parser.add_argument(
         "--provider", choices=["auto", "cuda", "tensorrt", "cpu"], help="onnxruntime execution provider (auto)"
     )

@@ -29,6 +29,8 @@ REASONS = {
     "CANCELLED": "cancelled",
     "INTERNAL": "internal",
     "UNIMPLEMENTED": "unimplemented",
+    "UNAUTHENTICATED": "unauthenticated",
+    "PERMISSION_DENIED": "permission_denied",
 }
 
 

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from gan.v1 import generator_pb2, generator_pb2_grpc
 from inference import grpc_service_pb2, grpc_service_pb2_grpc
+from service.auth import TokenAuth, read_tokens
 from service.generation import GenerationService
 from service.inference_servicer import InferenceServicer
 from service.metrics import Metrics
@@ -83,7 +84,12 @@ async def start_server(settings: Settings, registry: CollectorRegistry | None = 
     repository = Repository(settings, metrics)
     await repository.start()
 
-    server = grpc.aio.server(options=_SERVER_OPTIONS)
+    try:
+        interceptors = auth_interceptors(settings, metrics)
+    except OSError:
+        await repository.close()
+        raise
+    server = grpc.aio.server(interceptors=interceptors, options=_SERVER_OPTIONS)
     generation = GenerationService(repository, settings.max_count)
     generator_pb2_grpc.add_GeneratorServiceServicer_to_server(
         GeneratorServicer(repository, generation, metrics, settings.max_count), server
@@ -117,6 +123,15 @@ async def start_server(settings: Settings, registry: CollectorRegistry | None = 
     repository.on_change = running.publish_health
     log.info("serving gRPC on %s:%d, metrics on %s:%d", settings.host, grpc_port, settings.host, running.metrics_port)
     return running
+
+
+def auth_interceptors(settings: Settings, metrics: Metrics) -> list[grpc.aio.ServerInterceptor]:
+    """Token authentication when a token file is set; none otherwise."""
+    if settings.auth_token_file is None and settings.admin_token_file is None:
+        return []
+    users = read_tokens(settings.auth_token_file, "auth_token_file") if settings.auth_token_file else ()
+    admins = read_tokens(settings.admin_token_file, "admin_token_file") if settings.admin_token_file else ()
+    return [TokenAuth(users, admins, metrics)]
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:

@@ -30,6 +30,13 @@ class Settings(BaseSettings):
         None, description="PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS)"
     )
 
+    auth_token_file: Path | None = Field(
+        None, description="Tokens (one per line): every call but health needs 'authorization: Bearer <token>'"
+    )
+    admin_token_file: Path | None = Field(
+        None, description="Tokens (one per line) allowed to load and unload models through the V2 API"
+    )
+
     provider: Literal["auto", "cuda", "tensorrt", "cpu"] = Field(
         "auto", description="auto: CUDA when onnxruntime can use it, else CPU; tensorrt: TensorRT, then CUDA"
     )

@@ -1,0 +1,82 @@
+"""Bearer-token authentication: tokens from files, health open for probes, admin-only model control."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gan_client.cli import main
+from gan_client.client import GeneratorClient
+from inference import grpc_service_pb2 as v2
+from inference import grpc_service_pb2_grpc as v2_grpc
+from service.auth import read_tokens
+from tests.conftest import ServerThread, scrape
+
+USER, ADMIN = "user-token-1", "admin-token-9"
+
+
+@pytest.fixture(scope="module")
+def guarded(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    folder = tmp_path_factory.mktemp("tokens")
+    (folder / "users").write_text(f"# one per line\n\n{USER}\n")
+    (folder / "admins").write_text(f"{ADMIN}\n")
+    settings = {"auth_token_file": folder / "users", "admin_token_file": folder / "admins"}
+    with ServerThread(model_repository=model_repository, model_control_mode="explicit", **settings) as running:
+        yield running
+
+
+def code_of(call: object) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()  # type: ignore[operator]
+    assert "authorization" in caught.value.details()
+    return caught.value.code()
+
+
+def test_calls_need_a_valid_bearer_token(guarded: ServerThread) -> None:
+    for token in (None, "wrong", USER[:-1]):
+        with GeneratorClient(guarded.target, timeout=5, retries=0, token=token) as client:
+            assert code_of(client.list_models) == grpc.StatusCode.UNAUTHENTICATED
+    for token in (USER, ADMIN):
+        with GeneratorClient(guarded.target, timeout=5, token=token) as client:
+            assert client.list_models() is not None
+    assert scrape(guarded)['gan_request_failures_total{method="ListModels",model="",reason="unauthenticated"}'] >= 3
+
+
+def test_health_stays_open_for_probes(guarded: ServerThread) -> None:
+    with grpc.insecure_channel(guarded.target) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+    assert reply.status in (health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+
+def test_model_control_needs_an_admin_token(guarded: ServerThread) -> None:
+    request = v2.RepositoryModelLoadRequest(model_name="noise")
+    with grpc.insecure_channel(guarded.target) as channel:
+        stub = v2_grpc.GRPCInferenceServiceStub(channel)
+        as_user = (("authorization", f"Bearer {USER}"),)
+        denied = code_of(lambda: stub.RepositoryModelLoad(request, timeout=30, metadata=as_user))
+        assert denied == grpc.StatusCode.PERMISSION_DENIED
+        index = stub.RepositoryIndex(v2.RepositoryIndexRequest(), timeout=30, metadata=as_user)  # reading is fine
+        assert "noise" in {model.name for model in index.models}
+        stub.RepositoryModelLoad(request, timeout=30, metadata=(("authorization", f"Bearer {ADMIN}"),))
+        ready = stub.ModelReady(v2.ModelReadyRequest(name="noise"), timeout=30, metadata=as_user)
+        assert ready.ready
+
+
+def test_the_cli_sends_its_token_file(guarded: ServerThread, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(USER + "\n")
+    assert main(["--target", guarded.target, "--token-file", str(token_file), "list"]) == 0
+    assert main(["--target", guarded.target, "--retries", "0", "list"]) == 1
+
+
+def test_token_files_without_tokens_are_refused_by_name(tmp_path: Path) -> None:
+    empty = tmp_path / "tokens"
+    empty.write_text("# nothing yet\n")
+    with pytest.raises(OSError, match=r"auth_token_file .*holds no tokens"):
+        read_tokens(empty, "auth_token_file")
+    with pytest.raises(OSError, match=r"admin_token_file .*cannot read"):
+        read_tokens(tmp_path / "missing", "admin_token_file")
