@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from gan.v1 import generator_pb2, generator_pb2_grpc
 from inference import grpc_service_pb2, grpc_service_pb2_grpc
 from service.auth import TokenAuth, read_tokens
+from service.decoding import SafeDecoding
 from service.generation import GenerationService
 from service.inference_servicer import InferenceServicer
 from service.metrics import Metrics
@@ -29,12 +30,15 @@ log = logging.getLogger(__name__)
 GENERATOR_SERVICE = generator_pb2.DESCRIPTOR.services_by_name["GeneratorService"].full_name
 INFERENCE_SERVICE = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 HEALTH_SERVICES = ("", GENERATOR_SERVICE, INFERENCE_SERVICE)  # "" is the server as a whole
-# Generated images can be large: allow 64 MiB replies and 16 MiB requests.
-_SERVER_OPTIONS = [
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-    ("grpc.so_reuseport", 0),
-]
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """Message limits set explicitly: generated images can be large, requests are small."""
+    return [
+        ("grpc.max_send_message_length", settings.max_reply_mib * 2**20),
+        ("grpc.max_receive_message_length", settings.max_request_mib * 2**20),
+        ("grpc.so_reuseport", 0),
+    ]
 
 
 @dataclass
@@ -85,11 +89,11 @@ async def start_server(settings: Settings, registry: CollectorRegistry | None = 
     await repository.start()
 
     try:
-        interceptors = auth_interceptors(settings, metrics)
+        interceptors = interceptors_for(settings, metrics)
     except OSError:
         await repository.close()
         raise
-    server = grpc.aio.server(interceptors=interceptors, options=_SERVER_OPTIONS)
+    server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
     generation = GenerationService(repository, settings.max_count)
     generator_pb2_grpc.add_GeneratorServiceServicer_to_server(
         GeneratorServicer(repository, generation, metrics, settings.max_count), server
@@ -125,13 +129,14 @@ async def start_server(settings: Settings, registry: CollectorRegistry | None = 
     return running
 
 
-def auth_interceptors(settings: Settings, metrics: Metrics) -> list[grpc.aio.ServerInterceptor]:
-    """Token authentication when a token file is set; none otherwise."""
+def interceptors_for(settings: Settings, metrics: Metrics) -> list[grpc.aio.ServerInterceptor]:
+    """Token authentication when a token file is set, then safe request decoding."""
+    decoding = SafeDecoding(metrics)
     if settings.auth_token_file is None and settings.admin_token_file is None:
-        return []
+        return [decoding]
     users = read_tokens(settings.auth_token_file, "auth_token_file") if settings.auth_token_file else ()
     admins = read_tokens(settings.admin_token_file, "admin_token_file") if settings.admin_token_file else ()
-    return [TokenAuth(users, admins, metrics)]
+    return [TokenAuth(users, admins, metrics), decoding]  # the first one listed runs first
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:

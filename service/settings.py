@@ -73,6 +73,8 @@ class Settings(BaseSettings):
         0.0, ge=0, le=1000, description="Session runs measured faster than this run on the event loop (0: never)"
     )
     max_queue_size: int = Field(4096, ge=1, description="Default queued samples before RESOURCE_EXHAUSTED")
+    max_request_mib: int = Field(16, ge=1, le=2047, description="Largest request message; larger: RESOURCE_EXHAUSTED")
+    max_reply_mib: int = Field(64, ge=1, le=2047, description="Largest reply message (raise it for huge counts)")
     max_count: int = Field(1024, ge=1, description="Largest count one Generate may ask for")
     grace_period_s: float = Field(10.0, ge=0, description="How long SIGTERM waits for accepted work")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
