@@ -76,3 +76,28 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path: Path, monkeypatc
     with pytest.raises(TrainingDiverged, match=r"not finite.*last good checkpoint"):
         train(tiny(tmp_path, "steps=4", "checkpoint_every=2"), progress=False)
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2
+
+
+def test_a_kill_at_any_moment_leaves_a_loadable_checkpoint(tmp_path: Path) -> None:
+    """SIGKILL a run that checkpoints every step, at several moments: what is on disk always loads."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    overrides = [*TINY, "steps=100000", "checkpoint_every=1", f"out_dir={out}"]
+    command = [sys.executable, "-m", "training.cli", "--no-progress", *overrides]
+    checkpoint = out / "checkpoint.pt"
+    steps = []
+    for delay in (0.0, 0.13, 0.37):
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while not checkpoint.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        steps.append(load_checkpoint(checkpoint)["step"])  # raises if half-written
+        checkpoint.unlink()
+    assert all(step >= 1 for step in steps)
