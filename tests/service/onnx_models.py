@@ -20,3 +20,17 @@ def write_doubler(path: Path, batch: int | str = "N") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     return path
+
+
+def write_custom_op_model(path: Path) -> Path:
+    """A graph whose only node is a custom operator from a domain nobody registered."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])
+    node = helper.make_node("Backdoor", ["x"], ["y"], domain="com.example.evil")
+    graph = helper.make_graph([node], "custom", [x], [y])
+    opsets = [helper.make_opsetid("", 18), helper.make_opsetid("com.example.evil", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 9
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path

@@ -9,7 +9,7 @@ import pytest
 from service.errors import ModelLoadError
 from service.runtime import CPU, CUDA, TENSORRT, choose_providers, load_runtime
 from service.settings import load_settings
-from tests.service.onnx_models import write_doubler
+from tests.service.onnx_models import write_custom_op_model, write_doubler
 
 GPU_BUILD = [TENSORRT, CUDA, CPU]
 
@@ -53,3 +53,9 @@ def test_on_this_machine_auto_runs_on_cpu_and_records_the_reason(tmp_path: Path)
         pytest.skip("this machine has a working CUDA provider")
     assert runtime.provider == CPU and runtime.fallback_reason
     assert len(runtime.sessions) == 2 and runtime.batched and runtime.signature is None
+
+
+def test_a_model_with_a_custom_operator_is_refused_not_given_a_library(tmp_path: Path) -> None:
+    path = write_custom_op_model(tmp_path / "custom" / "1" / "model.onnx")
+    with pytest.raises(ModelLoadError, match=r"custom.*onnxruntime cannot load it.*Backdoor"):
+        load_runtime(path, load_settings(provider="cpu"))
