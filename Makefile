@@ -6,12 +6,23 @@ STAMP := $(VENV)/.installed
 GAN_MODEL_REPOSITORY ?= models
 DEFAULT_MODEL := $(GAN_MODEL_REPOSITORY)/digits/config.json
 
-.PHONY: serve test lint typecheck unit proto bench-quality clean
+.PHONY: serve test lint typecheck unit tools proto bench-quality clean
 
 serve: $(STAMP) $(DEFAULT_MODEL)
 	$(BIN)/gan-serve --model-repository $(GAN_MODEL_REPOSITORY)
 
-test: $(STAMP) lint typecheck unit
+test: $(STAMP) tools lint typecheck unit
+
+# The deployment tests run the real promtool, prometheus and docker-compose (Debian packages).
+# As root (CI) they are installed when missing; otherwise those tests say what to install.
+tools:
+	@if ! command -v promtool >/dev/null || ! command -v docker-compose >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get install -y -qq prometheus docker-compose >/dev/null 2>&1 || \
+	     (apt-get update -qq && apt-get install -y -qq prometheus docker-compose >/dev/null)) || \
+	    echo "could not install prometheus and docker-compose: their tests will be skipped"; \
+	  else echo "promtool/docker-compose missing: apt-get install prometheus docker-compose to run their tests"; fi; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -101,6 +101,17 @@ class Metrics:
             ["model", "version"],
             registry=registry,
         )
+        self.queue_capacity = Gauge(
+            "gan_queue_capacity_samples",
+            "Samples the batcher of each model version may queue (max_queue_size) before refusing requests.",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.server_ready = Gauge(
+            "gan_server_ready",
+            "1 while every model the repository should serve has a ready version (strict readiness), else 0.",
+            registry=registry,
+        )
         self.model_ready = Gauge(
             "gan_model_ready",
             "1 for every model version that is loaded and serving, with the provider it runs on.",
@@ -125,8 +136,9 @@ class Metrics:
         # which adds up at thousands of requests per second. The label sets are bounded.
         self._request_children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
 
-    def observer(self, model: str, version: int, stats: VersionStats) -> VersionObserver:
+    def observer(self, model: str, version: int, stats: VersionStats, queue_capacity: int) -> VersionObserver:
         """The batcher-side view of these metrics for one model version."""
+        self.queue_capacity.labels(model, str(version)).set(queue_capacity)
         return VersionObserver(self, model, version, stats)
 
     def count_request(self, method: str, model: str, code: str, seconds: float) -> None:

@@ -330,7 +330,7 @@ class Repository:
             name=f"{name}/{version}",
             runners=[session.run for session in runtime.sessions],
             policy=policy,
-            observer=self._metrics.observer(name, version, stats),
+            observer=self._metrics.observer(name, version, stats, policy.max_queue_size),
         )
         return ModelVersion(name, version, runtime, batcher, config, stats, fingerprint)
 

@@ -10,6 +10,7 @@ available where this was written, so they are exercised only through the CPU fal
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -96,9 +97,17 @@ def choose_providers(settings: Settings, available: list[str] | None = None) -> 
                 "install onnxruntime-gpu or set GAN_PROVIDER=cpu"
             )
         return ProviderChoice([CPU], f"this onnxruntime build has no {CUDA} (it offers {', '.join(available)})")
+    _preload_cuda_libraries()
     wanted.append((CUDA, _cuda_options(settings)))
     wanted.append(CPU)
     return ProviderChoice(wanted, "")
+
+
+def _preload_cuda_libraries() -> None:
+    """With CUDA and cuDNN from NVIDIA's pip wheels (onnxruntime-gpu[cuda,cudnn], the GPU image),
+    load them before the first session so the CUDA provider finds them; system CUDA needs nothing."""
+    if importlib.util.find_spec("nvidia") is not None and hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()
 
 
 def _provider_name(entry: str | tuple[str, dict[str, Any]]) -> str:

@@ -58,6 +58,7 @@ class RunningServer:
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, finish the accepted ones within `grace` seconds, release everything."""
         await self.health.enter_graceful_shutdown()
+        self.metrics.server_ready.set(0)
         # Closing the batchers at the same time flushes their queues without waiting for company.
         grace_s = self.settings.grace_period_s if grace is None else grace
         await asyncio.gather(self.grpc_server.stop(grace_s), self.repository.close())
@@ -71,7 +72,9 @@ class RunningServer:
 
     def publish_health(self) -> None:
         """Every service is SERVING exactly when the repository is ready (strict readiness)."""
-        task = asyncio.get_running_loop().create_task(_set_health(self.health, self.repository.ready()))
+        ready = self.repository.ready()
+        self.metrics.server_ready.set(1 if ready else 0)
+        task = asyncio.get_running_loop().create_task(_set_health(self.health, ready))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -121,6 +124,7 @@ async def start_server(settings: Settings, registry: CollectorRegistry | None = 
     metrics_http = start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.registry)
     await server.start()
     await _set_health(health_servicer, repository.ready())
+    metrics.server_ready.set(1 if repository.ready() else 0)
     running = RunningServer(
         settings, server, grpc_port, metrics_http[0].server_port, repository, health_servicer, metrics, metrics_http
     )

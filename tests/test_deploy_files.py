@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
+import pytest
 import yaml
 
 from service.settings import Settings
+from tests.conftest import ServerThread
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,3 +45,32 @@ def test_dockerfile_exposes_the_ports_and_runs_as_non_root() -> None:
     assert f"EXPOSE {defaults.grpc_port} {defaults.metrics_port}" in dockerfile
     assert "USER gan" in dockerfile and 'CMD ["gan-serve"]' in dockerfile
     assert "torch" not in dockerfile.split("pip wheel")[1].split("\n")[0]
+
+
+def test_the_image_checks_its_health_over_grpc_and_the_gpu_profile_reserves_a_gpu() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "HEALTHCHECK" in dockerfile and '"service.healthcheck"' in dockerfile
+    assert dockerfile.count("FROM ") == 2  # build stage, then the runtime stage
+    gpu = compose()["services"]["gan-serve-gpu"]
+    assert gpu["profiles"] == ["gpu"] and gpu["build"]["args"]["EXTRAS"] == "serve,cuda"
+    device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    assert gpu["environment"]["GAN_PROVIDER"] == "cuda"
+    grace = int(compose()["services"]["gan-serve"]["stop_grace_period"].removesuffix("s"))
+    assert grace > Settings().grace_period_s  # the drain ends before docker sends SIGKILL
+
+
+def test_the_healthcheck_reports_serving_and_fails_when_nothing_listens(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service import healthcheck
+
+    assert healthcheck.check(server.target) == "SERVING"
+    monkeypatch.setenv("GAN_GRPC_PORT", str(server.server.grpc_port))
+    monkeypatch.delenv("GAN_TLS_CERT_FILE", raising=False)
+    assert healthcheck.main() == 0
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("GAN_GRPC_PORT", str(probe.getsockname()[1]))
+    assert healthcheck.main() == 1
+    assert "unreachable" in capsys.readouterr().err
