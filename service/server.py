@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 GENERATOR_SERVICE = generator_pb2.DESCRIPTOR.services_by_name["GeneratorService"].full_name
 INFERENCE_SERVICE = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 HEALTH_SERVICES = ("", GENERATOR_SERVICE, INFERENCE_SERVICE)  # "" is the server as a whole
+# SERVING whenever the process answers at all: for liveness probes, which must not restart
+# a server that is merely not ready (a model still loading, a failed reload being retried).
+LIVENESS_SERVICE = "liveness"
 
 
 def server_options(settings: Settings) -> list[tuple[str, int]]:
@@ -124,6 +127,7 @@ async def start_server(settings: Settings, registry: CollectorRegistry | None = 
     metrics_http = start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.registry)
     await server.start()
     await _set_health(health_servicer, repository.ready())
+    await health_servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     metrics.server_ready.set(1 if repository.ready() else 0)
     running = RunningServer(
         settings, server, grpc_port, metrics_http[0].server_port, repository, health_servicer, metrics, metrics_http

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -250,15 +249,17 @@ def test_both_apis_share_the_batcher_and_the_numbers_add_up(
     before = scrape(v2_server)
     stats_before = infer_stub.ModelStatistics(v2.ModelStatisticsRequest(name="digits"), timeout=30).model_stats[0]
 
-    def via_generate(seed: int) -> None:
-        stub.Generate(pb.GenerateRequest(model="digits", count=2, seed=seed), timeout=30)
+    def via_generate(seed: int) -> grpc.Future:
+        return stub.Generate.future(pb.GenerateRequest(model="digits", count=2, seed=seed), timeout=30)
 
-    def via_infer(seed: int) -> None:
+    def via_infer(seed: int) -> grpc.Future:
         latent = latents_from_seed(seed, 1, LATENT_DIM)
-        infer_stub.ModelInfer(raw_request("digits", latent=latent, label=np.array([3], np.int64)), timeout=30)
+        request = raw_request("digits", latent=latent, label=np.array([3], np.int64))
+        return infer_stub.ModelInfer.future(request, timeout=30)
 
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda i: via_generate(i) if i % 2 else via_infer(i), range(48)))
+    calls = [via_generate(i) if i % 2 else via_infer(i) for i in range(48)]  # all in flight together
+    for call in calls:
+        call.result()
     after = scrape(v2_server)
 
     def delta(key: str) -> float:
