@@ -30,19 +30,29 @@ async def observe(
     in_flight = metrics.in_flight.labels(method)
     in_flight.inc()
     started = time.perf_counter()
-    code = grpc.StatusCode.OK
+    counted = False
+
+    def count(code: grpc.StatusCode) -> None:
+        nonlocal counted
+        if not counted:
+            counted = True
+            in_flight.dec()
+            metrics.count_request(method, label, code.name, time.perf_counter() - started)
+
     try:
-        return await handle()
+        reply = await handle()
+        count(grpc.StatusCode.OK)
+        return reply
     except ServiceError as exc:
         code = status_for(exc)
+        count(code)  # before abort: the client may see the status before abort returns
         await context.abort(code, str(exc))
         raise  # unreachable: abort raises
     except asyncio.CancelledError:
-        code = grpc.StatusCode.CANCELLED
+        count(grpc.StatusCode.CANCELLED)
         raise
     finally:
-        in_flight.dec()
-        metrics.count_request(method, label, code.name, time.perf_counter() - started)
+        count(grpc.StatusCode.INTERNAL)  # anything else escaped: grpc answers it as an error
 
 
 def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
