@@ -50,9 +50,15 @@ def test_dockerfile_exposes_the_ports_and_runs_as_non_root() -> None:
 def test_the_image_checks_its_health_over_grpc_and_the_gpu_profile_reserves_a_gpu() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "HEALTHCHECK" in dockerfile and '"service.healthcheck"' in dockerfile
-    assert dockerfile.count("FROM ") == 2  # build stage, then the runtime stage
+    assert dockerfile.count("\nFROM ") == 2  # build stage, then the runtime stage
     gpu = compose()["services"]["gan-serve-gpu"]
-    assert gpu["profiles"] == ["gpu"] and gpu["build"]["args"]["EXTRAS"] == "serve,cuda"
+    assert (
+        gpu["profiles"] == ["gpu"]
+        and gpu["build"]["dockerfile"] == compose()["services"]["gan-serve"]["build"]["dockerfile"]
+    )
+    base = gpu["build"]["args"]["BASE_IMAGE"]
+    assert base.startswith("nvidia/cuda:13.") and "cudnn" in base  # onnxruntime-gpu needs CUDA 13 and cuDNN 9
+    assert "ARG BASE_IMAGE=" in dockerfile and dockerfile.count("FROM ${BASE_IMAGE}") == 2
     device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
     assert gpu["environment"]["GAN_PROVIDER"] == "cuda"
