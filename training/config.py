@@ -11,6 +11,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+LossKind = Literal["minimax", "nonsaturating", "lsgan", "hinge", "wgan-gp"]
+
 
 class ConfigError(ValueError):
     """The config cannot be used; the message names the field and what is allowed."""
@@ -46,6 +48,8 @@ class ModelConfig(_Frozen):
     width: int = Field(64, ge=4, le=1024)  # channels of the widest generator layer / 2
     embed_dim: int = Field(32, ge=1, le=1024)  # label embedding size of a conditional generator
     minibatch_std: bool = True  # discriminator sees batch statistics: discourages mode collapse
+    spectral_norm: bool = False  # spectral normalisation of every discriminator weight (Miyato et al. 2018)
+    d_batch_norm: bool = True  # batch normalisation in the discriminator (off for wgan-gp and R1)
 
 
 class OptimConfig(_Frozen):
@@ -55,6 +59,9 @@ class OptimConfig(_Frozen):
     beta2: float = Field(0.999, ge=0, lt=1)
     ema_decay: float = Field(0.999, ge=0, lt=1)  # 0 disables the moving average of G's weights
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)  # real targets become 1 - label_smoothing
+    loss: LossKind = "nonsaturating"  # minimax, nonsaturating, lsgan, hinge, wgan-gp (training/losses.py)
+    gp_weight: float = Field(10.0, ge=0, le=1000)  # wgan-gp: weight of the gradient penalty
+    r1_gamma: float = Field(0.0, ge=0, le=1000)  # R1 penalty gamma/2 * ||grad D(real)||^2; 0 = off
 
 
 class TrainConfig(_Frozen):
@@ -76,6 +83,15 @@ class TrainConfig(_Frozen):
         if device != "auto" and device != "cpu" and not device.startswith("cuda"):
             raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {device!r}")
         return device
+
+    @model_validator(mode="after")
+    def _penalty_without_batch_norm(self) -> TrainConfig:
+        if self.optim.loss == "wgan-gp" and self.model.d_batch_norm:
+            raise ValueError(
+                "optim.loss=wgan-gp: the gradient penalty is per sample, which batch norm breaks; "
+                "set model.d_batch_norm=false"
+            )
+        return self
 
 
 def load_config(path: Path | None, overrides: Sequence[str] = ()) -> TrainConfig:

@@ -56,13 +56,19 @@ class MinibatchStd(nn.Module):
 class Discriminator(nn.Module):
     """(N, C, H, W) images [+ (N,) labels] -> (N,) logits; conditional by projection (Miyato & Koyama)."""
 
-    def __init__(self, width: int, channels: int, image_size: int, num_classes: int, minibatch_std: bool):
+    def __init__(
+        self, width: int, channels: int, image_size: int, num_classes: int, minibatch_std: bool, batch_norm: bool = True
+    ):
         super().__init__()
         steps = _upsamplings(image_size)
         widths = [width * 2**i for i in range(steps)]  # e.g. 64, 128 for 16 px
         layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, True)]
         for narrow, wide in itertools.pairwise(widths):
-            layers += [nn.Conv2d(narrow, wide, 4, 2, 1, bias=False), nn.BatchNorm2d(wide), nn.LeakyReLU(0.2, True)]
+            if batch_norm:
+                layers += [nn.Conv2d(narrow, wide, 4, 2, 1, bias=False), nn.BatchNorm2d(wide)]
+            else:
+                layers.append(nn.Conv2d(narrow, wide, 4, 2, 1))
+            layers.append(nn.LeakyReLU(0.2, True))
         if minibatch_std:
             layers.append(MinibatchStd())
         self.body = nn.Sequential(*layers)
@@ -97,7 +103,16 @@ def build_discriminator(config: TrainConfig, num_classes: int) -> Discriminator:
         image_size=config.data.image_size,
         num_classes=num_classes,
         minibatch_std=config.model.minibatch_std,
+        batch_norm=config.model.d_batch_norm,
     )
+
+
+def with_spectral_norm(discriminator: nn.Module) -> nn.Module:
+    """Spectral normalisation of every weight of `discriminator` (after init_weights)."""
+    for module in list(discriminator.modules()):
+        if isinstance(module, nn.Conv2d | nn.Linear | nn.Embedding):
+            nn.utils.parametrizations.spectral_norm(module)
+    return discriminator
 
 
 def init_weights(module: nn.Module) -> None:

@@ -19,8 +19,8 @@ from gan_client.grid import save_grid
 from training.checkpoint import code_version, load_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.data import DataError, ImageDataset, load_dataset
-from training.losses import discriminator_loss, generator_loss
-from training.models import build_discriminator, build_generator, init_weights
+from training.losses import discriminator_loss, generator_loss, gradient_penalty, r1_penalty
+from training.models import build_discriminator, build_generator, init_weights, with_spectral_norm
 
 CHECKPOINT = "checkpoint.pt"
 LOSSES = "losses.csv"
@@ -92,14 +92,16 @@ def train_step(
     latent = torch.randn(config.batch_size, config.model.latent_dim, generator=run.noise).to(device)
     fake = run.generator(latent, label)
 
+    optim = config.optim
     real_logits = run.discriminator(real, label)
     fake_logits = run.discriminator(fake.detach(), label)
-    d_loss = discriminator_loss(real_logits, fake_logits, config.optim.label_smoothing)
+    d_loss = discriminator_loss(optim.loss, real_logits, fake_logits, optim.label_smoothing)
+    d_total = d_loss + discriminator_penalties(run, config, real, fake.detach(), label)
     run.opt_d.zero_grad(set_to_none=True)
-    d_loss.backward()
+    d_total.backward()
     run.opt_d.step()
 
-    g_loss = generator_loss(run.discriminator(fake, label))
+    g_loss = generator_loss(optim.loss, run.discriminator(fake, label))
     run.opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
     run.opt_g.step()
@@ -113,11 +115,29 @@ def train_step(
     }
 
 
+def discriminator_penalties(
+    run: Run, config: TrainConfig, real: torch.Tensor, fake: torch.Tensor, label: torch.Tensor
+) -> torch.Tensor:
+    """The gradient penalty of wgan-gp and the R1 penalty, as configured (zero when neither is)."""
+    total = torch.zeros((), device=real.device)
+
+    def critic(images: torch.Tensor) -> torch.Tensor:
+        return run.discriminator(images, label)
+
+    if config.optim.loss == "wgan-gp" and config.optim.gp_weight > 0:
+        total = total + config.optim.gp_weight * gradient_penalty(critic, real, fake, run.noise)
+    if config.optim.r1_gamma > 0:
+        total = total + config.optim.r1_gamma / 2 * r1_penalty(critic, real)
+    return total
+
+
 def new_run(config: TrainConfig, num_classes: int, device: torch.device) -> Run:
     generator = build_generator(config, num_classes).to(device)
     discriminator = build_discriminator(config, num_classes).to(device)
     generator.apply(init_weights)
     discriminator.apply(init_weights)
+    if config.model.spectral_norm:
+        with_spectral_norm(discriminator)
     ema = copy.deepcopy(generator).eval().requires_grad_(False) if config.optim.ema_decay > 0 else None
     betas = (config.optim.beta1, config.optim.beta2)
     return Run(

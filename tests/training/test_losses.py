@@ -1,0 +1,88 @@
+"""The GAN objectives and penalties on known values, and short runs with each of them."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import TINY
+from training.checkpoint import load_checkpoint
+from training.config import ConfigError, LossKind, load_config
+from training.losses import discriminator_loss, generator_loss, gradient_penalty, r1_penalty
+from training.models import build_discriminator, with_spectral_norm
+from training.train import train
+
+KINDS: list[LossKind] = ["minimax", "nonsaturating", "lsgan", "hinge", "wgan-gp"]
+
+
+def test_each_discriminator_loss_is_zero_or_known_where_it_should_be() -> None:
+    real, fake = torch.tensor([2.0, 3.0]), torch.tensor([-2.0, -1.0])
+    assert discriminator_loss("hinge", real, fake).item() == 0.0  # both beyond the margin
+    assert discriminator_loss("lsgan", torch.ones(2), torch.zeros(2)).item() == 0.0
+    assert discriminator_loss("wgan-gp", real, fake).item() == pytest.approx(-1.5 - 2.5)
+    bce = discriminator_loss("nonsaturating", torch.zeros(1), torch.zeros(1)).item()
+    assert bce == pytest.approx(2 * math.log(2))
+    assert discriminator_loss("minimax", torch.zeros(1), torch.zeros(1)).item() == pytest.approx(bce)
+
+
+def test_the_minimax_generator_loss_saturates_and_the_non_saturating_one_does_not() -> None:
+    """When D confidently rejects the fakes (very negative logits), only -log D still gives G a gradient."""
+    gradients = {}
+    for kind in ("minimax", "nonsaturating"):
+        logits = torch.full((4,), -8.0, requires_grad=True)
+        generator_loss(kind, logits).backward()  # type: ignore[arg-type]
+        assert logits.grad is not None
+        gradients[kind] = logits.grad.abs().mean().item()
+    assert gradients["minimax"] < 1e-3 < 0.2 < gradients["nonsaturating"]
+
+
+def test_generator_losses_of_lsgan_hinge_and_wgan() -> None:
+    fake = torch.tensor([0.5, 1.5])
+    assert generator_loss("lsgan", torch.ones(2)).item() == 0.0
+    assert generator_loss("hinge", fake).item() == pytest.approx(-1.0)
+    assert generator_loss("wgan-gp", fake).item() == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize(("scale", "penalty"), [(1.0, 0.0), (2.0, 1.0), (0.5, 0.25)])
+def test_the_gradient_penalty_measures_the_critics_slope(scale: float, penalty: float) -> None:
+    direction = torch.tensor([0.6, 0.8])  # unit norm: a critic with slope `scale` everywhere
+
+    def critic(x: torch.Tensor) -> torch.Tensor:
+        return scale * (x @ direction)
+
+    real, fake = torch.randn(16, 2), torch.randn(16, 2)
+    value = gradient_penalty(critic, real, fake, torch.Generator().manual_seed(0))
+    assert value.item() == pytest.approx(penalty, abs=1e-5)
+    assert r1_penalty(critic, real).item() == pytest.approx(scale**2, abs=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_short_run_with_each_loss_and_the_stabilisers_stays_finite(kind: LossKind, tmp_path: Path) -> None:
+    extra = [f"optim.loss={kind}", "steps=3", "model.spectral_norm=true", "optim.r1_gamma=1.0"]
+    if kind == "wgan-gp":
+        extra.append("model.d_batch_norm=false")
+    result = train(load_config(None, [*TINY, f"out_dir={tmp_path}", *extra]), progress=False)
+    assert result.step == 3 and all(math.isfinite(v) for v in result.losses.values())
+
+
+def test_spectral_norm_keeps_every_discriminator_weight_at_unit_scale(tmp_path: Path) -> None:
+    config = load_config(None, [*TINY, f"out_dir={tmp_path}", "steps=3", "model.spectral_norm=true"])
+    state = load_checkpoint(train(config, progress=False).checkpoint)["discriminator"]
+    originals = [key for key in state if key.endswith("parametrizations.weight.original")]
+    assert originals, "spectral norm should parametrize the discriminator's weights"
+    discriminator = with_spectral_norm(build_discriminator(config, 10))
+    discriminator.load_state_dict(state)
+    for module in discriminator.modules():
+        if isinstance(module, torch.nn.Conv2d | torch.nn.Linear):
+            sigma = torch.linalg.matrix_norm(module.weight.detach().flatten(1), ord=2).item()
+            assert sigma == pytest.approx(1.0, abs=0.15)
+
+
+def test_wgan_gp_with_batch_norm_in_the_discriminator_is_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match=r"optim\.loss=wgan-gp.*model\.d_batch_norm=false"):
+        load_config(None, ["optim.loss=wgan-gp"])
+    with pytest.raises(ConfigError, match=r"optim\.loss"):
+        load_config(None, ["optim.loss=wasserstein"])
