@@ -291,7 +291,7 @@ class Batcher:
             outputs, input_s, infer_s = await self._execute(runner, batch, samples, padded, inline)
         except Exception as exc:  # noqa: BLE001 - whatever the runner raises, only this batch fails
             log.error("model %s: a batch of %d samples failed: %s", self.name, samples, exc)
-            _fail(batch, InferenceFailed(f"model {self.name}: inference failed: {type(exc).__name__}: {exc}"))
+            await self._isolate_failure(runner, batch, exc)
             return inline
         finally:
             self._last_finished_at = self._clock.now()
@@ -302,6 +302,23 @@ class Batcher:
         if self._observer is not None:
             self._observer.on_batch(samples, padded, waits, timings)
         return inline
+
+    async def _isolate_failure(self, runner: RunBatch, batch: list[_Slice], exc: Exception) -> None:
+        """A failed run of several requests: run each alone, so one bad request fails only itself."""
+        if len({id(piece.pending) for piece in batch}) == 1:
+            _fail(batch, _inference_failed(self.name, exc))
+            return
+        for piece in batch:
+            if piece.pending.future.done():
+                continue
+            size = piece.stop - piece.start
+            alone = [piece]
+            try:
+                outputs, _, _ = await self._execute(runner, alone, size, self.policy.padded_size(size), False)
+            except Exception as alone_exc:  # noqa: BLE001 - this request is the bad one
+                _fail(alone, _inference_failed(self.name, alone_exc))
+            else:
+                _deliver(alone, outputs)
 
     async def _execute(
         self, runner: RunBatch, batch: list[_Slice], samples: int, padded: int, inline: bool
@@ -389,6 +406,10 @@ def _deliver(batch: list[_Slice], outputs: Outputs) -> None:
         if pending.done == pending.count:
             ordered = [pending.parts[k] for k in sorted(pending.parts)]
             pending.future.set_result({name: np.concatenate([part[name] for part in ordered]) for name in outputs})
+
+
+def _inference_failed(name: str, exc: Exception) -> InferenceFailed:
+    return InferenceFailed(f"model {name}: inference failed: {type(exc).__name__}: {exc}")
 
 
 def _fail(batch: list[_Slice], error: Exception) -> None:

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from gan.v1 import generator_pb2, generator_pb2_grpc
 from inference import grpc_service_pb2, grpc_service_pb2_grpc
 from service.auth import TokenAuth, read_tokens
-from service.decoding import SafeDecoding
+from service.call_guard import CallGuard
 from service.generation import GenerationService
 from service.inference_servicer import InferenceServicer
 from service.metrics import Metrics
@@ -55,6 +55,7 @@ class RunningServer:
     repository: Repository
     health: health.aio.HealthServicer
     metrics: Metrics
+    guard: CallGuard
     _metrics_http: tuple[WSGIServer, Thread]
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -62,9 +63,16 @@ class RunningServer:
         """Refuse new calls, finish the accepted ones within `grace` seconds, release everything."""
         await self.health.enter_graceful_shutdown()
         self.metrics.server_ready.set(0)
-        # Closing the batchers at the same time flushes their queues without waiting for company.
+        # New calls get UNAVAILABLE (clients retry elsewhere) while the running ones finish with
+        # their models still loaded; only then does the port close. Closing it at once would
+        # leave calls that reached the server but not yet a handler to end as CANCELLED.
         grace_s = self.settings.grace_period_s if grace is None else grace
-        await asyncio.gather(self.grpc_server.stop(grace_s), self.repository.close())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        self.guard.refuse_new_calls()
+        await self.guard.wait_for_running_calls(min(self.settings.drain_refuse_s, grace_s), deadline)
+        await self.grpc_server.stop(max(0.0, deadline - loop.time()))
+        await self.repository.close()
         http_server, thread = self._metrics_http
         http_server.shutdown()
         http_server.server_close()
@@ -95,7 +103,8 @@ async def start_server(settings: Settings, registry: CollectorRegistry | None = 
     await repository.start()
 
     try:
-        interceptors = interceptors_for(settings, metrics)
+        guard = CallGuard(metrics)
+        interceptors = interceptors_for(settings, metrics, guard)
     except OSError:
         await repository.close()
         raise
@@ -129,22 +138,22 @@ async def start_server(settings: Settings, registry: CollectorRegistry | None = 
     await _set_health(health_servicer, repository.ready())
     await health_servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     metrics.server_ready.set(1 if repository.ready() else 0)
+    metrics_port = metrics_http[0].server_port
     running = RunningServer(
-        settings, server, grpc_port, metrics_http[0].server_port, repository, health_servicer, metrics, metrics_http
+        settings, server, grpc_port, metrics_port, repository, health_servicer, metrics, guard, metrics_http
     )
     repository.on_change = running.publish_health
     log.info("serving gRPC on %s:%d, metrics on %s:%d", settings.host, grpc_port, settings.host, running.metrics_port)
     return running
 
 
-def interceptors_for(settings: Settings, metrics: Metrics) -> list[grpc.aio.ServerInterceptor]:
-    """Token authentication when a token file is set, then safe request decoding."""
-    decoding = SafeDecoding(metrics)
+def interceptors_for(settings: Settings, metrics: Metrics, guard: CallGuard) -> list[grpc.aio.ServerInterceptor]:
+    """Token authentication when a token file is set, then the call guard (decoding, admission)."""
     if settings.auth_token_file is None and settings.admin_token_file is None:
-        return [decoding]
+        return [guard]
     users = read_tokens(settings.auth_token_file, "auth_token_file") if settings.auth_token_file else ()
     admins = read_tokens(settings.admin_token_file, "admin_token_file") if settings.admin_token_file else ()
-    return [TokenAuth(users, admins, metrics), decoding]  # the first one listed runs first
+    return [TokenAuth(users, admins, metrics), guard]  # the first one listed runs first
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:

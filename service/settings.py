@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     max_reply_mib: int = Field(64, ge=1, le=2047, description="Largest reply message (raise it for huge counts)")
     max_count: int = Field(1024, ge=1, description="Largest count one Generate may ask for")
     grace_period_s: float = Field(10.0, ge=0, description="How long SIGTERM waits for accepted work")
+    drain_refuse_s: float = Field(
+        1.0, ge=0, le=600, description="On SIGTERM, answer new calls UNAVAILABLE for at least this long, then close"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")

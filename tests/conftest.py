@@ -51,7 +51,9 @@ class ServerThread:
     def __init__(self, **settings: Any) -> None:
         from service.settings import load_settings
 
-        self.settings = load_settings(**{"host": "127.0.0.1", "grpc_port": 0, "metrics_port": 0, **settings})
+        # drain_refuse_s 0: tests stop servers at once unless they test the drain itself.
+        defaults = {"host": "127.0.0.1", "grpc_port": 0, "metrics_port": 0, "drain_refuse_s": 0.0}
+        self.settings = load_settings(**{**defaults, **settings})
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.server: Any = None

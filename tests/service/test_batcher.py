@@ -346,3 +346,23 @@ def test_runs_known_to_be_quick_run_on_the_loop_and_slow_ones_in_a_thread() -> N
         assert on_loop == [False, True, True, False, False, True, True]
 
     asyncio.run(main())
+
+
+def test_a_bad_request_fails_alone_not_the_requests_batched_with_it() -> None:
+    async def main() -> None:
+        model = ThreadRecorder(slow_size=-1, fail_value=99.0)
+        batcher = Batcher("fake", [model], BatchPolicy(8, 0.0, 100), clock=FakeClock())
+        batcher.start()
+        try:
+            results = await asyncio.gather(
+                *(batcher.submit(rows(start, 1)) for start in (1, 99, 2)), return_exceptions=True
+            )
+        finally:
+            await batcher.close()
+        assert len(model.threads) == 4  # the batch of 3, then each request alone
+        ok = [r for r in results if not isinstance(r, BaseException)]
+        failed = [r for r in results if isinstance(r, BaseException)]
+        assert [float(r["double"][0]) for r in ok] == [2.0, 4.0]
+        assert len(failed) == 1 and isinstance(failed[0], InferenceFailed) and "bad row" in str(failed[0])
+
+    asyncio.run(main())

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -83,3 +84,21 @@ def test_missing_repository_says_what_to_do(tmp_path: Path) -> None:
     _, err = process.communicate(timeout=60)
     assert process.returncode == 1
     assert "nowhere does not exist" in err and "make serve" in err
+
+
+def test_calls_in_flight_when_the_server_stops_are_answered_not_refused(model_repository: Path) -> None:
+    """Stopping with calls in flight: each gets its samples or UNAVAILABLE, never NOT_FOUND."""
+    from tests.conftest import ServerThread
+
+    running = ServerThread(model_repository=model_repository, drain_refuse_s=1.0).__enter__()
+    with grpc.insecure_channel(running.target) as channel:
+        stub = pb_grpc.GeneratorServiceStub(channel)
+        stub.Generate(pb.GenerateRequest(model="digits", count=1, seed=0), timeout=30)
+        calls = [
+            stub.Generate.future(pb.GenerateRequest(model="digits", count=8, seed=seed), timeout=30)
+            for seed in range(400)
+        ]
+        running.__exit__(None, None, None)  # drains with a 5 s grace while the calls arrive
+        codes = Counter(call.code() for call in calls)
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, codes
+    assert codes[grpc.StatusCode.OK] > 0

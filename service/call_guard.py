@@ -1,14 +1,18 @@
-"""Requests whose bytes are not a valid message get INVALID_ARGUMENT, not UNKNOWN.
+"""What every unary call passes before its handler: decoding and admission during a drain.
 
-grpc decodes a request before our handlers see it, and answers a decoding failure (bad
-UTF-8 in a string field, a truncated field) with UNKNOWN and the exception's text. This
-interceptor gives every unary handler a deserializer that cannot raise: what fails to
-decode reaches a small handler that answers INVALID_ARGUMENT, naming the message type.
+- Requests whose bytes are not a valid message get INVALID_ARGUMENT, not UNKNOWN. grpc
+  decodes a request before our handlers see it, and answers a decoding failure (bad UTF-8
+  in a string field, a truncated field) with UNKNOWN; here every unary handler gets a
+  deserializer that cannot raise, and what fails to decode is answered INVALID_ARGUMENT.
+- While the server drains, new calls (health checks excepted) get UNAVAILABLE at once, so
+  clients retry elsewhere, and the calls already running are counted until they finish.
+
 Wrapped handlers are cached per method, so the hot path costs one dict lookup.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,10 +27,26 @@ class _Undecodable:
         self.reason = reason
 
 
-class SafeDecoding(grpc.aio.ServerInterceptor):
+_ALWAYS_ADMITTED = "/grpc.health.v1.Health/"
+
+
+class CallGuard(grpc.aio.ServerInterceptor):
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
         self._handlers: dict[str, grpc.RpcMethodHandler | None] = {}
+        self._refusing = False
+        self.in_flight = 0
+
+    def refuse_new_calls(self) -> None:
+        """From now on, new calls get UNAVAILABLE; running ones carry on."""
+        self._refusing = True
+
+    async def wait_for_running_calls(self, at_least_s: float, deadline: float) -> None:
+        """Return once no admitted call is running and `at_least_s` has passed, or at `deadline` (loop time)."""
+        loop = asyncio.get_running_loop()
+        earliest = loop.time() + at_least_s
+        while loop.time() < deadline and (self.in_flight or loop.time() < earliest):
+            await asyncio.sleep(0.01)
 
     async def intercept_service(
         self,
@@ -44,6 +64,7 @@ class SafeDecoding(grpc.aio.ServerInterceptor):
         if behavior is None or deserialize is None:
             return handler  # streaming calls (health watch, reflection) keep grpc's own handling
         short_name = method.rsplit("/", 1)[-1]
+        admit_always = method.startswith(_ALWAYS_ADMITTED)
 
         def decode(data: bytes) -> Any:
             try:
@@ -59,6 +80,15 @@ class SafeDecoding(grpc.aio.ServerInterceptor):
                     f"request: the bytes are not a valid {short_name} request message ({request.reason}); "
                     "send a message built from the .proto",
                 )
-            return await behavior(request, context)
+            if self._refusing and not admit_always:
+                self._metrics.count_request(short_name, "", grpc.StatusCode.UNAVAILABLE.name, 0.0)
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE, "server: shutting down; retry the call on another replica"
+                )
+            self.in_flight += 1
+            try:
+                return await behavior(request, context)
+            finally:
+                self.in_flight -= 1
 
         return grpc.unary_unary_rpc_method_handler(guarded, decode, handler.response_serializer)
