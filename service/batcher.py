@@ -169,11 +169,7 @@ class Batcher:
         if self._closing:
             raise BatcherClosed(f"model {self.name} is shutting down; retry on another replica")
         count = _batch_length(inputs) if self.policy.merge else 1
-        if self._queued_samples + count > self.policy.max_queue_size:
-            raise Overloaded(
-                f"model {self.name} has {self._queued_samples} samples queued and a limit of "
-                f"{self.policy.max_queue_size} (max_queue_size); retry later with backoff"
-            )
+        self.check_room(count)
         loop = asyncio.get_running_loop()
         pending = _Pending(inputs, count, loop.create_future(), self._clock.now(), deadline, priority)
         self._queues[priority].append(pending)
@@ -185,6 +181,14 @@ class Batcher:
         except asyncio.CancelledError:
             self._forget(pending)  # a cancelled call leaves the queue at once
             raise
+
+    def check_room(self, count: int) -> None:
+        """Raise Overloaded when `count` more samples would overfill the queue."""
+        if self._queued_samples + count > self.policy.max_queue_size:
+            raise Overloaded(
+                f"model {self.name} has {self._queued_samples} samples queued and a limit of "
+                f"{self.policy.max_queue_size} (max_queue_size); retry later with backoff"
+            )
 
     async def close(self) -> None:
         """Stop accepting, finish everything already queued, then stop the workers."""

@@ -31,10 +31,11 @@ _ALWAYS_ADMITTED = "/grpc.health.v1.Health/"
 
 
 class CallGuard(grpc.aio.ServerInterceptor):
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, max_concurrent_calls: int) -> None:
         self._metrics = metrics
         self._handlers: dict[str, grpc.RpcMethodHandler | None] = {}
         self._refusing = False
+        self._max_calls = max_concurrent_calls
         self.in_flight = 0
 
     def refuse_new_calls(self) -> None:
@@ -85,6 +86,17 @@ class CallGuard(grpc.aio.ServerInterceptor):
                 await context.abort(
                     grpc.StatusCode.UNAVAILABLE, "server: shutting down; retry the call on another replica"
                 )
+            if self.in_flight >= self._max_calls and not admit_always:
+                self._metrics.count_request(short_name, "", grpc.StatusCode.RESOURCE_EXHAUSTED.name, 0.0)
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"server: {self.in_flight} calls in flight, the limit (GAN_MAX_CONCURRENT_CALLS); "
+                    "retry with backoff or on another replica",
+                )
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                self._metrics.count_request(short_name, "", grpc.StatusCode.DEADLINE_EXCEEDED.name, 0.0)
+                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline: it passed before the call started")
             self.in_flight += 1
             try:
                 return await behavior(request, context)

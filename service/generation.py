@@ -56,6 +56,7 @@ class GenerationService:
         model = self._repository.get(request.model, request.version)
         signature = generator_signature(model)
         count = self._count(request, signature)
+        model.batcher.check_room(count)  # refuse before drawing latents when the queue is full
         seed = request.seed
         if request.latents is None and seed is None:
             seed = random_seed()

@@ -103,7 +103,7 @@ async def start_server(settings: Settings, registry: CollectorRegistry | None = 
     await repository.start()
 
     try:
-        guard = CallGuard(metrics)
+        guard = CallGuard(metrics, settings.max_concurrent_calls)
         interceptors = interceptors_for(settings, metrics, guard)
     except OSError:
         await repository.close()

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
         0.0, ge=0, le=1000, description="Session runs measured faster than this run on the event loop (0: never)"
     )
     max_queue_size: int = Field(4096, ge=1, description="Default queued samples before RESOURCE_EXHAUSTED")
+    max_concurrent_calls: int = Field(
+        1024, ge=1, le=1_000_000, description="Calls handled at once; more get RESOURCE_EXHAUSTED at once"
+    )
     max_request_mib: int = Field(16, ge=1, le=2047, description="Largest request message; larger: RESOURCE_EXHAUSTED")
     max_reply_mib: int = Field(64, ge=1, le=2047, description="Largest reply message (raise it for huge counts)")
     max_count: int = Field(1024, ge=1, description="Largest count one Generate may ask for")
