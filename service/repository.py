@@ -114,6 +114,7 @@ class Repository:
         self._metrics = metrics
         self._models: dict[str, list[ModelVersion]] = {}  # serving versions, newest first
         self._states: dict[str, dict[int, VersionState]] = {}
+        self._failed: dict[tuple[str, int], Fingerprint] = {}  # versions whose load failed, as they were
         self._wanted: set[str] = set()  # models that must be ready for the server to be ready
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
@@ -155,7 +156,7 @@ class Repository:
         """Bring `name` in line with the disk: load new or changed versions, retire dropped ones."""
         check_model_name(name)
         async with self._lock:
-            await self._sync(name)
+            await self._sync(name, retry_failed=True)
         self._changed()
 
     async def unload_model(self, name: str) -> None:
@@ -256,7 +257,9 @@ class Repository:
 
     # --- loading ---------------------------------------------------------------------------
 
-    async def _sync(self, name: str) -> None:
+    async def _sync(self, name: str, retry_failed: bool = False) -> None:
+        """Load what the disk and the version policy ask for; a version that failed to load is
+        retried when its files change, or on an explicit load (`retry_failed`)."""
         model_dir = self._root / name
         on_disk = sorted(version_dirs(model_dir))
         if not on_disk:
@@ -276,7 +279,7 @@ class Repository:
         selected = config.version_policy.select(on_disk)
         serving: list[ModelVersion] = []
         for version in selected:
-            loaded = await self._load_or_keep(name, version, config, current.get(version))
+            loaded = await self._load_or_keep(name, version, config, current.get(version), retry_failed)
             if loaded is not None:
                 serving.append(loaded)
         stand_ins = self._stand_ins(current, serving, len(selected) - len(serving))
@@ -295,23 +298,27 @@ class Repository:
         return spare[:missing]
 
     async def _load_or_keep(
-        self, name: str, version: int, config: ModelConfig, old: ModelVersion | None
+        self, name: str, version: int, config: ModelConfig, old: ModelVersion | None, retry_failed: bool
     ) -> ModelVersion | None:
         model_dir = self._root / name
         fingerprint = _fingerprint(model_dir, version)
         if old is not None and old.fingerprint == fingerprint:
             return old
+        if not retry_failed and self._failed.get((name, version)) == fingerprint:
+            return old  # failed before and unchanged on disk: its state keeps the reason
         states = self._states[name]
         states[version] = VersionState(name, version, READY if old else LOADING)
         started = time.perf_counter()
         try:
             loaded = await asyncio.to_thread(self._load_version, name, version, config, fingerprint)
         except ModelLoadError as exc:
+            self._failed[(name, version)] = fingerprint  # polling retries it only once the file changes
             self._metrics.load_failures.labels(name).inc()
             keeps = " (the previously loaded copy keeps serving)" if old else ""
             states[version] = VersionState(name, version, READY if old else UNAVAILABLE, f"{exc}{keeps}")
             log.error("loading %s version %d failed: %s%s", name, version, exc, keeps)
             return old
+        self._failed.pop((name, version), None)
         self._metrics.load_duration.labels(name).observe(time.perf_counter() - started)
         loaded.batcher.start()
         states[version] = VersionState(name, version, READY)

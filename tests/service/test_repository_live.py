@@ -187,6 +187,8 @@ def test_readiness_is_strict_and_follows_the_repository(model_repository: Path, 
         alive = health.Check(health_pb2.HealthCheckRequest(service="liveness"), timeout=10)
         assert alive.status == health_pb2.HealthCheckResponse.SERVING, "not ready must not mean not alive"
         assert scrape(server)["gan_server_ready"] == 0
+        time.sleep(1.0)  # ten polls: an unchanged broken file is not loaded (nor logged) again
+        assert scrape(server)['gan_model_load_failures_total{model="broken"}'] == 1
         assert ready(stub, "digits"), "the good model serves while the broken one is reported"
         shutil.copy(root / "digits" / "1" / "model.onnx", root / "broken" / "1" / "model.onnx")
         wait_for(lambda: stub.ServerReady(v2.ServerReadyRequest(), timeout=10).ready, "the fixed model to load")
