@@ -50,6 +50,7 @@ class ModelConfig(_Frozen):
     minibatch_std: bool = True  # discriminator sees batch statistics: discourages mode collapse
     spectral_norm: bool = False  # spectral normalisation of every discriminator weight (Miyato et al. 2018)
     d_batch_norm: bool = True  # batch normalisation in the discriminator (off for wgan-gp and R1)
+    pack: int = Field(1, ge=1, le=16)  # PacGAN: the discriminator judges this many samples at once
 
 
 class OptimConfig(_Frozen):
@@ -83,6 +84,15 @@ class TrainConfig(_Frozen):
         if device != "auto" and device != "cpu" and not device.startswith("cuda"):
             raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {device!r}")
         return device
+
+    @model_validator(mode="after")
+    def _packing_fits(self) -> TrainConfig:
+        pack = self.model.pack
+        if pack > 1 and self.data.conditional:
+            raise ValueError("model.pack: PacGAN packing needs an unconditional model; set data.conditional=false")
+        if self.batch_size % pack:
+            raise ValueError(f"batch_size: {self.batch_size} is not a multiple of model.pack={pack}")
+        return self
 
     @model_validator(mode="after")
     def _penalty_without_batch_norm(self) -> TrainConfig:

@@ -99,12 +99,20 @@ def build_generator(config: TrainConfig, num_classes: int) -> Generator:
 def build_discriminator(config: TrainConfig, num_classes: int) -> Discriminator:
     return Discriminator(
         width=config.model.width,
-        channels=config.data.channels,
+        channels=config.data.channels * config.model.pack,  # PacGAN: packed samples side by side as channels
         image_size=config.data.image_size,
         num_classes=num_classes,
         minibatch_std=config.model.minibatch_std,
         batch_norm=config.model.d_batch_norm,
     )
+
+
+def pack(images: torch.Tensor, size: int) -> torch.Tensor:
+    """PacGAN: (B, C, H, W) -> (B/size, size*C, H, W), each row holding `size` consecutive samples."""
+    if size == 1:
+        return images
+    batch, channels, height, width = images.shape
+    return images.reshape(batch // size, size * channels, height, width)
 
 
 def with_spectral_norm(discriminator: nn.Module) -> nn.Module:

@@ -20,7 +20,7 @@ from training.checkpoint import code_version, load_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.data import DataError, ImageDataset, load_dataset
 from training.losses import discriminator_loss, generator_loss, gradient_penalty, r1_penalty
-from training.models import build_discriminator, build_generator, init_weights, with_spectral_norm
+from training.models import build_discriminator, build_generator, init_weights, pack, with_spectral_norm
 
 CHECKPOINT = "checkpoint.pt"
 LOSSES = "losses.csv"
@@ -92,16 +92,18 @@ def train_step(
     latent = torch.randn(config.batch_size, config.model.latent_dim, generator=run.noise).to(device)
     fake = run.generator(latent, label)
 
-    optim = config.optim
-    real_logits = run.discriminator(real, label)
-    fake_logits = run.discriminator(fake.detach(), label)
+    optim, size = config.optim, config.model.pack
+    d_label = label[::size]  # packing is for unconditional models, whose discriminator ignores labels
+    packed_real, packed_fake = pack(real, size), pack(fake, size)
+    real_logits = run.discriminator(packed_real, d_label)
+    fake_logits = run.discriminator(packed_fake.detach(), d_label)
     d_loss = discriminator_loss(optim.loss, real_logits, fake_logits, optim.label_smoothing)
-    d_total = d_loss + discriminator_penalties(run, config, real, fake.detach(), label)
+    d_total = d_loss + discriminator_penalties(run, config, packed_real, packed_fake.detach(), d_label)
     run.opt_d.zero_grad(set_to_none=True)
     d_total.backward()
     run.opt_d.step()
 
-    g_loss = generator_loss(optim.loss, run.discriminator(fake, label))
+    g_loss = generator_loss(optim.loss, run.discriminator(packed_fake, d_label))
     run.opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
     run.opt_g.step()

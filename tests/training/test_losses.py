@@ -12,7 +12,7 @@ from tests.conftest import TINY
 from training.checkpoint import load_checkpoint
 from training.config import ConfigError, LossKind, load_config
 from training.losses import discriminator_loss, generator_loss, gradient_penalty, r1_penalty
-from training.models import build_discriminator, with_spectral_norm
+from training.models import build_discriminator, pack, with_spectral_norm
 from training.train import train
 
 KINDS: list[LossKind] = ["minimax", "nonsaturating", "lsgan", "hinge", "wgan-gp"]
@@ -86,3 +86,27 @@ def test_wgan_gp_with_batch_norm_in_the_discriminator_is_refused_by_name() -> No
         load_config(None, ["optim.loss=wgan-gp"])
     with pytest.raises(ConfigError, match=r"optim\.loss"):
         load_config(None, ["optim.loss=wasserstein"])
+
+
+def test_packing_puts_consecutive_samples_side_by_side() -> None:
+    images = torch.arange(4 * 1 * 2 * 2, dtype=torch.float32).reshape(4, 1, 2, 2)
+    packed = pack(images, 2)
+    assert packed.shape == (2, 2, 2, 2)
+    assert torch.equal(packed[1, 0], images[2, 0]) and torch.equal(packed[1, 1], images[3, 0])
+    assert pack(images, 1) is images
+
+
+def test_a_packed_discriminator_trains_and_judges_pairs(tmp_path: Path) -> None:
+    extra = ["steps=3", "data.conditional=false", "model.pack=2"]
+    config = load_config(None, [*TINY, f"out_dir={tmp_path}", *extra])
+    result = train(config, progress=False)
+    assert all(math.isfinite(v) for v in result.losses.values())
+    first_conv = load_checkpoint(result.checkpoint)["discriminator"]["body.0.weight"]
+    assert first_conv.shape[1] == 2 * config.data.channels
+
+
+def test_packing_settings_that_cannot_work_are_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match=r"model\.pack.*data\.conditional=false"):
+        load_config(None, ["model.pack=2"])
+    with pytest.raises(ConfigError, match=r"batch_size: 63 is not a multiple of model\.pack=2"):
+        load_config(None, ["model.pack=2", "data.conditional=false", "batch_size=63"])
