@@ -63,6 +63,14 @@ class OptimConfig(_Frozen):
     loss: LossKind = "nonsaturating"  # minimax, nonsaturating, lsgan, hinge, wgan-gp (training/losses.py)
     gp_weight: float = Field(10.0, ge=0, le=1000)  # wgan-gp: weight of the gradient penalty
     r1_gamma: float = Field(0.0, ge=0, le=1000)  # R1 penalty gamma/2 * ||grad D(real)||^2; 0 = off
+    diffaugment: tuple[Literal["color", "translation", "cutout"], ...] = ()  # DiffAugment policy, e.g. color,cutout
+
+    @field_validator("diffaugment", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):  # optim.diffaugment=color,translation on the command line
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
 
 class TrainConfig(_Frozen):

@@ -16,6 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from gan_client.grid import save_grid
+from training.augment import diff_augment
 from training.checkpoint import code_version, load_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.data import DataError, ImageDataset, load_dataset
@@ -94,6 +95,9 @@ def train_step(
 
     optim, size = config.optim, config.model.pack
     d_label = label[::size]  # packing is for unconditional models, whose discriminator ignores labels
+    if optim.diffaugment:  # the same kind of transforms on both, differentiable, so G learns through them
+        real = diff_augment(real, optim.diffaugment, run.noise)
+        fake = diff_augment(fake, optim.diffaugment, run.noise)
     packed_real, packed_fake = pack(real, size), pack(fake, size)
     real_logits = run.discriminator(packed_real, d_label)
     fake_logits = run.discriminator(packed_fake.detach(), d_label)
