@@ -22,9 +22,11 @@ from training.config import TrainConfig
 from training.data import DataError, ImageDataset, load_dataset
 from training.losses import discriminator_loss, generator_loss, gradient_penalty, r1_penalty
 from training.models import build_discriminator, build_generator, init_weights, pack, with_spectral_norm
+from training.plots import plot_losses
 
 CHECKPOINT = "checkpoint.pt"
 LOSSES = "losses.csv"
+LOSS_PLOT = "losses.png"
 LOSS_COLUMNS = ["step", "d_loss", "g_loss", "d_real", "d_fake"]
 
 
@@ -81,6 +83,7 @@ def train(config: TrainConfig, resume: Path | None = None, progress: bool = True
             save_samples(sampler(run), fixed_latent, fixed_label, out / "samples" / f"step_{run.step:06d}.png")
         if run.step % config.checkpoint_every == 0 or run.step == config.steps:
             save_checkpoint(out / CHECKPOINT, checkpoint_state(run, config, dataset))
+            plot_losses(out / LOSSES, out / LOSS_PLOT)
     bar.close()
     return TrainResult(checkpoint=out / CHECKPOINT, step=run.step, losses=losses)
 

@@ -24,6 +24,9 @@ def test_steps_give_finite_losses_and_write_outputs(tmp_path: Path) -> None:
     assert result.step == 4 and all(torch.isfinite(torch.tensor(v)) for v in result.losses.values())
     rows = list(csv.DictReader((tmp_path / "losses.csv").open()))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    curves = Image.open(tmp_path / "losses.png").convert("RGB")
+    colours = {colour for _, colour in curves.getcolors(maxcolors=100_000) or []}
+    assert (200, 40, 40) in colours and (40, 90, 200) in colours  # both loss curves are drawn
     grid = Image.open(tmp_path / "samples/step_000004.png")
     assert grid.width > 8 * 16  # 8 columns of 16 px samples, one row per class
     state = load_checkpoint(result.checkpoint)
