@@ -49,6 +49,29 @@ class CallGuard(grpc.aio.ServerInterceptor):
         while loop.time() < deadline and (self.in_flight or loop.time() < earliest):
             await asyncio.sleep(0.01)
 
+    def _refusal(
+        self, request: Any, context: grpc.aio.ServicerContext, short_name: str, admit_always: bool
+    ) -> tuple[grpc.StatusCode, str] | None:
+        """Why this call must not reach its handler, or None to let it through."""
+        if isinstance(request, _Undecodable):
+            return grpc.StatusCode.INVALID_ARGUMENT, (
+                f"request: the bytes are not a valid {short_name} request message ({request.reason}); "
+                "send a message built from the .proto"
+            )
+        if admit_always:
+            return None
+        if self._refusing:
+            return grpc.StatusCode.UNAVAILABLE, "server: shutting down; retry the call on another replica"
+        if self.in_flight >= self._max_calls:
+            return grpc.StatusCode.RESOURCE_EXHAUSTED, (
+                f"server: {self.in_flight} calls in flight, the limit (GAN_MAX_CONCURRENT_CALLS); "
+                "retry with backoff or on another replica"
+            )
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            return grpc.StatusCode.DEADLINE_EXCEEDED, "deadline: it passed before the call started"
+        return None
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -73,34 +96,23 @@ class CallGuard(grpc.aio.ServerInterceptor):
             except DecodeError as exc:
                 return _Undecodable(str(exc))
 
+        # Health checks are always admitted and not counted as work in flight.
+        gauge = None if admit_always else self._metrics.in_flight.labels(short_name)
+
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if isinstance(request, _Undecodable):
-                self._metrics.count_request(short_name, "", grpc.StatusCode.INVALID_ARGUMENT.name, 0.0)
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"request: the bytes are not a valid {short_name} request message ({request.reason}); "
-                    "send a message built from the .proto",
-                )
-            if self._refusing and not admit_always:
-                self._metrics.count_request(short_name, "", grpc.StatusCode.UNAVAILABLE.name, 0.0)
-                await context.abort(
-                    grpc.StatusCode.UNAVAILABLE, "server: shutting down; retry the call on another replica"
-                )
-            if self.in_flight >= self._max_calls and not admit_always:
-                self._metrics.count_request(short_name, "", grpc.StatusCode.RESOURCE_EXHAUSTED.name, 0.0)
-                await context.abort(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"server: {self.in_flight} calls in flight, the limit (GAN_MAX_CONCURRENT_CALLS); "
-                    "retry with backoff or on another replica",
-                )
-            remaining = context.time_remaining()
-            if remaining is not None and remaining <= 0:
-                self._metrics.count_request(short_name, "", grpc.StatusCode.DEADLINE_EXCEEDED.name, 0.0)
-                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline: it passed before the call started")
+            refusal = self._refusal(request, context, short_name, admit_always)
+            if refusal is not None:
+                code, message = refusal
+                self._metrics.count_request(short_name, "", code.name, 0.0)
+                await context.abort(code, message)
+            if gauge is None:
+                return await behavior(request, context)
             self.in_flight += 1
+            gauge.inc()
             try:
                 return await behavior(request, context)
             finally:
                 self.in_flight -= 1
+                gauge.dec()
 
         return grpc.unary_unary_rpc_method_handler(guarded, decode, handler.response_serializer)

@@ -27,16 +27,13 @@ async def observe(
 ) -> Reply:
     """Run `handle`, count and time it, and turn a ServiceError into its status and message."""
     label = model if repository.has(model) else ("" if not model else "unknown")
-    in_flight = metrics.in_flight.labels(method)
-    in_flight.inc()
     started = time.perf_counter()
-    counted = False
+    counted = False  # calls in flight are counted by service.call_guard, around this
 
     def count(code: grpc.StatusCode) -> None:
         nonlocal counted
         if not counted:
             counted = True
-            in_flight.dec()
             metrics.count_request(method, label, code.name, time.perf_counter() - started)
 
     try:

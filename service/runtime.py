@@ -10,6 +10,7 @@ available where this was written, so they are exercised only through the CPU fal
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 from collections.abc import Mapping
@@ -103,6 +104,7 @@ def choose_providers(settings: Settings, available: list[str] | None = None) -> 
     return ProviderChoice(wanted, "")
 
 
+@functools.cache  # once per process, not once per model load
 def _preload_cuda_libraries() -> None:
     """With CUDA and cuDNN from NVIDIA's pip wheels (onnxruntime-gpu[cuda,cudnn], the GPU image),
     load them before the first session so the CUDA provider finds them; system CUDA needs nothing."""
