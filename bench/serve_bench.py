@@ -78,7 +78,7 @@ def build_repository(root: Path, names: Sequence[str]) -> None:
 
     for name in names:
         overrides, model_config = MODELS[name]
-        run = root.parent / f"run-{name}"
+        run = Path(tempfile.mkdtemp(prefix=f"serve-bench-run-{name}-"))
         base = ROOT / "training" / "configs" / "digits.yaml"
         config = load_config(base, [*overrides, "steps=1", "batch_size=8", f"out_dir={run}", "sample_every=1000"])
         checkpoint = train(config, progress=False).checkpoint
@@ -99,6 +99,7 @@ def describe(path: Path) -> dict[str, object]:
 def ort_reference(path: Path, provider: str, batch_sizes: Sequence[int], seconds: float) -> dict[int, float]:
     """Samples/s of onnxruntime in-process at each batch size, with the server's session options."""
     session = open_session(path, provider)
+    print(f"in-process onnxruntime on {path.parent.parent.name} runs on {session.get_providers()[0]}", flush=True)
     info = describe(path)
     rates = {}
     for batch in batch_sizes:
@@ -129,14 +130,12 @@ def open_session(path: Path, provider: str) -> Any:
     """A session with the server's own options (threads, spinning, graph optimisation from GAN_*)."""
     import onnxruntime as ort
 
-    from service.runtime import session_options
+    from service.runtime import choose_providers, session_options
     from service.settings import load_settings
 
-    providers = ["CPUExecutionProvider"]
-    if provider != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    settings = load_settings()
+    settings = load_settings().model_copy(update={"provider": provider})
     options = session_options(settings, settings.intra_op_threads)
+    providers = choose_providers(settings).providers
     return ort.InferenceSession(str(path), sess_options=options, providers=providers)
 
 
@@ -302,13 +301,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["dcgan64", "digits"])
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--repository", type=Path, help="serve this model repository, exporting the models into it when missing"
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="serve-bench-"))
-    repository = workdir / "models"
-    print(f"building the model repository in {repository} ...", flush=True)
-    build_repository(repository, args.models)
+    repository = args.repository or workdir / "models"
+    missing = [name for name in args.models if not (repository / name / "1" / "model.onnx").exists()]
+    if missing:
+        print(f"exporting {', '.join(missing)} into {repository} ...", flush=True)
+        build_repository(repository, missing)
     infos = {name: describe(repository / name / "1" / "model.onnx") for name in args.models}
 
     server, port = start_server(repository, args.provider)

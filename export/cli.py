@@ -44,6 +44,11 @@ def export_checkpoint(
     """Export the generator of `checkpoint` as a new version of `name`, only if parity holds."""
     check_name(name)
     loaded = load_generator(checkpoint)
+    if loaded.config.data.is_points:
+        raise CheckpointError(
+            f"{checkpoint}: a {loaded.config.data.source} point generator is for `gan-eval modes`; "
+            "the service serves image generators, so it is not exported"
+        )
     with staged_version(repository, name) as staging:
         signature = export_onnx(loaded, staging / MODEL_FILE)
         parity = check_parity(loaded, staging / MODEL_FILE, samples=parity_samples, tolerance=tolerance)

@@ -14,9 +14,10 @@ from typing import Any
 
 import torch
 from pydantic import ValidationError
+from torch import nn
 
 from training.config import TrainConfig, config_digest
-from training.models import Generator, build_generator
+from training.models import build_generator
 
 FORMAT = "gan-serving-checkpoint/1"
 
@@ -27,7 +28,7 @@ class CheckpointError(ValueError):
 
 @dataclass(frozen=True)
 class LoadedGenerator:
-    generator: Generator  # eval mode, CPU; the EMA weights when the run kept them
+    generator: nn.Module  # eval mode, CPU; the EMA weights when the run kept them
     config: TrainConfig
     class_names: list[str]
     latent_dim: int

@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 LossKind = Literal["minimax", "nonsaturating", "lsgan", "hinge", "wgan-gp"]
+POINT_SOURCES = ("ring8", "grid25")  # 2-D Gaussian mixtures (training/mode_coverage.py), for the MLP models
 
 
 class ConfigError(ValueError):
@@ -23,8 +24,9 @@ class _Frozen(BaseModel):
 
 
 class DataConfig(_Frozen):
-    source: Literal["digits", "folder"] = "digits"
+    source: Literal["digits", "folder", "ring8", "grid25"] = "digits"
     path: Path | None = None  # folder source: images, one subfolder per class if conditional
+    points: int = Field(100_000, ge=2, le=10_000_000)  # ring8/grid25: how many 2-D points to draw
     image_size: int = 16  # power of two, 16..128
     channels: Literal[1, 3] = 1
     conditional: bool = True
@@ -40,12 +42,24 @@ class DataConfig(_Frozen):
     def _folder_needs_path(self) -> DataConfig:
         if self.source == "folder" and self.path is None:
             raise ValueError("path: required when source is 'folder' (set data.path=/your/images)")
+        if self.source in POINT_SOURCES and self.conditional:
+            raise ValueError(f"conditional: the {self.source} mixture has no classes; set data.conditional=false")
         return self
+
+    @property
+    def is_points(self) -> bool:
+        """2-D points (a Gaussian mixture) rather than images."""
+        return self.source in POINT_SOURCES
 
 
 class ModelConfig(_Frozen):
+    arch: Literal["dcgan", "mlp"] = "dcgan"  # dcgan for images, mlp for 2-D points and vectors
     latent_dim: int = Field(64, ge=1, le=4096)
-    width: int = Field(64, ge=4, le=1024)  # channels of the widest generator layer / 2
+    width: int = Field(64, ge=4, le=1024)  # dcgan: channels of the widest generator layer / 2; mlp: hidden units
+    depth: int = Field(4, ge=1, le=16)  # mlp: hidden layers of each network
+    g_batch_norm: bool = True  # mlp: batch normalisation in the generator (the dcgan generator always has it)
+    d_width: int | None = Field(None, ge=4, le=4096)  # mlp: hidden units of the discriminator; None = width
+    d_depth: int | None = Field(None, ge=1, le=16)  # mlp: hidden layers of the discriminator; None = depth
     embed_dim: int = Field(32, ge=1, le=1024)  # label embedding size of a conditional generator
     minibatch_std: bool = True  # discriminator sees batch statistics: discourages mode collapse
     spectral_norm: bool = False  # spectral normalisation of every discriminator weight (Miyato et al. 2018)
@@ -64,6 +78,8 @@ class OptimConfig(_Frozen):
     gp_weight: float = Field(10.0, ge=0, le=1000)  # wgan-gp: weight of the gradient penalty
     r1_gamma: float = Field(0.0, ge=0, le=1000)  # R1 penalty gamma/2 * ||grad D(real)||^2; 0 = off
     diffaugment: tuple[Literal["color", "translation", "cutout"], ...] = ()  # DiffAugment policy, e.g. color,cutout
+    lr_decay: Literal["none", "linear", "cosine"] = "none"  # both learning rates fall to lr_floor x lr by the last step
+    lr_floor: float = Field(0.0, ge=0, le=1)  # the share of the learning rate left at the last step
 
     @field_validator("diffaugment", mode="before")
     @classmethod
@@ -100,6 +116,17 @@ class TrainConfig(_Frozen):
             raise ValueError("model.pack: PacGAN packing needs an unconditional model; set data.conditional=false")
         if self.batch_size % pack:
             raise ValueError(f"batch_size: {self.batch_size} is not a multiple of model.pack={pack}")
+        return self
+
+    @model_validator(mode="after")
+    def _architecture_fits_data(self) -> TrainConfig:
+        points, arch = self.data.is_points, self.model.arch
+        if points and arch != "mlp":
+            raise ValueError(f"model.arch: {self.data.source} holds 2-D points, which need model.arch=mlp")
+        if not points and arch == "mlp":
+            raise ValueError(f"model.arch: mlp is for 2-D points (data.source=ring8 or grid25), not {self.data.source}")
+        if points and self.optim.diffaugment:
+            raise ValueError("optim.diffaugment: DiffAugment transforms images; leave it empty for 2-D points")
         return self
 
     @model_validator(mode="after")

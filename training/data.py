@@ -1,6 +1,7 @@
-"""Training images: scikit-learn's bundled digits, or any folder of images. All in memory.
+"""Training data, all in memory: scikit-learn's bundled digits, any folder of images, or 2-D points.
 
-Images are float32 tensors (N, C, H, W) scaled to [-1, 1]; labels are int64 (N,).
+Images are float32 tensors (N, C, H, W) scaled to [-1, 1]; labels are int64 (N,). The ring8 and
+grid25 sources are 2-D Gaussian mixtures (training/mode_coverage.py): float32 (N, 2) points.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class ImageDataset:
-    images: torch.Tensor  # (N, C, H, W) float32 in [-1, 1]
+    images: torch.Tensor  # (N, C, H, W) float32 in [-1, 1], or (N, 2) points for ring8 and grid25
     labels: torch.Tensor  # (N,) int64; zeros when unconditional
     class_names: list[str]  # empty when unconditional
 
@@ -36,6 +37,8 @@ class ImageDataset:
 def load_dataset(config: DataConfig) -> ImageDataset:
     if config.source == "digits":
         return load_digits(config)
+    if config.is_points:
+        return load_points(config)
     assert config.path is not None  # guaranteed by DataConfig
     return load_folder(config.path, config)
 
@@ -52,6 +55,15 @@ def load_digits(config: DataConfig) -> ImageDataset:
     if not config.conditional:
         return ImageDataset(images, torch.zeros_like(labels), [])
     return ImageDataset(images, labels, [str(d) for d in range(10)])
+
+
+def load_points(config: DataConfig, seed: int = 0) -> ImageDataset:
+    """`config.points` draws of the ring8 or grid25 mixture (a fixed seed: the same data every run)."""
+    from training.mode_coverage import MIXTURES
+
+    points = MIXTURES[config.source]().sample(config.points, np.random.default_rng(seed))
+    tensor = torch.from_numpy(points.astype(np.float32))
+    return ImageDataset(tensor, torch.zeros(len(tensor), dtype=torch.int64), [])
 
 
 def upsample_digits(images: torch.Tensor, size: int) -> torch.Tensor:

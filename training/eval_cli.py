@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
 
-from training.mode_coverage import HQ_STDS, MIXTURES, Coverage, Mixture, coverage, self_test
+from training.mode_coverage import MIXTURES, Coverage, coverage, self_test
+from training.plots import plot_points
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -38,27 +38,6 @@ def load_samples(path: Path) -> np.ndarray:
         return np.asarray(np.load(path, allow_pickle=False))
     except (OSError, ValueError) as exc:
         raise ValueError(f"--samples: cannot read {path} as a .npy array: {exc}") from None
-
-
-def plot(samples: np.ndarray, mixture: Mixture, path: Path, size: int = 480) -> None:
-    """Samples as dots (green within 3 std of a mode, red otherwise) over the mode centres."""
-    extent = float(np.abs(mixture.centres).max()) * 1.5 + 10 * mixture.std
-    image = Image.new("RGB", (size, size), "white")
-    draw = ImageDraw.Draw(image)
-
-    def pixel(x: float, y: float) -> tuple[float, float]:
-        return (x + extent) / (2 * extent) * size, (extent - y) / (2 * extent) * size
-
-    radius = max(2.0, HQ_STDS * mixture.std / (2 * extent) * size)
-    for cx, cy in mixture.centres:
-        px, py = pixel(cx, cy)
-        draw.ellipse((px - radius, py - radius, px + radius, py + radius), outline="black")
-    distances = np.linalg.norm(samples[:, None, :] - mixture.centres[None], axis=2).min(axis=1)
-    for (x, y), distance in zip(samples, distances, strict=True):
-        px, py = pixel(float(x), float(y))
-        draw.point((px, py), fill="green" if distance < HQ_STDS * mixture.std else "red")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
 
 
 def report(result: Coverage) -> str:
@@ -86,7 +65,7 @@ def run_modes(args: argparse.Namespace) -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2))
     if args.plot:
-        plot(np.asarray(samples[: result.samples], dtype=np.float64), mixture, args.plot)
+        plot_points(np.asarray(samples[: result.samples], dtype=np.float64), mixture, args.plot)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

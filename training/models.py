@@ -1,4 +1,4 @@
-"""DCGAN generator and discriminator for square images of 16 to 128 pixels, optionally conditional."""
+"""The networks: DCGAN for square images of 16 to 128 pixels (optionally conditional), MLP for 2-D points."""
 
 from __future__ import annotations
 
@@ -85,7 +85,63 @@ class Discriminator(nn.Module):
         return logits
 
 
-def build_generator(config: TrainConfig, num_classes: int) -> Generator:
+class MLPGenerator(nn.Module):
+    """(N, latent_dim) latents -> (N, dim) points: `depth` hidden layers of `width` units, unbounded output."""
+
+    def __init__(self, latent_dim: int, width: int, depth: int, dim: int, batch_norm: bool):
+        super().__init__()
+        self.num_classes = 0
+        layers: list[nn.Module] = []
+        inputs = latent_dim
+        for _ in range(depth):
+            layers += [nn.Linear(inputs, width, bias=not batch_norm)]
+            layers += [nn.BatchNorm1d(width)] if batch_norm else []
+            layers += [nn.ReLU(inplace=True)]
+            inputs = width
+        layers.append(nn.Linear(inputs, dim))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, latent: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return self.body(latent)
+
+
+class VectorMinibatchStd(nn.Module):
+    """Appends the batch's mean feature standard deviation as one feature."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        std = x.std(dim=0, unbiased=False).mean().expand(x.shape[0], 1)
+        return torch.cat([x, std], dim=1)
+
+
+class MLPDiscriminator(nn.Module):
+    """(N, dim) points -> (N,) logits: `depth` hidden layers of `width` leaky-ReLU units."""
+
+    def __init__(self, dim: int, width: int, depth: int, minibatch_std: bool, batch_norm: bool):
+        super().__init__()
+        layers: list[nn.Module] = []
+        inputs = dim
+        for index in range(depth):
+            if minibatch_std and index == depth - 1:  # batch statistics before the last hidden layer
+                layers.append(VectorMinibatchStd())
+                inputs += 1
+            layers += [nn.Linear(inputs, width)]
+            layers += [nn.BatchNorm1d(width)] if batch_norm and index > 0 else []
+            layers += [nn.LeakyReLU(0.2, inplace=True)]
+            inputs = width
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(inputs, 1)
+
+    def forward(self, points: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(points)).squeeze(1)
+
+
+POINT_DIM = 2  # ring8 and grid25 are 2-D
+
+
+def build_generator(config: TrainConfig, num_classes: int) -> nn.Module:
+    if config.model.arch == "mlp":
+        model = config.model
+        return MLPGenerator(model.latent_dim, model.width, model.depth, POINT_DIM, model.g_batch_norm)
     return Generator(
         latent_dim=config.model.latent_dim,
         width=config.model.width,
@@ -96,7 +152,12 @@ def build_generator(config: TrainConfig, num_classes: int) -> Generator:
     )
 
 
-def build_discriminator(config: TrainConfig, num_classes: int) -> Discriminator:
+def build_discriminator(config: TrainConfig, num_classes: int) -> nn.Module:
+    if config.model.arch == "mlp":
+        model = config.model
+        dim = POINT_DIM * model.pack  # PacGAN: packed points concatenated
+        width, depth = model.d_width or model.width, model.d_depth or model.depth
+        return MLPDiscriminator(dim, width, depth, model.minibatch_std, model.d_batch_norm)
     return Discriminator(
         width=config.model.width,
         channels=config.data.channels * config.model.pack,  # PacGAN: packed samples side by side as channels
@@ -107,12 +168,11 @@ def build_discriminator(config: TrainConfig, num_classes: int) -> Discriminator:
     )
 
 
-def pack(images: torch.Tensor, size: int) -> torch.Tensor:
-    """PacGAN: (B, C, H, W) -> (B/size, size*C, H, W), each row holding `size` consecutive samples."""
+def pack(samples: torch.Tensor, size: int) -> torch.Tensor:
+    """PacGAN: (B, C, ...) -> (B/size, size*C, ...), each row holding `size` consecutive samples."""
     if size == 1:
-        return images
-    batch, channels, height, width = images.shape
-    return images.reshape(batch // size, size * channels, height, width)
+        return samples
+    return samples.reshape(samples.shape[0] // size, size * samples.shape[1], *samples.shape[2:])
 
 
 def with_spectral_norm(discriminator: nn.Module) -> nn.Module:
@@ -129,6 +189,6 @@ def init_weights(module: nn.Module) -> None:
         nn.init.normal_(module.weight, 0.0, 0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.BatchNorm2d):
+    elif isinstance(module, nn.BatchNorm2d | nn.BatchNorm1d):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)

@@ -1,11 +1,14 @@
-"""A loss-curve picture from losses.csv, drawn with Pillow (no plotting library needed)."""
+"""Pictures drawn with Pillow (no plotting library needed): loss curves, and 2-D samples over their modes."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw
+
+from training.mode_coverage import HQ_STDS, Mixture
 
 SERIES = {"d_loss": (200, 40, 40), "g_loss": (40, 90, 200)}  # red: discriminator, blue: generator
 WIDTH, HEIGHT, MARGIN = 640, 360, 40
@@ -49,3 +52,24 @@ def plot_losses(csv_path: Path, png_path: Path) -> None:
         draw.text((MARGIN + 10 + 120 * index, 12), name, fill=colour)
     png_path.parent.mkdir(parents=True, exist_ok=True)
     image.save(png_path)
+
+
+def plot_points(samples: np.ndarray, mixture: Mixture, path: Path, size: int = 480) -> None:
+    """Samples as dots (green within 3 std of a mode, red otherwise) over circles of 3 std at the modes."""
+    extent = float(np.abs(mixture.centres).max()) * 1.5 + 10 * mixture.std
+    image = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(image)
+
+    def pixel(x: float, y: float) -> tuple[float, float]:
+        return (x + extent) / (2 * extent) * size, (extent - y) / (2 * extent) * size
+
+    radius = max(2.0, HQ_STDS * mixture.std / (2 * extent) * size)
+    for cx, cy in mixture.centres:
+        px, py = pixel(cx, cy)
+        draw.ellipse((px - radius, py - radius, px + radius, py + radius), outline="black")
+    distances = np.linalg.norm(samples[:, None, :] - mixture.centres[None], axis=2).min(axis=1)
+    for (x, y), distance in zip(samples, distances, strict=True):
+        px, py = pixel(float(x), float(y))
+        draw.point((px, py), fill="green" if distance < HQ_STDS * mixture.std else "red")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)

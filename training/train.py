@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 import math
 import random
 from dataclasses import dataclass
@@ -21,8 +22,9 @@ from training.checkpoint import code_version, load_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.data import DataError, ImageDataset, load_dataset
 from training.losses import discriminator_loss, generator_loss, gradient_penalty, r1_penalty
+from training.mode_coverage import MIXTURES, PROTOCOL_SAMPLES, coverage
 from training.models import build_discriminator, build_generator, init_weights, pack, with_spectral_norm
-from training.plots import plot_losses
+from training.plots import plot_losses, plot_points
 
 CHECKPOINT = "checkpoint.pt"
 LOSSES = "losses.csv"
@@ -72,6 +74,7 @@ def train(config: TrainConfig, resume: Path | None = None, progress: bool = True
     losses: dict[str, float] = {}
     bar = tqdm(total=config.steps, initial=run.step, disable=not progress, desc="training", unit="step")
     while run.step < config.steps:
+        set_learning_rates(run, config)
         losses = train_step(run, config, images, labels, device)
         check_finite(losses, run.step, out / CHECKPOINT)
         run.step += 1
@@ -80,7 +83,8 @@ def train(config: TrainConfig, resume: Path | None = None, progress: bool = True
             log.write(run.step, losses)
             bar.set_postfix(d=f"{losses['d_loss']:.3f}", g=f"{losses['g_loss']:.3f}")
         if run.step % config.sample_every == 0 or run.step == config.steps:
-            save_samples(sampler(run), fixed_latent, fixed_label, out / "samples" / f"step_{run.step:06d}.png")
+            picture = out / "samples" / f"step_{run.step:06d}.png"
+            save_samples(sampler(run), fixed_latent, fixed_label, picture, config)
         if run.step % config.checkpoint_every == 0 or run.step == config.steps:
             save_checkpoint(out / CHECKPOINT, checkpoint_state(run, config, dataset))
             plot_losses(out / LOSSES, out / LOSS_PLOT)
@@ -143,8 +147,9 @@ def discriminator_penalties(
 def new_run(config: TrainConfig, num_classes: int, device: torch.device) -> Run:
     generator = build_generator(config, num_classes).to(device)
     discriminator = build_discriminator(config, num_classes).to(device)
-    generator.apply(init_weights)
-    discriminator.apply(init_weights)
+    if config.model.arch == "dcgan":  # the MLPs keep PyTorch's default (Kaiming) initialisation
+        generator.apply(init_weights)
+        discriminator.apply(init_weights)
     if config.model.spectral_norm:
         with_spectral_norm(discriminator)
     ema = copy.deepcopy(generator).eval().requires_grad_(False) if config.optim.ema_decay > 0 else None
@@ -158,6 +163,25 @@ def new_run(config: TrainConfig, num_classes: int, device: torch.device) -> Run:
         batches=torch.Generator().manual_seed(config.seed),
         noise=torch.Generator().manual_seed(config.seed + 1),
     )
+
+
+def learning_rate_scale(config: TrainConfig, step: int) -> float:
+    """The share of the configured learning rates used at `step` (0-based), by optim.lr_decay."""
+    optim = config.optim
+    progress = step / max(1, config.steps - 1)
+    if optim.lr_decay == "linear":
+        return 1.0 - (1.0 - optim.lr_floor) * progress
+    if optim.lr_decay == "cosine":
+        return optim.lr_floor + (1.0 - optim.lr_floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0
+
+
+def set_learning_rates(run: Run, config: TrainConfig) -> None:
+    """A function of the step alone, so a resumed run follows the same schedule exactly."""
+    scale = learning_rate_scale(config, run.step)
+    for optimiser, base in ((run.opt_g, config.optim.lr_g), (run.opt_d, config.optim.lr_d)):
+        for group in optimiser.param_groups:
+            group["lr"] = base * scale
 
 
 def ema_decay(target: float, step: int) -> float:
@@ -228,9 +252,12 @@ def restore(run: Run, state: dict[str, Any], device: torch.device) -> None:
 
 
 def fixed_inputs(config: TrainConfig, dataset: ImageDataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The latents of every sample grid: 8 per class (one row each), or 64 for unconditional models."""
+    """The latents of every sample picture: 8 per class (one row each), 64 for unconditional images,
+    and the protocol's 2,500 for 2-D points."""
     classes = max(len(dataset.class_names), 1)
     per_class = 8 if dataset.class_names else 64
+    if config.data.is_points:
+        per_class = PROTOCOL_SAMPLES
     generator = torch.Generator().manual_seed(config.seed + 2)
     latent = torch.randn(classes * per_class, config.model.latent_dim, generator=generator)
     label = torch.arange(classes).repeat_interleave(per_class)
@@ -238,11 +265,27 @@ def fixed_inputs(config: TrainConfig, dataset: ImageDataset, device: torch.devic
 
 
 @torch.no_grad()
-def save_samples(generator: nn.Module, latent: torch.Tensor, label: torch.Tensor, path: Path) -> None:
+def generate(generator: nn.Module, latent: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Samples of `generator` in eval mode (batch norm from its running statistics), on the CPU."""
     was_training = generator.training
     generator.eval()
-    images = generator(latent, label).cpu()  # (N, C, H, W) in [-1, 1]
+    samples = generator(latent, label).cpu()
     generator.train(was_training)
+    return samples
+
+
+def save_samples(
+    generator: nn.Module, latent: torch.Tensor, label: torch.Tensor, path: Path, config: TrainConfig
+) -> None:
+    """A grid of images, or for 2-D points a scatter plot over the modes and its coverage in a .json beside it."""
+    samples = generate(generator, latent, label)
+    if config.data.is_points:
+        mixture = MIXTURES[config.data.source]()
+        points = samples.double().numpy()
+        plot_points(points, mixture, path)
+        path.with_suffix(".json").write_text(json.dumps(coverage(points, mixture).as_dict()))
+        return
+    images = samples  # (N, C, H, W) in [-1, 1]
     pixels = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
     columns = 8 if len(images) % 8 == 0 else None
     save_grid(pixels, path, scale=max(1, 64 // images.shape[-1]), columns=columns)
