@@ -1,8 +1,9 @@
-"""`gan-train [--config FILE] [--resume CKPT] [key=value ...]`."""
+"""`gan-train [--config FILE] [--resume CKPT] [key=value ...]`, or under `torchrun -m training.cli` on several ranks."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 from training.checkpoint import CheckpointError
 from training.config import ConfigError, load_config
 from training.data import DataError
+from training.distributed import SINGLE_PROCESS, DistributedError, process_group, world_from_environment
 from training.train import TrainingDiverged, train
 
 
@@ -28,16 +30,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    world = SINGLE_PROCESS
     try:
         config = load_config(args.config, args.overrides)
-        result = train(config, resume=args.resume, progress=not args.no_progress)
-    except (ConfigError, DataError, CheckpointError) as exc:
+        world = world_from_environment(os.environ)  # what torchrun set; one process when it did not
+        with process_group(world, config.device):
+            result = train(config, resume=args.resume, progress=not args.no_progress, world=world)
+    except (ConfigError, DataError, CheckpointError, DistributedError) as exc:
         print(f"gan-train: error: {exc}", file=sys.stderr)
         return 2
     except TrainingDiverged as exc:
         print(f"gan-train: error: {exc}", file=sys.stderr)
         return 1
-    print(f"gan-train: step {result.step}, checkpoint {result.checkpoint}")
+    if world.is_main:
+        print(f"gan-train: step {result.step}, checkpoint {result.checkpoint}")
     return 0
 
 

@@ -101,6 +101,8 @@ class TrainConfig(_Frozen):
     log_every: int = Field(10, ge=1)
     out_dir: Path = Path("runs/default")
     device: str = "auto"  # auto: cuda when available, else cpu
+    deterministic: bool = False  # deterministic algorithms only: bit-identical reruns, slower on GPU
+    tensorboard: bool = False  # also log scalars and sample grids to out_dir/tensorboard (rank 0)
 
     @field_validator("device")
     @classmethod
@@ -152,8 +154,8 @@ def load_config(path: Path | None, overrides: Sequence[str] = ()) -> TrainConfig
 
 
 def config_digest(config: TrainConfig) -> str:
-    """sha256 of everything that shapes the model (not where it is written or run)."""
-    content = config.model_dump(mode="json", exclude={"out_dir", "device"})
+    """sha256 of everything that shapes the model (not where it is written or run, nor how it is logged)."""
+    content = config.model_dump(mode="json", exclude={"out_dir", "device", "deterministic", "tensorboard"})
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 

@@ -21,14 +21,28 @@ from training.augment import diff_augment
 from training.checkpoint import code_version, load_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.data import DataError, ImageDataset, load_dataset
+from training.determinism import set_determinism
+from training.distributed import (
+    SINGLE_PROCESS,
+    World,
+    average_buffers,
+    average_gradients,
+    average_scalars,
+    check_batch_split,
+    rank_device,
+    rank_generator,
+    shard,
+)
 from training.losses import discriminator_loss, generator_loss, gradient_penalty, r1_penalty
 from training.mode_coverage import MIXTURES, PROTOCOL_SAMPLES, coverage
 from training.models import build_discriminator, build_generator, init_weights, pack, with_spectral_norm
 from training.plots import plot_losses, plot_points
+from training.tensorboard_log import open_board
 
 CHECKPOINT = "checkpoint.pt"
 LOSSES = "losses.csv"
 LOSS_PLOT = "losses.png"
+TENSORBOARD = "tensorboard"
 LOSS_COLUMNS = ["step", "d_loss", "g_loss", "d_real", "d_fake"]
 
 
@@ -57,79 +71,106 @@ class Run:
     step: int = 0
 
 
-def train(config: TrainConfig, resume: Path | None = None, progress: bool = True) -> TrainResult:
+def train(
+    config: TrainConfig, resume: Path | None = None, progress: bool = True, world: World = SINGLE_PROCESS
+) -> TrainResult:
+    """Train as configured; under torchrun, `world` is this rank, inside training.distributed.process_group."""
     dataset = load_dataset(config.data)  # fails before any work if the data is unusable
     if len(dataset) < 2:
         raise DataError(f"the dataset holds {len(dataset)} image(s); training needs at least 2")
-    device = resolve_device(config.device)
+    check_batch_split(config.batch_size, config.model.pack, world)
+    device = rank_device(resolve_device(config.device), world)
+    set_determinism(config.deterministic, device)
     seed_everything(config.seed)
     run = new_run(config, len(dataset.class_names), device)
     if resume is not None:
         restore(run, load_checkpoint(resume), device)
     out = config.out_dir
-    (out / "samples").mkdir(parents=True, exist_ok=True)
-    log = LossLog(out / LOSSES, keep_until=run.step)
+    if world.is_main:  # rank 0 alone writes; the other ranks only train
+        (out / "samples").mkdir(parents=True, exist_ok=True)
+    log = LossLog(out / LOSSES, keep_until=run.step) if world.is_main else None
+    board = open_board(out / TENSORBOARD, run.step, enabled=config.tensorboard and world.is_main)
     images, labels = dataset.images.to(device), dataset.labels.to(device)
     fixed_latent, fixed_label = fixed_inputs(config, dataset, device)
     losses: dict[str, float] = {}
-    bar = tqdm(total=config.steps, initial=run.step, disable=not progress, desc="training", unit="step")
+    bar = tqdm(
+        total=config.steps, initial=run.step, disable=not (progress and world.is_main), desc="training", unit="step"
+    )
     while run.step < config.steps:
         set_learning_rates(run, config)
-        losses = train_step(run, config, images, labels, device)
+        losses = train_step(run, config, images, labels, device, world)
         check_finite(losses, run.step, out / CHECKPOINT)
         run.step += 1
         bar.update(1)
+        if log is None:
+            continue  # not rank 0
         if run.step % config.log_every == 0 or run.step == config.steps:
             log.write(run.step, losses)
+            board.scalars(run.step, {**losses, **learning_rates(run)})
             bar.set_postfix(d=f"{losses['d_loss']:.3f}", g=f"{losses['g_loss']:.3f}")
         if run.step % config.sample_every == 0 or run.step == config.steps:
             picture = out / "samples" / f"step_{run.step:06d}.png"
             save_samples(sampler(run), fixed_latent, fixed_label, picture, config)
+            board.image(run.step, picture)
         if run.step % config.checkpoint_every == 0 or run.step == config.steps:
             save_checkpoint(out / CHECKPOINT, checkpoint_state(run, config, dataset))
             plot_losses(out / LOSSES, out / LOSS_PLOT)
+            board.flush()
     bar.close()
+    board.close()
     return TrainResult(checkpoint=out / CHECKPOINT, step=run.step, losses=losses)
 
 
 def train_step(
-    run: Run, config: TrainConfig, images: torch.Tensor, labels: torch.Tensor, device: torch.device
+    run: Run,
+    config: TrainConfig,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    device: torch.device,
+    world: World = SINGLE_PROCESS,
 ) -> dict[str, float]:
-    index = torch.randint(len(images), (config.batch_size,), generator=run.batches).to(device)
-    real, label = images[index], labels[index]  # (B, C, H, W), (B,)
-    latent = torch.randn(config.batch_size, config.model.latent_dim, generator=run.noise).to(device)
+    """One update of D, then of G. Under torchrun: on this rank's slice of the global batch, gradients averaged."""
+    index = shard(torch.randint(len(images), (config.batch_size,), generator=run.batches), world).to(device)
+    real, label = images[index], labels[index]  # (B, C, H, W), (B,); B = batch_size / world.size
+    latent = shard(torch.randn(config.batch_size, config.model.latent_dim, generator=run.noise), world).to(device)
+    noise = rank_generator(run.noise, world)  # run.noise itself in a single process
     fake = run.generator(latent, label)
 
     optim, size = config.optim, config.model.pack
     d_label = label[::size]  # packing is for unconditional models, whose discriminator ignores labels
     if optim.diffaugment:  # the same kind of transforms on both, differentiable, so G learns through them
-        real = diff_augment(real, optim.diffaugment, run.noise)
-        fake = diff_augment(fake, optim.diffaugment, run.noise)
+        real = diff_augment(real, optim.diffaugment, noise)
+        fake = diff_augment(fake, optim.diffaugment, noise)
     packed_real, packed_fake = pack(real, size), pack(fake, size)
     real_logits = run.discriminator(packed_real, d_label)
     fake_logits = run.discriminator(packed_fake.detach(), d_label)
     d_loss = discriminator_loss(optim.loss, real_logits, fake_logits, optim.label_smoothing)
-    d_total = d_loss + discriminator_penalties(run, config, packed_real, packed_fake.detach(), d_label)
+    d_total = d_loss + discriminator_penalties(run, config, packed_real, packed_fake.detach(), d_label, noise)
     run.opt_d.zero_grad(set_to_none=True)
     d_total.backward()
+    average_gradients(run.discriminator, world)  # an explicit all-reduce, not DDP: training/distributed.py says why
     run.opt_d.step()
 
     g_loss = generator_loss(optim.loss, run.discriminator(packed_fake, d_label))
     run.opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
+    average_gradients(run.generator, world)
     run.opt_g.step()
+    average_buffers(run.generator, world)  # batch-norm running statistics, the same on every replica
+    average_buffers(run.discriminator, world)
     if run.ema is not None:
         update_ema(run.ema, run.generator, ema_decay(config.optim.ema_decay, run.step))
-    return {
-        "d_loss": d_loss.item(),
-        "g_loss": g_loss.item(),
-        "d_real": torch.sigmoid(real_logits).mean().item(),
-        "d_fake": torch.sigmoid(fake_logits).mean().item(),
+    losses = {
+        "d_loss": d_loss,
+        "g_loss": g_loss,
+        "d_real": torch.sigmoid(real_logits).mean(),
+        "d_fake": torch.sigmoid(fake_logits).mean(),
     }
+    return average_scalars(losses, world)  # over the ranks: the figures of the whole global batch
 
 
 def discriminator_penalties(
-    run: Run, config: TrainConfig, real: torch.Tensor, fake: torch.Tensor, label: torch.Tensor
+    run: Run, config: TrainConfig, real: torch.Tensor, fake: torch.Tensor, label: torch.Tensor, noise: torch.Generator
 ) -> torch.Tensor:
     """The gradient penalty of wgan-gp and the R1 penalty, as configured (zero when neither is)."""
     total = torch.zeros((), device=real.device)
@@ -138,7 +179,7 @@ def discriminator_penalties(
         return run.discriminator(images, label)
 
     if config.optim.loss == "wgan-gp" and config.optim.gp_weight > 0:
-        total = total + config.optim.gp_weight * gradient_penalty(critic, real, fake, run.noise)
+        total = total + config.optim.gp_weight * gradient_penalty(critic, real, fake, noise)
     if config.optim.r1_gamma > 0:
         total = total + config.optim.r1_gamma / 2 * r1_penalty(critic, real)
     return total
@@ -195,6 +236,10 @@ def update_ema(ema: nn.Module, generator: nn.Module, decay: float) -> None:
         average.lerp_(current, 1.0 - decay)
     for buffer, live in zip(ema.buffers(), generator.buffers(), strict=True):
         buffer.copy_(live)  # batch-norm statistics follow the live generator
+
+
+def learning_rates(run: Run) -> dict[str, float]:
+    return {"lr_g": run.opt_g.param_groups[0]["lr"], "lr_d": run.opt_d.param_groups[0]["lr"]}
 
 
 def sampler(run: Run) -> nn.Module:
