@@ -103,6 +103,13 @@ class TrainConfig(_Frozen):
     device: str = "auto"  # auto: cuda when available, else cpu
     deterministic: bool = False  # deterministic algorithms only: bit-identical reruns, slower on GPU
     tensorboard: bool = False  # also log scalars and sample grids to out_dir/tensorboard (rank 0)
+    amp: Literal["off", "bf16"] = "off"  # mixed precision: forward passes in bfloat16 under torch.autocast (CUDA)
+    compile: bool = False  # torch.compile the generator and discriminator (CUDA; needs no double backward)
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _off_is_not_false(cls, value: object) -> object:
+        return "off" if value is False else value  # YAML reads a bare `off` as false
 
     @field_validator("device")
     @classmethod
@@ -132,6 +139,15 @@ class TrainConfig(_Frozen):
         return self
 
     @model_validator(mode="after")
+    def _compile_without_double_backward(self) -> TrainConfig:
+        if self.compile and (self.optim.loss == "wgan-gp" or self.optim.r1_gamma > 0):
+            raise ValueError(
+                "compile: the wgan-gp and R1 penalties differentiate twice, which torch.compile does not support; "
+                "set compile=false or use another loss without optim.r1_gamma"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _penalty_without_batch_norm(self) -> TrainConfig:
         if self.optim.loss == "wgan-gp" and self.model.d_batch_norm:
             raise ValueError(
@@ -153,9 +169,15 @@ def load_config(path: Path | None, overrides: Sequence[str] = ()) -> TrainConfig
         raise ConfigError(_describe(exc, path)) from None
 
 
+# Where and how a run goes, not what it learns: left out of the digest.
+RUN_ONLY_KEYS = ("out_dir", "device", "deterministic", "tensorboard", "amp", "compile")
+
+
 def config_digest(config: TrainConfig) -> str:
     """sha256 of everything that shapes the model (not where it is written or run, nor how it is logged)."""
-    content = config.model_dump(mode="json", exclude={"out_dir", "device", "deterministic", "tensorboard"})
+    content = config.model_dump(
+        mode="json", exclude={"out_dir", "device", "deterministic", "tensorboard", "amp", "compile"}
+    )
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 

@@ -17,6 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from gan_client.grid import save_grid
+from training.acceleration import Forward, autocast, check_acceleration, forward_of
 from training.augment import diff_augment
 from training.checkpoint import code_version, load_checkpoint, save_checkpoint
 from training.config import TrainConfig
@@ -68,6 +69,8 @@ class Run:
     opt_d: torch.optim.Optimizer
     batches: torch.Generator  # which real images each step sees
     noise: torch.Generator  # the latents of each step
+    g_forward: Forward  # what a step calls: the module itself or its compiled forward (acceleration.py)
+    d_forward: Forward
     step: int = 0
 
 
@@ -81,6 +84,7 @@ def train(
     check_batch_split(config.batch_size, config.model.pack, world)
     device = rank_device(resolve_device(config.device), world)
     set_determinism(config.deterministic, device)
+    check_acceleration(config, device)
     seed_everything(config.seed)
     run = new_run(config, len(dataset.class_names), device)
     if resume is not None:
@@ -134,24 +138,26 @@ def train_step(
     real, label = images[index], labels[index]  # (B, C, H, W), (B,); B = batch_size / world.size
     latent = shard(torch.randn(config.batch_size, config.model.latent_dim, generator=run.noise), world).to(device)
     noise = rank_generator(run.noise, world)  # run.noise itself in a single process
-    fake = run.generator(latent, label)
-
+    generator, discriminator = run.g_forward, run.d_forward
     optim, size = config.optim, config.model.pack
     d_label = label[::size]  # packing is for unconditional models, whose discriminator ignores labels
-    if optim.diffaugment:  # the same kind of transforms on both, differentiable, so G learns through them
-        real = diff_augment(real, optim.diffaugment, noise)
-        fake = diff_augment(fake, optim.diffaugment, noise)
-    packed_real, packed_fake = pack(real, size), pack(fake, size)
-    real_logits = run.discriminator(packed_real, d_label)
-    fake_logits = run.discriminator(packed_fake.detach(), d_label)
-    d_loss = discriminator_loss(optim.loss, real_logits, fake_logits, optim.label_smoothing)
-    d_total = d_loss + discriminator_penalties(run, config, packed_real, packed_fake.detach(), d_label, noise)
+    with autocast(config, device):  # forward passes in bfloat16 with amp=bf16; backward passes outside
+        fake = generator(latent, label)
+        if optim.diffaugment:  # the same kind of transforms on both, differentiable, so G learns through them
+            real = diff_augment(real, optim.diffaugment, noise)
+            fake = diff_augment(fake, optim.diffaugment, noise)
+        packed_real, packed_fake = pack(real, size), pack(fake, size)
+        real_logits = discriminator(packed_real, d_label)
+        fake_logits = discriminator(packed_fake.detach(), d_label)
+        d_loss = discriminator_loss(optim.loss, real_logits, fake_logits, optim.label_smoothing)
+        d_total = d_loss + discriminator_penalties(run, config, packed_real, packed_fake.detach(), d_label, noise)
     run.opt_d.zero_grad(set_to_none=True)
     d_total.backward()
     average_gradients(run.discriminator, world)  # an explicit all-reduce, not DDP: training/distributed.py says why
     run.opt_d.step()
 
-    g_loss = generator_loss(optim.loss, run.discriminator(packed_fake, d_label))
+    with autocast(config, device):
+        g_loss = generator_loss(optim.loss, discriminator(packed_fake, d_label))
     run.opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
     average_gradients(run.generator, world)
@@ -203,6 +209,8 @@ def new_run(config: TrainConfig, num_classes: int, device: torch.device) -> Run:
         opt_d=torch.optim.Adam(discriminator.parameters(), lr=config.optim.lr_d, betas=betas),
         batches=torch.Generator().manual_seed(config.seed),
         noise=torch.Generator().manual_seed(config.seed + 1),
+        g_forward=forward_of(generator, config),
+        d_forward=forward_of(discriminator, config),
     )
 
 
