@@ -130,9 +130,9 @@ def feature_network(
     data: DataConfig, cache_dir: Path | None = None, seed: int = 0, epochs: int = EPOCHS
 ) -> FeatureNetwork:
     """The feature network of `data`: from `cache_dir` when trained before, else trained (and cached)."""
-    data, dataset = labelled_images(data)  # conditional and unconditional runs on one dataset share a network
+    loaded_as, dataset = labelled_images(data)  # conditional and unconditional runs on one dataset share a network
     objective = objective_of(dataset)
-    key = cache_key(data, dataset, objective, seed, epochs)
+    key = cache_key(loaded_as, dataset, objective, seed, epochs)
     cache_file = cache_dir / f"features-{key[:16]}.pt" if cache_dir is not None else None
     cached = _read_cache(cache_file, key) if cache_file is not None else None
     if cached is not None:
