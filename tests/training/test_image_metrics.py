@@ -166,7 +166,7 @@ def digit_folder(root: Path, per_class: int, classes: bool) -> Path:
 
 def test_a_folder_without_classes_trains_on_rotations_and_class_folders_give_classes(tmp_path: Path) -> None:
     flat = DataConfig(source="folder", path=digit_folder(tmp_path / "flat", 60, classes=False), conditional=False)
-    rotation = feature_network(flat, None)
+    rotation = feature_network(flat, None, epochs=5)
     assert rotation.objective == "rotation" and rotation.held_out_accuracy > 0.5  # chance is 0.25
     with pytest.raises(ValueError, match="rotations, not classes"):
         rotation.classify(torch.zeros(1, 1, 16, 16))
