@@ -28,7 +28,7 @@ class CheckpointError(ValueError):
 
 @dataclass(frozen=True)
 class LoadedGenerator:
-    generator: nn.Module  # eval mode, CPU; the EMA weights when the run kept them
+    generator: nn.Module  # eval mode, CPU; EMA or live weights, see `ema`
     config: TrainConfig
     class_names: list[str]
     latent_dim: int
@@ -36,6 +36,7 @@ class LoadedGenerator:
     image_size: int
     config_digest: str
     step: int
+    ema: bool  # whether `generator` holds the moving-average weights
 
 
 def code_version() -> str:
@@ -59,15 +60,20 @@ def code_version() -> str:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write `state` to a temporary file beside `path`, flush it to disk, then rename over `path`.
+    """Write `state`, marked as one of our checkpoints, atomically (see `atomic_save`)."""
+    atomic_save(path, {"format": FORMAT, **state})
 
-    A crash at any moment leaves either the previous checkpoint or the new one, never half of one.
+
+def atomic_save(path: Path, content: dict[str, Any]) -> None:
+    """torch.save `content` to a temporary file beside `path`, flush it to disk, then rename over `path`.
+
+    A crash at any moment leaves either the previous file or the new one, never half of one.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as file:
-            torch.save({"format": FORMAT, **state}, file)
+            torch.save(content, file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
@@ -88,16 +94,25 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
-def load_generator(path: Path) -> LoadedGenerator:
-    """The generator of a checkpoint, ready for export: EMA weights if kept, eval mode, on CPU."""
+def load_generator(path: Path, ema: bool | None = None) -> LoadedGenerator:
+    """The generator of a checkpoint, in eval mode on CPU.
+
+    `ema`: None takes the moving-average weights when the run kept them (what gets exported),
+    else the live ones; True insists on the average; False takes the live generator.
+    """
     state = load_checkpoint(path)
     try:
         config = TrainConfig.model_validate(state["config"])
     except ValidationError as exc:
         raise CheckpointError(f"{path}: its config no longer validates: {exc}") from None
+    use_ema = state["ema_generator"] is not None if ema is None else ema
+    if use_ema and state["ema_generator"] is None:
+        raise CheckpointError(
+            f"{path}: holds no EMA generator (trained with optim.ema_decay=0); evaluate the live one instead"
+        )
     class_names = list(state["class_names"])
     generator = build_generator(config, len(class_names))
-    generator.load_state_dict(state["ema_generator"] or state["generator"])
+    generator.load_state_dict(state["ema_generator"] if use_ema else state["generator"])
     generator.eval()
     return LoadedGenerator(
         generator=generator,
@@ -108,4 +123,5 @@ def load_generator(path: Path) -> LoadedGenerator:
         image_size=config.data.image_size,
         config_digest=config_digest(config),
         step=int(state["step"]),
+        ema=use_ema,
     )

@@ -2,6 +2,8 @@
 
 gan-eval modes --mixture ring8 --samples generated.npy --json ring8.json --plot ring8.png
 gan-eval modes --mixture grid25 --self-test      # samples of the true mixture: the best score possible
+gan-eval images --checkpoint runs/digits/checkpoint.pt --json digits.json --plot digits.png
+gan-eval images --checkpoint runs/digits/checkpoint.pt --no-ema --samples 500
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from training.image_eval import DEFAULT_SAMPLES, ImageEvaluation, evaluate_checkpoint, report_table
+from training.image_metrics import NEAREST_K
+from training.memorisation_plot import plot_memorisation
 from training.mode_coverage import MIXTURES, Coverage, coverage, self_test
 from training.plots import plot_points
 
@@ -30,7 +35,44 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     modes.add_argument("--seed", type=int, default=0, help="seed of --self-test")
     modes.add_argument("--json", type=Path, help="write the figures here")
     modes.add_argument("--plot", type=Path, help="write a scatter plot (PNG) here")
+    add_images_parser(commands)
     return parser.parse_args(argv)
+
+
+def add_images_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    images = commands.add_parser(
+        "images",
+        help="Fréchet distance, KID, precision/recall, class accuracy and memorisation of a checkpoint",
+        description="Generate samples from a gan-train checkpoint and compare them with the real data of its "
+        "config; every figure is printed beside its floor, the same figure between two halves of real data.",
+    )
+    images.add_argument("--checkpoint", type=Path, required=True, help="gan-train checkpoint.pt")
+    images.add_argument(
+        "--samples",
+        type=positive_int,
+        default=DEFAULT_SAMPLES,
+        help=f"generated samples (default {DEFAULT_SAMPLES}; at most half the real images are used)",
+    )
+    weights = images.add_mutually_exclusive_group()
+    weights.add_argument("--use-ema", dest="ema", action="store_const", const=True, help="the EMA generator (default)")
+    weights.add_argument("--no-ema", dest="ema", action="store_const", const=False, help="the live generator")
+    images.add_argument("--k", type=positive_int, default=NEAREST_K, help="neighbours of precision/recall (default 3)")
+    images.add_argument("--seed", type=int, default=0, help="seed of the samples and of the real halves")
+    images.add_argument(
+        "--cache-dir", type=Path, help="where the feature network is cached (default: features/ beside the checkpoint)"
+    )
+    images.add_argument("--json", type=Path, help="write the figures here")
+    images.add_argument("--plot", type=Path, help="write the memorisation picture (PNG) here")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
 
 
 def load_samples(path: Path) -> np.ndarray:
@@ -68,12 +110,43 @@ def run_modes(args: argparse.Namespace) -> None:
         plot_points(np.asarray(samples[: result.samples], dtype=np.float64), mixture, args.plot)
 
 
+def run_images(args: argparse.Namespace) -> None:
+    cache_dir = args.cache_dir or args.checkpoint.parent / "features"
+    result = evaluate_checkpoint(args.checkpoint, args.samples, args.ema, cache_dir, args.seed, args.k)
+    if result.samples < args.samples:
+        print(f"--samples {args.samples}: only {result.samples} used, half of the {result.real_images} real images")
+    print(report_table(result))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result.as_dict(), indent=2))
+    if args.plot:
+        plot_images(result, args.plot)
+
+
+def plot_images(result: ImageEvaluation, path: Path) -> None:
+    nearest = result.nearest
+    plot_memorisation(
+        nearest.generated,
+        nearest.held_out,
+        result.memorisation.threshold,
+        nearest.generated_images,
+        nearest.nearest_images,
+        path,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        run_modes(args)
+        if args.command == "images":
+            run_images(args)
+        else:
+            run_modes(args)
     except ValueError as exc:
         print(f"gan-eval: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an output path that cannot be written
+        print(f"gan-eval: error: {exc.filename}: {exc.strerror}; choose another path", file=sys.stderr)
         return 2
     return 0
 
