@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 GAN_MODEL_REPOSITORY ?= models
 DEFAULT_MODEL := $(GAN_MODEL_REPOSITORY)/digits/config.json
 
-.PHONY: serve test lint typecheck unit tools proto bench-quality clean
+.PHONY: serve test lint typecheck unit tools proto bench-quality bench-tabular clean
 
 serve: $(STAMP) $(DEFAULT_MODEL)
 	$(BIN)/gan-serve --model-repository $(GAN_MODEL_REPOSITORY)
@@ -52,6 +52,13 @@ proto: $(STAMP)
 
 bench-quality: $(STAMP) $(DEFAULT_MODEL)
 	$(BIN)/python bench/digits_quality.py --checkpoint runs/digits/checkpoint.pt
+
+# Our tabular GAN against ctgan. ctgan and sdmetrics pin pandas < 3, so they get a venv of their own.
+bench-tabular:
+	test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/python -m pip install --quiet torch==2.13.0 ctgan==0.12.1 sdmetrics==0.32.0 \
+	  scikit-learn scipy pydantic pyyaml tqdm pillow
+	PYTHONPATH=. .venv-bench/bin/python bench/tabular.py
 
 clean:
 	rm -rf $(VENV) runs .mypy_cache .ruff_cache .pytest_cache

@@ -4,8 +4,8 @@ Any ONNX file is described from its graph (inputs, outputs, dtypes, shapes), so 
 served through the V2 API; a file exported by gan-export also carries a Signature in its
 metadata, which unlocks the gan.v1 conveniences (seeds, labels, images).
 
-The CUDA and TensorRT paths follow onnxruntime's provider documentation; no GPU was
-available where this was written, so they are exercised only through the CPU fallback.
+The CUDA and TensorRT paths follow onnxruntime's provider documentation. The CUDA path was
+run once on an H100 (bench/serve_bench.py, README "GPU"); the tests exercise the CPU fallback.
 """
 
 from __future__ import annotations

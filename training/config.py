@@ -58,8 +58,8 @@ class ModelConfig(_Frozen):
     width: int = Field(64, ge=4, le=1024)  # dcgan: channels of the widest generator layer / 2; mlp: hidden units
     depth: int = Field(4, ge=1, le=16)  # mlp: hidden layers of each network
     g_batch_norm: bool = True  # mlp: batch normalisation in the generator (the dcgan generator always has it)
-    d_width: int | None = Field(None, ge=4, le=4096)  # mlp: hidden units of the discriminator; None = width
-    d_depth: int | None = Field(None, ge=1, le=16)  # mlp: hidden layers of the discriminator; None = depth
+    d_width: int | None = Field(None, ge=4, le=4096)  # the discriminator's own width (dcgan: channels); None = width
+    d_depth: int | None = Field(None, ge=1, le=16)  # mlp: the discriminator's hidden layers; None = depth
     embed_dim: int = Field(32, ge=1, le=1024)  # label embedding size of a conditional generator
     minibatch_std: bool = True  # discriminator sees batch statistics: discourages mode collapse
     spectral_norm: bool = False  # spectral normalisation of every discriminator weight (Miyato et al. 2018)

@@ -153,13 +153,13 @@ def build_generator(config: TrainConfig, num_classes: int) -> nn.Module:
 
 
 def build_discriminator(config: TrainConfig, num_classes: int) -> nn.Module:
-    if config.model.arch == "mlp":
-        model = config.model
+    model = config.model
+    width = model.d_width or model.width
+    if model.arch == "mlp":
         dim = POINT_DIM * model.pack  # PacGAN: packed points concatenated
-        width, depth = model.d_width or model.width, model.d_depth or model.depth
-        return MLPDiscriminator(dim, width, depth, model.minibatch_std, model.d_batch_norm)
+        return MLPDiscriminator(dim, width, model.d_depth or model.depth, model.minibatch_std, model.d_batch_norm)
     return Discriminator(
-        width=config.model.width,
+        width=width,
         channels=config.data.channels * config.model.pack,  # PacGAN: packed samples side by side as channels
         image_size=config.data.image_size,
         num_classes=num_classes,

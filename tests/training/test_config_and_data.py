@@ -87,3 +87,11 @@ def test_cli_reports_bad_config_in_one_line(tmp_path: Path, capsys: pytest.Captu
     assert not any(tmp_path.iterdir()), "nothing may be written before the config is valid"
     assert main(["data.source=folder", f"data.path={tmp_path / 'none'}", f"out_dir={tmp_path / 'out'}"]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parents[2] / "training" / "configs").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_shipped_config_validates(path: Path) -> None:
+    config = load_config(path)
+    assert config.steps >= 1000  # example runs, not smoke tests

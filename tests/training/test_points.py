@@ -105,3 +105,15 @@ def test_a_point_generator_is_not_exported(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="gan-eval modes"):
         export_checkpoint(result.checkpoint, tmp_path / "models", "ring")
     assert not (tmp_path / "models" / "ring").exists()
+
+
+def test_the_discriminator_width_is_set_on_its_own() -> None:
+    from training.models import build_discriminator, build_generator
+
+    config = load_config(None, ["model.width=8", "model.d_width=24"])
+    first_conv = next(m for m in build_discriminator(config, 10).modules() if isinstance(m, torch.nn.Conv2d))
+    assert first_conv.out_channels == 24
+    assert any(m.out_channels == 8 for m in build_generator(config, 10).modules() if hasattr(m, "out_channels"))
+    mlp = load_config(None, [*POINTS, "model.d_width=40", "model.d_depth=3"])
+    layers = [m for m in build_discriminator(mlp, 0).modules() if isinstance(m, torch.nn.Linear)]
+    assert [layer.out_features for layer in layers] == [40, 40, 40, 1]

@@ -1,0 +1,138 @@
+"""Tabular GAN: schema inference, the column transforms, training, conditional sampling, scores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from training.checkpoint import CheckpointError
+from training.tabular.evaluate import evaluate_table, independent_columns, pair_trends, privacy
+from training.tabular.schema import SchemaError, infer_schema
+from training.tabular.synthesizer import TabularConfig, load_synthesizer, train_table
+from training.tabular.transform import TableTransformer
+
+
+def correlated_table(rows: int = 600, seed: int = 0) -> pd.DataFrame:
+    """x and y strongly correlated, a colour set by the sign of x, a count, a flag, some gaps."""
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.normal(-3, 0.5, rows // 2), rng.normal(3, 0.5, rows - rows // 2)])  # two modes
+    y = 2 * x + rng.normal(0, 0.3, rows)
+    colour = np.where(x > 0, "red", "blue").astype(object)
+    colour[rng.random(rows) < 0.05] = "green"  # a rare category
+    count = rng.integers(0, 60, rows)
+    income = np.where(rng.random(rows) < 0.1, np.nan, rng.lognormal(3, 0.4, rows))
+    return pd.DataFrame({"x": x, "y": y, "colour": colour, "count": count, "flag": x > 0, "income": income})
+
+
+def test_the_schema_is_inferred_and_can_be_overridden() -> None:
+    table = correlated_table().assign(grade=lambda t: t["count"] % 3)
+    kinds = {spec.name: (spec.kind, spec.has_missing) for spec in infer_schema(table)}
+    assert kinds == {
+        "x": ("continuous", False),
+        "y": ("continuous", False),
+        "colour": ("categorical", False),
+        "count": ("integer", False),
+        "flag": ("boolean", False),
+        "income": ("continuous", True),
+        "grade": ("categorical", False),  # few distinct numbers: a category, not a quantity
+    }
+    assert next(s for s in infer_schema(table, {"grade": "integer"}) if s.name == "grade").kind == "integer"
+    with pytest.raises(SchemaError, match=r"\['nope'\] are not in the table"):
+        infer_schema(table, {"nope": "integer"})
+    with pytest.raises(SchemaError, match=r"columns\.colour: continuous needs numbers"):
+        infer_schema(table, {"colour": "continuous"})
+
+
+def test_encoding_then_decoding_gives_the_table_back() -> None:
+    table = correlated_table()
+    specs = infer_schema(table)
+    transformer = TableTransformer.fit(table, specs)
+    back = transformer.decode(transformer.encode(table))
+    assert list(back["colour"]) == list(table["colour"]) and list(back["flag"]) == list(table["flag"])
+    assert np.array_equal(back["count"].to_numpy(), table["count"].to_numpy())
+    np.testing.assert_allclose(back["x"], table["x"], atol=1e-6 + 0.01 * table["x"].abs().max())
+    assert back["income"].isna().equals(table["income"].isna())
+    assert len(transformer.layout()[0]["means"]) >= 2  # the two modes of x get their own components
+
+
+def test_a_trained_synthesizer_keeps_relationships_and_honours_conditions(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    table = correlated_table()
+    synthesizer = train_table(table, TabularConfig(steps=800, batch_size=200, seed=3))
+    rows = synthesizer.sample(600, seed=1)
+    assert list(rows.columns) == list(table.columns) and len(rows) == 600
+    assert rows["count"].dtype == np.int64 and rows["income"].isna().any()
+    specs = infer_schema(table)
+    learned = pair_trends(table, rows, specs)
+    floor = pair_trends(table, independent_columns(table, 600), specs)
+    assert learned > floor + 0.04, (learned, floor)
+    assert np.corrcoef(rows["x"], rows["y"])[0, 1] > 0.8
+    green = synthesizer.sample(50, seed=2, conditions={"colour": "green"})
+    assert len(green) == 50 and set(green["colour"]) == {"green"}  # the rare category on request
+
+    synthesizer.save(tmp_path / "model.pt")
+    loaded = load_synthesizer(tmp_path / "model.pt")
+    pd.testing.assert_frame_equal(loaded.sample(40, seed=5), synthesizer.sample(40, seed=5))
+    with pytest.raises(ValueError, match="condition colour='purple': unknown value"):
+        loaded.sample(5, conditions={"colour": "purple"})
+    with pytest.raises(ValueError, match="condition shape: no such column"):
+        loaded.sample(5, conditions={"shape": "round"})
+    with pytest.raises(ValueError, match="only categorical and boolean columns"):
+        loaded.sample(5, conditions={"x": 1.0})
+
+
+def test_a_truncated_model_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(CheckpointError, match="not a readable tabular model"):
+        load_synthesizer(path)
+
+
+def test_scores_reward_the_real_thing_and_catch_copies() -> None:
+    table = correlated_table(800).sample(frac=1.0, random_state=0).reset_index(drop=True)
+    train, test = table.iloc[:560].reset_index(drop=True), table.iloc[560:].reset_index(drop=True)
+    specs = infer_schema(train)
+    copies = evaluate_table(train, test, train.copy(), specs, target="flag")
+    assert copies.column_shapes == pytest.approx(1.0) and copies.pair_trends == pytest.approx(1.0)
+    assert copies.close_share == pytest.approx(1.0)  # every row is a training row: flagged
+    held_out = evaluate_table(train, test, test, specs, target="flag")
+    assert held_out.close_share < 0.2 and 0.5 < held_out.dcr_ratio < 2
+    assert held_out.efficacy_real > 0.9  # the flag is the sign of x
+    shuffled = evaluate_table(train, test, independent_columns(train, 560), specs, target="flag")
+    assert shuffled.pair_trends < held_out.pair_trends - 0.05
+    assert shuffled.efficacy_synthetic < held_out.efficacy_synthetic
+    ratio, close = privacy(train, test, test, specs)
+    assert ratio == pytest.approx(held_out.dcr_ratio) and close == pytest.approx(held_out.close_share)
+
+
+def test_the_command_line_trains_samples_and_evaluates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from training.eval_cli import main as gan_eval
+    from training.tabular.cli import main as gan_tabular
+
+    table = correlated_table(300).sample(frac=1.0, random_state=1)
+    train_csv, test_csv, model, rows = (tmp_path / name for name in ("train.csv", "test.csv", "model.pt", "rows.csv"))
+    table.iloc[:200].to_csv(train_csv, index=False)
+    table.iloc[200:].to_csv(test_csv, index=False)
+    settings = ["steps=20", "batch_size=100", "columns.count=categorical"]
+    assert gan_tabular(["train", "--csv", str(train_csv), "--out", str(model), "--no-progress", *settings]) == 0
+    sample = ["sample", "--model", str(model), "--out", str(rows), "--condition"]
+    assert gan_tabular([*sample, "colour=red", "--count", "150"]) == 0
+    sampled = pd.read_csv(rows)
+    assert len(sampled) == 150 and set(sampled["colour"]) == {"red"}
+    assert gan_tabular([*sample, "colour=purple", "--count", "5"]) == 2
+    assert "condition colour='purple': unknown value" in capsys.readouterr().err
+
+    report, picture = tmp_path / "report.json", tmp_path / "columns.png"
+    tables = ["tabular", "--real", str(train_csv), "--held-out", str(test_csv), "--synthetic", str(rows)]
+    assert gan_eval([*tables, "--target", "flag", "--json", str(report), "--plot", str(picture)]) == 0
+    assert "pair trends" in capsys.readouterr().out
+    figures = json.loads(report.read_text())
+    assert set(figures["per_column"]) == set(table.columns) and 0 <= figures["column_shapes"] <= 1
+    assert picture.stat().st_size > 1000
+    assert gan_eval([*tables, "--target", "nope"]) == 2
+    assert "--target: 'nope' is not a column" in capsys.readouterr().err

@@ -1,0 +1,73 @@
+"""Conditional vectors and training-by-sampling over the categorical columns (the CTGAN idea).
+
+Each training row gets a condition: one categorical column chosen uniformly, one of its
+categories chosen with probability proportional to log(1 + frequency), and a real row that has
+that category. Rare categories are so seen far more often than their share of the table, and
+the generator learns to produce them on request. At generation time, with no condition asked
+for, categories are drawn with their true frequencies, which keeps the table's proportions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from training.tabular.transform import DiscreteColumn
+
+
+@dataclass(frozen=True)
+class Conditions:
+    vectors: np.ndarray  # (B, width) float32 one-hots, all zero when the table has no categorical column
+    columns: np.ndarray  # (B,) which discrete column each row is conditioned on
+    categories: np.ndarray  # (B,) which category of it
+
+
+class ConditionSampler:
+    def __init__(self, discrete: list[DiscreteColumn], rows: int):
+        self.discrete = discrete
+        self.rows = rows  # of the training table
+        self.offsets = np.cumsum([0] + [column.size for column in discrete])
+        self.width = int(self.offsets[-1])
+
+    def for_training(self, batch: int, rng: np.random.Generator) -> tuple[Conditions, np.ndarray]:
+        """Conditions drawn by log-frequency, and for each the index of a real row that satisfies it."""
+        if not self.discrete:
+            return self._empty(batch), rng.integers(0, self.rows, size=batch)
+        columns = rng.integers(0, len(self.discrete), size=batch)
+        categories = np.empty(batch, dtype=np.int64)
+        rows = np.empty(batch, dtype=np.int64)
+        for index, column in enumerate(self.discrete):
+            chosen = np.flatnonzero(columns == index)
+            weights = np.log1p(column.frequencies)
+            picked = rng.choice(column.size, size=len(chosen), p=weights / weights.sum())
+            categories[chosen] = picked
+            for row, category in zip(chosen, picked, strict=True):
+                candidates = column.rows_by_category[category]
+                rows[row] = candidates[rng.integers(0, len(candidates))]
+        return self._vectors(columns, categories), rows
+
+    def for_generation(self, count: int, rng: np.random.Generator) -> Conditions:
+        """Conditions with the table's own category frequencies (no condition asked for)."""
+        if not self.discrete:
+            return self._empty(count)
+        columns = rng.integers(0, len(self.discrete), size=count)
+        categories = np.empty(count, dtype=np.int64)
+        for index, column in enumerate(self.discrete):
+            chosen = np.flatnonzero(columns == index)
+            shares = column.frequencies / column.frequencies.sum()
+            categories[chosen] = rng.choice(column.size, size=len(chosen), p=shares)
+        return self._vectors(columns, categories)
+
+    def fixed(self, count: int, column: int, category: int) -> Conditions:
+        """Every row conditioned on one category of one column."""
+        return self._vectors(np.full(count, column), np.full(count, category))
+
+    def _vectors(self, columns: np.ndarray, categories: np.ndarray) -> Conditions:
+        vectors = np.zeros((len(columns), self.width), dtype=np.float32)
+        vectors[np.arange(len(columns)), self.offsets[columns] + categories] = 1.0
+        return Conditions(vectors, columns, categories)
+
+    def _empty(self, count: int) -> Conditions:
+        zeros = np.zeros(count, dtype=np.int64)
+        return Conditions(np.zeros((count, 0), dtype=np.float32), zeros, zeros)

@@ -1,0 +1,108 @@
+"""The tabular generator and critic.
+
+Generator: latent + condition -> residual blocks (each block's output is concatenated with its
+input) -> one output per encoded value; alphas through tanh, one-hot blocks through
+Gumbel-softmax while training (differentiable, nearly one-hot) and plain softmax for sampling.
+Critic: PacGAN-packed rows (`pack` real or generated rows judged together) with their conditions,
+leaky-ReLU layers with dropout, one Wasserstein score.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.tabular.transform import Span
+
+GUMBEL_TAU = 0.2
+
+
+class Residual(nn.Module):
+    def __init__(self, inputs: int, width: int):
+        super().__init__()
+        self.layer = nn.Sequential(nn.Linear(inputs, width), nn.BatchNorm1d(width), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.layer(x), x], dim=1)
+
+
+class TableGenerator(nn.Module):
+    def __init__(self, latent_dim: int, condition_dim: int, widths: tuple[int, ...], spans: list[Span]):
+        super().__init__()
+        blocks: list[nn.Module] = []
+        inputs = latent_dim + condition_dim
+        for width in widths:
+            blocks.append(Residual(inputs, width))
+            inputs += width
+        self.body = nn.Sequential(*blocks)
+        self.head = nn.Linear(inputs, sum(span.size for span in spans))
+        self.spans = spans
+
+    def logits(self, latent: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(torch.cat([latent, condition], dim=1)))
+
+    def forward(self, latent: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """Activated outputs for the critic: tanh alphas and Gumbel-softmax blocks (differentiable)."""
+        return activate(self.logits(latent, condition), self.spans)
+
+
+def activate(logits: torch.Tensor, spans: list[Span]) -> torch.Tensor:
+    """Training: tanh for alphas, Gumbel-softmax (temperature 0.2) for one-hot blocks."""
+    parts = []
+    for span in spans:
+        block = logits[:, span.start : span.start + span.size]
+        parts.append(torch.tanh(block) if span.activation == "tanh" else F.gumbel_softmax(block, tau=GUMBEL_TAU))
+    return torch.cat(parts, dim=1)
+
+
+def draw(logits: torch.Tensor, spans: list[Span], generator: torch.Generator) -> torch.Tensor:
+    """Sampling: tanh alphas, and one category per block drawn from its softmax (the Gumbel-max trick),
+    reproducible from `generator`. An arg-max would never draw a category that is a minority everywhere."""
+    parts = []
+    for span in spans:
+        block = logits[:, span.start : span.start + span.size]
+        if span.activation == "tanh":
+            parts.append(torch.tanh(block))
+            continue
+        uniform = torch.rand(block.shape, generator=generator).clamp_(1e-9, 1.0 - 1e-9)
+        choice = (block - torch.log(-torch.log(uniform))).argmax(dim=1)
+        parts.append(F.one_hot(choice, span.size).to(block.dtype))
+    return torch.cat(parts, dim=1)
+
+
+class TableCritic(nn.Module):
+    def __init__(self, row_dim: int, widths: tuple[int, ...], pack: int, dropout: float):
+        super().__init__()
+        self.pack = pack
+        layers: list[nn.Module] = []
+        inputs = row_dim * pack
+        for width in widths:
+            layers += [nn.Linear(inputs, width), nn.LeakyReLU(0.2), nn.Dropout(dropout)]
+            inputs = width
+        layers.append(nn.Linear(inputs, 1))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, packed: torch.Tensor) -> torch.Tensor:
+        """(B / pack, pack * row_dim) packed rows (see `packed`) -> (B / pack,) scores."""
+        return self.body(packed).squeeze(1)
+
+
+def packed(rows: torch.Tensor, pack: int) -> torch.Tensor:
+    """(B, D) -> (B / pack, pack * D): `pack` consecutive rows side by side."""
+    return rows.reshape(rows.shape[0] // pack, -1)
+
+
+def condition_loss(
+    logits: torch.Tensor, condition_spans: list[Span], columns: torch.Tensor, categories: torch.Tensor
+) -> torch.Tensor:
+    """Cross-entropy of each row's conditioned column against the category it was asked for."""
+    if not condition_spans:
+        return torch.zeros((), device=logits.device)
+    losses = torch.zeros(len(logits), device=logits.device)
+    for index, span in enumerate(condition_spans):
+        chosen = columns == index
+        if chosen.any():
+            block = logits[chosen, span.start : span.start + span.size]
+            losses[chosen] = F.cross_entropy(block, categories[chosen], reduction="none")
+    return losses.mean()

@@ -1,0 +1,195 @@
+"""Typed columns to the generator's numbers and back: mode-specific normalisation and one-hot categories.
+
+A continuous (or integer) column is fitted with a variational Gaussian mixture (scikit-learn's
+BayesianGaussianMixture, a Dirichlet-process prior, so unneeded components get no weight).
+Each value becomes the one-hot of a component k drawn from its posterior, plus a scalar
+alpha = (x - mean_k) / (4 std_k) in [-1, 1]: a multi-modal or long-tailed column turns into
+pieces a tanh output can draw (the idea of CTGAN's mode-specific normalisation, Xu et al. 2019).
+A categorical or boolean column becomes a one-hot; missing values are a category of their own,
+or a present/missing pair for numbers. Decoding is numpy alone (decode.py).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from training.tabular.decode import ALPHA_SCALE, Layout, decode, output_width
+from training.tabular.schema import ColumnSpec
+
+MAX_MODES = 10
+MODE_WEIGHT_FLOOR = 0.005  # components with less weight than this are dropped
+FIT_ROWS = 20_000  # the mixture is fitted on at most this many values of a column
+
+
+@dataclass(frozen=True)
+class Span:
+    """A slice of the generator's output and how it is activated."""
+
+    start: int
+    size: int
+    activation: str  # "tanh" (alpha) or "softmax" (a one-hot block)
+
+
+@dataclass(frozen=True)
+class DiscreteColumn:
+    """A categorical or boolean column: where its one-hot sits, and which rows hold each category."""
+
+    name: str
+    start: int
+    size: int
+    rows_by_category: tuple[np.ndarray, ...]  # row indices of each category
+    frequencies: np.ndarray  # (size,) counts
+
+
+class TableTransformer:
+    def __init__(self, layout: Layout):
+        self._layout = layout
+
+    @classmethod
+    def fit(cls, table: pd.DataFrame, specs: list[ColumnSpec], seed: int = 0) -> TableTransformer:
+        return cls([_fit_column(table[spec.name], spec, seed) for spec in specs])
+
+    def layout(self) -> Layout:
+        """JSON-able: everything decoding needs (stored with the model)."""
+        return self._layout
+
+    @property
+    def width(self) -> int:
+        return output_width(self._layout)
+
+    def spans(self) -> list[Span]:
+        spans, start = [], 0
+        for column in self._layout:
+            if column["kind"] in ("continuous", "integer"):
+                modes = len(column["means"])
+                spans += [Span(start, 1, "tanh"), Span(start + 1, modes, "softmax")]
+                if column["missing"]:
+                    spans.append(Span(start + 1 + modes, 2, "softmax"))
+            else:
+                spans.append(Span(start, int(column["width"]), "softmax"))
+            start += int(column["width"])
+        return spans
+
+    def encode(self, table: pd.DataFrame, seed: int = 0) -> np.ndarray:
+        """(N, width) float32: what the discriminator sees for real rows."""
+        rng = np.random.default_rng(seed)
+        blocks = [_encode_column(table[column["name"]], column, rng) for column in self._layout]
+        return np.concatenate(blocks, axis=1).astype(np.float32)
+
+    def discrete_columns(self, matrix: np.ndarray) -> list[DiscreteColumn]:
+        """The categorical and boolean columns of an encoded table, for conditional sampling."""
+        found, start = [], 0
+        for column in self._layout:
+            width = int(column["width"])
+            if column["kind"] in ("categorical", "boolean"):
+                chosen = matrix[:, start : start + width].argmax(axis=1)
+                rows = tuple(np.flatnonzero(chosen == k) for k in range(width))
+                counts = np.array([len(r) for r in rows], dtype=np.float64)
+                found.append(DiscreteColumn(column["name"], start, width, rows, counts))
+            start += width
+        return found
+
+    def decode(self, matrix: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame(decode(matrix, self._layout))
+
+    def category_index(self, name: str, value: Any) -> tuple[int, int]:
+        """(offset of the column's one-hot in the output, index of `value`); ValueError naming what is wrong."""
+        start = 0
+        for column in self._layout:
+            if column["name"] == name:
+                if column["kind"] not in ("categorical", "boolean"):
+                    raise ValueError(f"condition {name}: only categorical and boolean columns can be conditioned on")
+                for index, category in enumerate(column["categories"]):
+                    if category == value or str(category) == str(value):
+                        return start, index
+                raise ValueError(f"condition {name}={value!r}: unknown value; known: {column['categories']}")
+            start += int(column["width"])
+        raise ValueError(f"condition {name}: no such column; columns: {[c['name'] for c in self._layout]}")
+
+
+def _fit_column(values: pd.Series, spec: ColumnSpec, seed: int) -> dict[str, Any]:
+    base: dict[str, Any] = {"name": spec.name, "kind": spec.kind, "missing": spec.has_missing}
+    present = values.dropna()
+    if spec.discrete:
+        categories = [_plain(v) for v in present.value_counts().index]  # most frequent first
+        return {**base, "categories": categories, "width": len(categories) + int(spec.has_missing)}
+    numbers = present.to_numpy(dtype=np.float64)
+    means, stds, weights = _fit_modes(numbers, seed)
+    width = 1 + len(means) + (2 if spec.has_missing else 0)
+    return {
+        **base,
+        "means": means.tolist(),
+        "stds": stds.tolist(),
+        "weights": weights.tolist(),
+        "min": float(numbers.min()),
+        "max": float(numbers.max()),
+        "width": width,
+    }
+
+
+def _fit_modes(numbers: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Means, standard deviations and weights of the mixture components that matter."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import BayesianGaussianMixture
+
+    spread = float(numbers.std())
+    if len(np.unique(numbers)) < 2 or spread == 0:
+        return np.array([float(numbers.mean())]), np.array([max(spread, 1e-3)]), np.array([1.0])
+    sample = np.random.default_rng(seed).permutation(numbers)[:FIT_ROWS].reshape(-1, 1)
+    mixture = BayesianGaussianMixture(
+        n_components=min(MAX_MODES, len(np.unique(sample))),
+        weight_concentration_prior_type="dirichlet_process",
+        weight_concentration_prior=0.001,
+        max_iter=200,
+        random_state=seed,
+    )
+    with warnings.catch_warnings():  # not converging within max_iter still gives usable components
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        mixture.fit(sample)
+    keep = mixture.weights_ > MODE_WEIGHT_FLOOR
+    means = mixture.means_[keep, 0]
+    stds = np.sqrt(mixture.covariances_[keep].reshape(-1))
+    weights = mixture.weights_[keep] / mixture.weights_[keep].sum()
+    return means, np.maximum(stds, spread * 1e-3), weights
+
+
+def _encode_column(values: pd.Series, column: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
+    rows = len(values)
+    missing = values.isna().to_numpy()
+    block = np.zeros((rows, int(column["width"])), dtype=np.float64)
+    if column["kind"] in ("categorical", "boolean"):
+        lookup = {category: index for index, category in enumerate(column["categories"])}
+        indices = np.array([lookup[_plain(v)] if not m else len(lookup) for v, m in zip(values, missing, strict=True)])
+        block[np.arange(rows), indices] = 1.0
+        return block
+    means, stds = np.asarray(column["means"]), np.asarray(column["stds"])
+    numbers = np.where(missing, means[0], values.to_numpy(dtype=np.float64, na_value=np.nan))
+    mode = _draw_modes(numbers, means, stds, np.asarray(column["weights"]), rng)
+    block[:, 0] = np.clip((numbers - means[mode]) / (ALPHA_SCALE * stds[mode]), -0.99, 0.99)
+    block[np.arange(rows), 1 + mode] = 1.0
+    if column["missing"]:
+        block[np.arange(rows), 1 + len(means) + missing.astype(int)] = 1.0
+    return block
+
+
+def _draw_modes(
+    numbers: np.ndarray, means: np.ndarray, stds: np.ndarray, weights: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """A component per value, drawn from its posterior under the mixture, as CTGAN does."""
+    z = (numbers[:, None] - means[None, :]) / stds[None, :]
+    log_p = -0.5 * z**2 - np.log(stds)[None, :] + np.log(weights)[None, :]
+    log_p -= log_p.max(axis=1, keepdims=True)
+    p = np.exp(log_p)
+    p /= p.sum(axis=1, keepdims=True)
+    cumulative = p.cumsum(axis=1)
+    return np.minimum((cumulative < rng.random((len(numbers), 1))).sum(axis=1), len(means) - 1)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars to Python ones, so the layout is JSON-able."""
+    return value.item() if isinstance(value, np.generic) else value
