@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # both synthesizers on one thread: fair, and immune to oversubscribed cores
     rows: list[Row] = []
     for name, (table, target) in load_tables().items():
         if args.tables and name not in args.tables:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import pickle
 import sys
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,16 +92,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.parity_samples < 1:
         print("gan-export: error: --parity-samples must be at least 1", file=sys.stderr)
         return 2
+    model_config = {"max_batch_size": args.max_batch_size, "max_queue_delay_ms": args.max_queue_delay_ms}
     try:
-        result = export_checkpoint(
-            args.checkpoint,
-            args.repository,
-            args.name,
-            version=args.version,
-            parity_samples=args.parity_samples,
-            tolerance=args.tolerance,
-            model_config={"max_batch_size": args.max_batch_size, "max_queue_delay_ms": args.max_queue_delay_ms},
-        )
+        if is_tabular(args.checkpoint):
+            from export.tabular import export_tabular
+
+            tabular = export_tabular(
+                args.checkpoint,
+                args.repository,
+                check_name(args.name),
+                version=args.version,
+                samples=args.parity_samples,
+                tolerance=args.tolerance,
+                model_config=model_config,
+            )
+            name, version, path, parity = tabular.name, tabular.version, tabular.path, tabular.parity
+        else:
+            result = export_checkpoint(
+                args.checkpoint,
+                args.repository,
+                args.name,
+                version=args.version,
+                parity_samples=args.parity_samples,
+                tolerance=args.tolerance,
+                model_config=model_config,
+            )
+            name, version, path, parity = result.name, result.version, result.path, result.parity
     except (CheckpointError, RepositoryError) as exc:
         print(f"gan-export: error: {exc}", file=sys.stderr)
         return 2
@@ -107,11 +125,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gan-export: error: {exc}", file=sys.stderr)
         return 1
     print(
-        f"gan-export: published {result.name} version {result.version} at {result.path} "
-        f"(parity: max abs error {result.parity.max_abs_error:.2e} over {result.parity.samples} samples, "
-        f"tolerance {result.parity.tolerance:g})"
+        f"gan-export: published {name} version {version} at {path} "
+        f"(parity: max abs error {parity.max_abs_error:.2e} over {parity.samples} samples, "
+        f"tolerance {parity.tolerance:g})"
     )
     return 0
+
+
+def is_tabular(path: Path) -> bool:
+    """A gan-tabular model rather than a gan-train checkpoint (its format marker says so)."""
+    from training.tabular.synthesizer import FORMAT
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile):
+        return False  # unreadable: export_checkpoint reports it with the checkpoint's own message
+    return isinstance(state, dict) and state.get("format") == FORMAT
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def export_onnx(loaded: LoadedGenerator, path: Path) -> Signature:
     if program is None:
         raise ExportError("torch.onnx.export returned no program")
     model = program.model_proto
-    _set_metadata(model, signature.to_metadata())
+    set_metadata(model, signature.to_metadata())
     onnx.checker.check_model(model, full_check=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(model, str(path))
@@ -90,7 +90,7 @@ def _traceable(
     return _UnconditionalWrapper(generator), (latent,), {LATENT_INPUT: {0: batch}}
 
 
-def _set_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
+def set_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
     del model.metadata_props[:]
     for key, value in metadata.items():
         entry = model.metadata_props.add()

@@ -7,6 +7,7 @@ Errors print the server's status and message (which names the field), never a tr
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import sys
@@ -20,7 +21,7 @@ from google.protobuf.json_format import MessageToDict
 from tqdm import tqdm
 
 from gan_client.channel import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, TLSConfig
-from gan_client.client import GeneratorClient, Samples
+from gan_client.client import GeneratorClient, Samples, columns_of
 from gan_client.grid import save_each, save_grid
 
 
@@ -57,7 +58,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     out = "file.png (a grid), file.npy (float32 array), or a folder (one PNG per sample)"
     generate.add_argument("--out", type=Path, required=True, help=out)
     generate.add_argument("--no-progress", action="store_true", help="no progress bar for large counts")
+    add_rows_parser(commands)
     return parser.parse_args(argv)
+
+
+def add_rows_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    rows = commands.add_parser("rows", help="rows of a tabular model, written to a CSV (or Parquet) file")
+    rows.add_argument("--model", required=True)
+    rows.add_argument("--count", type=int, required=True)
+    rows.add_argument("--seed", type=int, help="seed for reproducible rows (default: server picks one)")
+    rows.add_argument("--condition", action="append", default=[], metavar="column=value",
+                      help="every row takes this value; repeat for several columns")  # fmt: skip
+    rows.add_argument("--version", type=int, default=0, help="model version (default: newest)")
+    rows.add_argument("--chunk-rows", type=int, default=0, help="rows per streamed message (default: max_count)")
+    rows.add_argument("--out", type=Path, required=True, help=".csv, or .parquet with pyarrow installed")
+    rows.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def tls_config(args: argparse.Namespace) -> TLSConfig | None:
@@ -83,6 +98,8 @@ def run(args: argparse.Namespace, client: GeneratorClient) -> None:
         list_models(client, args.json)
     elif args.command == "info":
         print(json.dumps(MessageToDict(client.get_model(args.model, args.version)), indent=2))
+    elif args.command == "rows":
+        write_rows(args, client)
     else:
         generate(args, client)
 
@@ -163,6 +180,68 @@ def generate(args: argparse.Namespace, client: GeneratorClient) -> None:
         print(json.dumps(report))
     else:
         print(f"wrote {args.count} samples of {first.model} version {first.version} to {args.out} (seed {seed})")
+
+
+def conditions_from(pairs: Sequence[str]) -> dict[str, str]:
+    conditions = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"gan-client: error: --condition {pair!r}: expected column=value")
+        conditions[name] = value
+    return conditions
+
+
+def write_rows(args: argparse.Namespace, client: GeneratorClient) -> None:
+    """Stream the rows into a CSV file as they come (Parquet: gathered, then written with pyarrow)."""
+    suffix = args.out.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise SystemExit(f"gan-client: error: --out must end in .csv or .parquet, got {args.out}")
+    if args.count < 1:
+        raise SystemExit(f"gan-client: error: --count must be at least 1, got {args.count}")
+    conditions = conditions_from(args.condition)
+    replies = client.rows(
+        args.model, args.count, seed=args.seed, conditions=conditions, version=args.version, chunk_rows=args.chunk_rows
+    )
+    bar = tqdm(total=args.count, unit="row", disable=args.no_progress, file=sys.stderr)
+    gathered: dict[str, list[object]] = {}
+    seed = None
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    partial = args.out.with_name(f".{args.out.name}.partial")  # renamed over --out only when complete
+    try:
+        with partial.open("w", newline="") as file:
+            writer = csv.writer(file)
+            for reply in replies:
+                table = columns_of(reply)
+                if seed is None:
+                    seed = reply.seed
+                    if suffix == ".csv":
+                        writer.writerow(table)
+                if suffix == ".csv":
+                    writer.writerows(zip(*table.values(), strict=True))
+                else:
+                    for name, values in table.items():
+                        gathered.setdefault(name, []).extend(values)
+                bar.update(reply.rows)
+        bar.close()
+        if suffix == ".parquet":
+            write_parquet(gathered, partial)
+        partial.replace(args.out)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # an error leaves no half-written file and the old --out untouched
+        raise
+    report = {"model": args.model, "count": args.count, "seed": seed, "out": str(args.out)}
+    print(json.dumps(report) if args.json else f"wrote {args.count} rows of {args.model} to {args.out} (seed {seed})")
+
+
+def write_parquet(table: dict[str, list[object]], out: Path) -> None:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        out.unlink(missing_ok=True)
+        raise SystemExit("gan-client: error: .parquet needs pyarrow (pip install pyarrow); or write .csv") from None
+    pq.write_table(pa.table(table), out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,8 +11,8 @@ Errors are grpc.RpcError with the server's status code and message (it names the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
 
@@ -118,6 +118,25 @@ class GeneratorClient(_Connection):
         reply: pb.GenerateResponse = self._stub.Generate(request, **_kwargs(self._options))
         return list(reply.images)
 
+    def rows(
+        self,
+        model: str,
+        count: int,
+        *,
+        seed: int | None = None,
+        conditions: Mapping[str, str] | None = None,
+        version: int = 0,
+        chunk_rows: int = 0,
+    ) -> Iterator[pb.GenerateRowsResponse]:
+        """A tabular model's rows, streamed in chunks (each chunk gets the client's timeout)."""
+        request = pb.GenerateRowsRequest(
+            model=model, version=version, count=count, seed=seed, conditions=dict(conditions or {}),
+            chunk_rows=chunk_rows,
+        )  # fmt: skip
+        chunks = max(1, -(-count // max(chunk_rows or count, 1)))
+        options = replace(self._options, timeout=self._options.timeout * chunks)
+        yield from self._stub.GenerateRowsStream(request, **_kwargs(options))
+
 
 class AsyncGeneratorClient(_Connection):
     """The asyncio twin of GeneratorClient (grpc.aio), with the same options."""
@@ -206,3 +225,13 @@ def _positive_timeout(timeout: float) -> float:
     if not timeout > 0:
         raise ValueError(f"timeout: every call needs a deadline; give a positive number of seconds, got {timeout}")
     return timeout
+
+
+def columns_of(reply: pb.GenerateRowsResponse) -> dict[str, list[object]]:
+    """A GenerateRows reply as {column: values}, with None where a value is missing."""
+    table: dict[str, list[object]] = {}
+    for column in reply.columns:
+        values: list[object] = list(getattr(column, column.WhichOneof("values")).values)
+        missing = list(column.missing) or [False] * len(values)
+        table[column.name] = [None if gone else value for value, gone in zip(values, missing, strict=True)]
+    return table

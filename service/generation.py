@@ -19,6 +19,8 @@ from service.signature import IMAGE_OUTPUT, LABEL_INPUT, LATENT_INPUT, Signature
 def generator_signature(model: ModelVersion) -> Signature:
     """The gan.v1 contract of `model`; plain ONNX files have none and are served through V2 only."""
     signature = model.runtime.signature
+    if signature is None and model.runtime.tabular is not None:
+        raise ModelUnsupported(f"model: {model.name} is a tabular model; call GenerateRows for its rows")
     if signature is None:
         raise ModelUnsupported(
             f"model: {model.name} is a plain ONNX model without gan.* metadata; call it through the V2 API "

@@ -24,6 +24,8 @@ import onnxruntime as ort
 from service.errors import ModelLoadError
 from service.settings import Settings
 from service.signature import IMAGE_OUTPUT, KEY_SCHEMA, LABEL_INPUT, LATENT_INPUT, Signature, signature_from_metadata
+from service.tabular import CONDITION_INPUT, KEY_TABULAR, LOGITS_OUTPUT, TabularSpec, output_width
+from service.tabular import LATENT_INPUT as TABULAR_LATENT
 from service.tensors import TensorSpec, spec_from_ort
 
 log = logging.getLogger(__name__)
@@ -158,6 +160,7 @@ class Runtime:
     signature: Signature | None  # None: a plain ONNX file, served through the V2 API only
     sessions: list[Session]
     fallback_reason: str
+    tabular: TabularSpec | None = None  # a gan-tabular generator: GenerateRows serves it
 
     @property
     def provider(self) -> str:
@@ -187,6 +190,9 @@ def load_runtime(path: Path, settings: Settings, instances: int = 1, intra_op_th
     signature = signature_from_metadata(metadata, str(path)) if KEY_SCHEMA in metadata else None
     if signature is not None:
         _check_generator_io(path, signature, inputs, outputs)
+    tabular = TabularSpec.from_metadata(metadata, str(path)) if KEY_TABULAR in metadata else None
+    if tabular is not None:
+        _check_tabular_io(path, tabular, inputs, outputs)
     on_cuda = str(first.get_providers()[0]) == CUDA
     io_binding = on_cuda and settings.cuda_io_binding
     names = [spec.name for spec in outputs]
@@ -197,6 +203,7 @@ def load_runtime(path: Path, settings: Settings, instances: int = 1, intra_op_th
         signature=signature,
         sessions=[Session(s, names, io_binding, settings.cuda_device_id) for s in sessions],
         fallback_reason=choice.fallback_reason,
+        tabular=tabular,
     )
     _log_provider(runtime, choice, settings)
     return runtime
@@ -246,6 +253,24 @@ def _check_generator_io(
         raise ModelLoadError(
             f"{path}: input {LATENT_INPUT!r} has shape {list(latent.shape)}, "
             f"expected [-1, {signature.latent_dim}] from the metadata's latent_dim"
+        )
+
+
+def _check_tabular_io(
+    path: Path, spec: TabularSpec, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]
+) -> None:
+    """A file with gan.tabular metadata must take latent and condition and give logits of the spec's widths."""
+    shapes = {tensor.name: tensor.shape for tensor in inputs}
+    expected = {TABULAR_LATENT: spec.latent_dim, CONDITION_INPUT: spec.condition_dim}
+    logits = next((tensor.shape for tensor in outputs if tensor.name == LOGITS_OUTPUT), None)
+    if {name: shape[-1] for name, shape in shapes.items()} != expected or logits is None:
+        raise ModelLoadError(
+            f"{path}: inputs {shapes} / outputs {[o.name for o in outputs]} do not match its gan.tabular spec "
+            f"(inputs {expected} as (name: width), output {LOGITS_OUTPUT!r})"
+        )
+    if logits[-1] != output_width(spec.layout):
+        raise ModelLoadError(
+            f"{path}: logits have width {logits[-1]}, the spec's columns need {output_width(spec.layout)}"
         )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
 
 import grpc
 import numpy as np
@@ -15,13 +17,16 @@ from service.errors import InvalidInput, ModelNotFound
 from service.generation import GenerationRequest, GenerationResult, GenerationService, generator_signature
 from service.metrics import Metrics
 from service.repository import ModelVersion, Repository
+from service.rows import MAX_STREAM_ROWS, RowsRequest, RowsResult, RowsService
 from service.rpc import Reply, deadline_of, observe, priority_from
+from service.sampling import random_seed
 
 
 class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
     def __init__(self, repository: Repository, generation: GenerationService, metrics: Metrics, max_count: int) -> None:
         self._repository = repository
         self._generation = generation
+        self._rows = RowsService(repository, max_count)
         self._metrics = metrics
         self._max_count = max_count
 
@@ -30,7 +35,8 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
     ) -> pb.ListModelsResponse:
         async def handle() -> pb.ListModelsResponse:
             newest = [self._repository.get(name) for name in self._repository.names()]
-            infos = [self._model_info(model) for model in newest if model.runtime.signature is not None]
+            servable = [m for m in newest if m.runtime.signature is not None or m.runtime.tabular is not None]
+            infos = [self._model_info(model) for model in servable]
             return pb.ListModelsResponse(models=infos)
 
         return await self._observe("ListModels", "", context, handle)
@@ -52,6 +58,35 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
 
         return await self._observe("Generate", request.model, context, handle)
 
+    async def GenerateRows(
+        self, request: pb.GenerateRowsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GenerateRowsResponse:
+        async def handle() -> pb.GenerateRowsResponse:
+            started = time.perf_counter()
+            result = await self._rows.generate(_rows_request(request), deadline_of(context))
+            reply = _rows_response(result, offset=0)
+            self._metrics.samples.labels(result.model.name).inc(int(reply.rows))
+            result.model.stats.record_request(True, time.perf_counter() - started)
+            return reply
+
+        return await self._observe("GenerateRows", request.model, context, handle)
+
+    async def GenerateRowsStream(self, request: pb.GenerateRowsRequest, context: grpc.aio.ServicerContext) -> None:
+        async def handle() -> None:
+            rows = _rows_request(request)
+            self._rows.check(rows, MAX_STREAM_ROWS)
+            chunk = request.chunk_rows or self._max_count
+            if not 1 <= chunk <= self._max_count:
+                raise InvalidInput(f"chunk_rows: must be between 1 and max_count {self._max_count}, got {chunk}")
+            seed = random_seed() if rows.seed is None else rows.seed
+            for index, offset in enumerate(range(0, rows.count, chunk)):  # chunk k: the rows of seed + k
+                part = replace(rows, count=min(chunk, rows.count - offset), seed=seed + index)
+                result = await self._rows.generate(part, deadline_of(context))
+                self._metrics.samples.labels(result.model.name).inc(part.count)
+                await context.write(_rows_response(result, offset))
+
+        return await self._observe("GenerateRowsStream", request.model, context, handle)
+
     async def _observe(
         self,
         method: str,
@@ -62,11 +97,22 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
         return await observe(self._metrics, self._repository, method, model, context, handle)
 
     def _model_info(self, model: ModelVersion) -> pb.ModelInfo:
+        versions = [v.version for v in self._repository.versions(model.name)]
+        if model.runtime.tabular is not None:
+            spec = model.runtime.tabular
+            return pb.ModelInfo(
+                name=model.name,
+                version=model.version,
+                versions=versions,
+                latent_dim=spec.latent_dim,
+                max_count=self._max_count,
+                columns=[_column_info(column) for column in spec.layout],
+            )
         signature = generator_signature(model)
         return pb.ModelInfo(
             name=model.name,
             version=model.version,
-            versions=[v.version for v in self._repository.versions(model.name)],
+            versions=versions,
             latent_dim=signature.latent_dim,
             class_names=list(signature.class_names),
             sample_shape=list(signature.sample_shape),
@@ -121,3 +167,53 @@ def _generate_response(result: GenerationResult, output_format: pb.OutputFormat)
     else:
         reply.tensor = np.ascontiguousarray(samples, dtype="<f4").tobytes()
     return reply
+
+
+def _rows_request(request: pb.GenerateRowsRequest) -> RowsRequest:
+    if not request.model:
+        raise ModelNotFound("model: the request names no model; ListModels shows the loaded ones")
+    return RowsRequest(
+        model=request.model,
+        version=_version(request.version),
+        count=request.count,
+        seed=request.seed if request.HasField("seed") else None,
+        conditions=dict(request.conditions),
+    )
+
+
+def _column_info(column: dict[str, Any]) -> pb.TableColumnInfo:
+    categories = [str(c) for c in column.get("categories", [])]
+    return pb.TableColumnInfo(
+        name=column["name"], kind=column["kind"], categories=categories, nullable=column["missing"]
+    )
+
+
+def _rows_response(result: RowsResult, offset: int) -> pb.GenerateRowsResponse:
+    count = len(next(iter(result.columns.values())))
+    reply = pb.GenerateRowsResponse(
+        model=result.model.name, version=result.model.version, seed=result.seed, rows=count, offset=offset
+    )
+    for column in result.spec.layout:
+        reply.columns.append(_table_column(column["name"], column["kind"], result.columns[column["name"]]))
+    return reply
+
+
+def _table_column(name: str, kind: str, values: np.ndarray) -> pb.TableColumn:
+    """Typed values with a missing mask: NaN for numbers, None for categories."""
+    if kind in ("continuous", "integer"):
+        numbers = values.astype(np.float64)
+        missing = np.isnan(numbers)
+        column = pb.TableColumn(name=name, kind=kind, missing=missing.tolist() if missing.any() else [])
+        filled = np.where(missing, 0.0, numbers)
+        if kind == "integer":
+            column.integers.values.extend(filled.astype(np.int64).tolist())
+        else:
+            column.doubles.values.extend(filled.tolist())
+        return column
+    missing = np.array([value is None for value in values], dtype=bool)
+    column = pb.TableColumn(name=name, kind=kind, missing=missing.tolist() if missing.any() else [])
+    if kind == "boolean":
+        column.booleans.values.extend(bool(value) for value in values)
+    else:
+        column.strings.values.extend("" if value is None else str(value) for value in values)
+    return column

@@ -3,8 +3,8 @@
 Each training row gets a condition: one categorical column chosen uniformly, one of its
 categories chosen with probability proportional to log(1 + frequency), and a real row that has
 that category. Rare categories are so seen far more often than their share of the table, and
-the generator learns to produce them on request. At generation time, with no condition asked
-for, categories are drawn with their true frequencies, which keeps the table's proportions.
+the generator learns to produce them on request. Generation (service/tabular.py) draws the
+categories with their true frequencies instead, which keeps the table's proportions.
 """
 
 from __future__ import annotations
@@ -42,26 +42,11 @@ class ConditionSampler:
             weights = np.log1p(column.frequencies)
             picked = rng.choice(column.size, size=len(chosen), p=weights / weights.sum())
             categories[chosen] = picked
-            for row, category in zip(chosen, picked, strict=True):
+            for category in np.unique(picked):  # a real row holding the category, for every row asking for it
+                asking = chosen[picked == category]
                 candidates = column.rows_by_category[category]
-                rows[row] = candidates[rng.integers(0, len(candidates))]
+                rows[asking] = candidates[rng.integers(0, len(candidates), size=len(asking))]
         return self._vectors(columns, categories), rows
-
-    def for_generation(self, count: int, rng: np.random.Generator) -> Conditions:
-        """Conditions with the table's own category frequencies (no condition asked for)."""
-        if not self.discrete:
-            return self._empty(count)
-        columns = rng.integers(0, len(self.discrete), size=count)
-        categories = np.empty(count, dtype=np.int64)
-        for index, column in enumerate(self.discrete):
-            chosen = np.flatnonzero(columns == index)
-            shares = column.frequencies / column.frequencies.sum()
-            categories[chosen] = rng.choice(column.size, size=len(chosen), p=shares)
-        return self._vectors(columns, categories)
-
-    def fixed(self, count: int, column: int, category: int) -> Conditions:
-        """Every row conditioned on one category of one column."""
-        return self._vectors(np.full(count, column), np.full(count, category))
 
     def _vectors(self, columns: np.ndarray, categories: np.ndarray) -> Conditions:
         vectors = np.zeros((len(columns), self.width), dtype=np.float32)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.tabular.transform import Span
+from service.tabular import Span
 
 GUMBEL_TAU = 0.2
 
@@ -53,21 +53,6 @@ def activate(logits: torch.Tensor, spans: list[Span]) -> torch.Tensor:
     for span in spans:
         block = logits[:, span.start : span.start + span.size]
         parts.append(torch.tanh(block) if span.activation == "tanh" else F.gumbel_softmax(block, tau=GUMBEL_TAU))
-    return torch.cat(parts, dim=1)
-
-
-def draw(logits: torch.Tensor, spans: list[Span], generator: torch.Generator) -> torch.Tensor:
-    """Sampling: tanh alphas, and one category per block drawn from its softmax (the Gumbel-max trick),
-    reproducible from `generator`. An arg-max would never draw a category that is a minority everywhere."""
-    parts = []
-    for span in spans:
-        block = logits[:, span.start : span.start + span.size]
-        if span.activation == "tanh":
-            parts.append(torch.tanh(block))
-            continue
-        uniform = torch.rand(block.shape, generator=generator).clamp_(1e-9, 1.0 - 1e-9)
-        choice = (block - torch.log(-torch.log(uniform))).argmax(dim=1)
-        parts.append(F.one_hot(choice, span.size).to(block.dtype))
     return torch.cat(parts, dim=1)
 
 

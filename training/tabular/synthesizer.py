@@ -22,15 +22,15 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.tabular import Span, TabularSpec, generation_rounds, run_rounds, spans
 from training.checkpoint import CheckpointError, atomic_save
 from training.losses import gradient_penalty
 from training.tabular.conditions import ConditionSampler
-from training.tabular.models import TableCritic, TableGenerator, activate, condition_loss, draw, packed
+from training.tabular.models import TableCritic, TableGenerator, activate, condition_loss, packed
 from training.tabular.schema import KINDS, infer_schema
-from training.tabular.transform import DiscreteColumn, Span, TableTransformer
+from training.tabular.transform import TableTransformer
 
 FORMAT = "gan-serving-tabular/1"
-MAX_REJECTION_ROUNDS = 50
 
 
 class TabularConfig(BaseModel):
@@ -66,70 +66,22 @@ class TabularConfig(BaseModel):
 @dataclass
 class Synthesizer:
     generator: TableGenerator
-    transformer: TableTransformer
-    conditions: ConditionSampler
+    spec: TabularSpec
     config: TabularConfig
 
     def sample(self, count: int, seed: int = 0, conditions: dict[str, Any] | None = None) -> pd.DataFrame:
-        """`count` rows; with `conditions` ({column: value}) every row has those values."""
-        rng = np.random.default_rng(seed)
-        torch_rng = torch.Generator().manual_seed(seed)
-        wanted = self._condition_indices(conditions or {})
-        frames: list[pd.DataFrame] = []
-        kept = 0
-        for _ in range(MAX_REJECTION_ROUNDS):
-            frame = self._draw(max(count - kept, 1) * (2 if wanted else 1), rng, torch_rng, wanted)
-            if wanted:
-                for name, value in (conditions or {}).items():
-                    frame = frame[frame[name].astype(str) == str(value)]
-            frames.append(frame)
-            kept += len(frame)
-            if kept >= count:
-                return pd.concat(frames, ignore_index=True).iloc[:count]
-        raise ValueError(f"conditions {conditions}: too rare for the generator; fewer than {count} rows matched")
-
-    def _condition_indices(self, conditions: dict[str, Any]) -> list[tuple[int, int]]:
-        found = []
-        names = [column.name for column in self.conditions.discrete]
-        for name, value in conditions.items():
-            self.transformer.category_index(name, value)  # ValueError naming an unknown column or value
-            column = names.index(name)
-            categories = self.transformer.layout()[self._layout_index(name)]["categories"]
-            found.append((column, [str(c) for c in categories].index(str(value))))
-        return found
-
-    def _layout_index(self, name: str) -> int:
-        return [column["name"] for column in self.transformer.layout()].index(name)
+        """`count` rows; with `conditions` ({column: value}) every row has those values. The rows are
+        exactly those the service's GenerateRows returns for the same model, seed and conditions."""
+        return pd.DataFrame(run_rounds(generation_rounds(self.spec, count, seed, conditions or {}), self.logits))
 
     @torch.no_grad()
-    def _draw(
-        self, count: int, rng: np.random.Generator, torch_rng: torch.Generator, wanted: list[tuple[int, int]]
-    ) -> pd.DataFrame:
+    def logits(self, latent: np.ndarray, condition: np.ndarray) -> np.ndarray:
         self.generator.eval()
-        if wanted:
-            column, category = wanted[0]
-            vectors = self.conditions.fixed(count, column, category).vectors
-        else:
-            vectors = self.conditions.for_generation(count, rng).vectors
-        latent = torch.randn(count, self.config.latent_dim, generator=torch_rng)
-        logits = self.generator.logits(latent, torch.from_numpy(vectors))
-        outputs = draw(logits, self.generator.spans, torch_rng)
-        return self.transformer.decode(outputs.numpy())
+        return self.generator.logits(torch.from_numpy(latent), torch.from_numpy(condition)).numpy()
 
     def save(self, path: Path) -> None:
-        atomic_save(
-            path,
-            {
-                "format": FORMAT,
-                "generator": self.generator.state_dict(),
-                "layout": self.transformer.layout(),
-                "discrete": [
-                    {"name": c.name, "start": c.start, "size": c.size, "frequencies": c.frequencies.tolist()}
-                    for c in self.conditions.discrete
-                ],
-                "config": self.config.model_dump(mode="json"),
-            },
-        )
+        state = {"format": FORMAT, "generator": self.generator.state_dict(), "config": self.config.model_dump()}
+        atomic_save(path, {**state, "spec": self.spec.to_metadata()})
 
 
 def load_synthesizer(path: Path) -> Synthesizer:
@@ -142,14 +94,10 @@ def load_synthesizer(path: Path) -> Synthesizer:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a gan-tabular model (no {FORMAT!r} marker)")
     config = TabularConfig.model_validate(state["config"])
-    transformer = TableTransformer(state["layout"])
-    discrete = [
-        DiscreteColumn(d["name"], d["start"], d["size"], (), np.asarray(d["frequencies"])) for d in state["discrete"]
-    ]
-    sampler = ConditionSampler(discrete, rows=0)
-    generator = TableGenerator(config.latent_dim, sampler.width, config.generator_widths, transformer.spans())
+    spec = TabularSpec.from_metadata(state["spec"], str(path))
+    generator = TableGenerator(config.latent_dim, spec.condition_dim, config.generator_widths, spans(spec.layout))
     generator.load_state_dict(state["generator"])
-    return Synthesizer(generator.eval(), transformer, sampler, config)
+    return Synthesizer(generator.eval(), spec, config)
 
 
 def train_table(table: pd.DataFrame, config: TabularConfig, progress: bool = False) -> Synthesizer:
@@ -206,4 +154,9 @@ def train_table(table: pd.DataFrame, config: TabularConfig, progress: bool = Fal
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
-    return Synthesizer(generator.cpu().eval(), transformer, sampler, config)
+    spec = TabularSpec(
+        layout=transformer.layout(),
+        discrete=[{"name": c.name, "size": c.size, "frequencies": c.frequencies.tolist()} for c in discrete],
+        latent_dim=config.latent_dim,
+    )
+    return Synthesizer(generator.cpu().eval(), spec, config)

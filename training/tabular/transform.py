@@ -6,7 +6,7 @@ Each value becomes the one-hot of a component k drawn from its posterior, plus a
 alpha = (x - mean_k) / (4 std_k) in [-1, 1]: a multi-modal or long-tailed column turns into
 pieces a tanh output can draw (the idea of CTGAN's mode-specific normalisation, Xu et al. 2019).
 A categorical or boolean column becomes a one-hot; missing values are a category of their own,
-or a present/missing pair for numbers. Decoding is numpy alone (decode.py).
+or a present/missing pair for numbers. Decoding is numpy alone (service/tabular.py).
 """
 
 from __future__ import annotations
@@ -18,21 +18,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.tabular.decode import ALPHA_SCALE, Layout, decode, output_width
+from service.tabular import ALPHA_SCALE, Layout, Span, decode, output_width, spans
 from training.tabular.schema import ColumnSpec
 
 MAX_MODES = 10
 MODE_WEIGHT_FLOOR = 0.005  # components with less weight than this are dropped
 FIT_ROWS = 20_000  # the mixture is fitted on at most this many values of a column
-
-
-@dataclass(frozen=True)
-class Span:
-    """A slice of the generator's output and how it is activated."""
-
-    start: int
-    size: int
-    activation: str  # "tanh" (alpha) or "softmax" (a one-hot block)
 
 
 @dataclass(frozen=True)
@@ -63,17 +54,7 @@ class TableTransformer:
         return output_width(self._layout)
 
     def spans(self) -> list[Span]:
-        spans, start = [], 0
-        for column in self._layout:
-            if column["kind"] in ("continuous", "integer"):
-                modes = len(column["means"])
-                spans += [Span(start, 1, "tanh"), Span(start + 1, modes, "softmax")]
-                if column["missing"]:
-                    spans.append(Span(start + 1 + modes, 2, "softmax"))
-            else:
-                spans.append(Span(start, int(column["width"]), "softmax"))
-            start += int(column["width"])
-        return spans
+        return spans(self._layout)
 
     def encode(self, table: pd.DataFrame, seed: int = 0) -> np.ndarray:
         """(N, width) float32: what the discriminator sees for real rows."""
@@ -96,20 +77,6 @@ class TableTransformer:
 
     def decode(self, matrix: np.ndarray) -> pd.DataFrame:
         return pd.DataFrame(decode(matrix, self._layout))
-
-    def category_index(self, name: str, value: Any) -> tuple[int, int]:
-        """(offset of the column's one-hot in the output, index of `value`); ValueError naming what is wrong."""
-        start = 0
-        for column in self._layout:
-            if column["name"] == name:
-                if column["kind"] not in ("categorical", "boolean"):
-                    raise ValueError(f"condition {name}: only categorical and boolean columns can be conditioned on")
-                for index, category in enumerate(column["categories"]):
-                    if category == value or str(category) == str(value):
-                        return start, index
-                raise ValueError(f"condition {name}={value!r}: unknown value; known: {column['categories']}")
-            start += int(column["width"])
-        raise ValueError(f"condition {name}: no such column; columns: {[c['name'] for c in self._layout]}")
 
 
 def _fit_column(values: pd.Series, spec: ColumnSpec, seed: int) -> dict[str, Any]:

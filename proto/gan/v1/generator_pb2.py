@@ -24,15 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16gan/v1/generator.proto\x12\x06gan.v1\"\x13\n\x11ListModelsRequest\"7\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.gan.v1.ModelInfo\"0\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"\xcb\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x10\n\x08versions\x18\x03 \x03(\x03\x12\x12\n\nlatent_dim\x18\x04 \x01(\x05\x12\x13\n\x0b\x63lass_names\x18\x05 \x03(\t\x12\x14\n\x0csample_shape\x18\x06 \x03(\x05\x12\x11\n\tvalue_min\x18\x07 \x01(\x02\x12\x11\n\tvalue_max\x18\x08 \x01(\x02\x12\x11\n\tmax_count\x18\t \x01(\x05\x12\x15\n\rconfig_digest\x18\n \x01(\t\"\x19\n\x07Latents\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\xcd\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x0e\n\x04seed\x18\x04 \x01(\x04H\x00\x12\"\n\x07latents\x18\x05 \x01(\x0b\x32\x0f.gan.v1.LatentsH\x00\x12\x0e\n\x06labels\x18\x06 \x03(\x05\x12+\n\routput_format\x18\x07 \x01(\x0e\x32\x14.gan.v1.OutputFormat\x12\x10\n\x08priority\x18\x08 \x01(\rB\x08\n\x06source\"\xba\x01\n\x10GenerateResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x11\n\x04seed\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x0e\n\x06labels\x18\x04 \x03(\x05\x12+\n\routput_format\x18\x05 \x01(\x0e\x32\x14.gan.v1.OutputFormat\x12\r\n\x05shape\x18\x06 \x03(\x05\x12\x0e\n\x06tensor\x18\x07 \x01(\x0c\x12\x0e\n\x06images\x18\x08 \x03(\x0c\x42\x07\n\x05_seed*x\n\x0cOutputFormat\x12\x1d\n\x19OUTPUT_FORMAT_UNSPECIFIED\x10\x00\x12\x19\n\x15OUTPUT_FORMAT_FLOAT32\x10\x01\x12\x17\n\x13OUTPUT_FORMAT_UINT8\x10\x02\x12\x15\n\x11OUTPUT_FORMAT_PNG\x10\x03\x32\xce\x01\n\x10GeneratorService\x12\x43\n\nListModels\x12\x19.gan.v1.ListModelsRequest\x1a\x1a.gan.v1.ListModelsResponse\x12\x36\n\x08GetModel\x12\x17.gan.v1.GetModelRequest\x1a\x11.gan.v1.ModelInfo\x12=\n\x08Generate\x12\x17.gan.v1.GenerateRequest\x1a\x18.gan.v1.GenerateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16gan/v1/generator.proto\x12\x06gan.v1\"\x13\n\x11ListModelsRequest\"7\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.gan.v1.ModelInfo\"0\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"\xf5\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x10\n\x08versions\x18\x03 \x03(\x03\x12\x12\n\nlatent_dim\x18\x04 \x01(\x05\x12\x13\n\x0b\x63lass_names\x18\x05 \x03(\t\x12\x14\n\x0csample_shape\x18\x06 \x03(\x05\x12\x11\n\tvalue_min\x18\x07 \x01(\x02\x12\x11\n\tvalue_max\x18\x08 \x01(\x02\x12\x11\n\tmax_count\x18\t \x01(\x05\x12\x15\n\rconfig_digest\x18\n \x01(\t\x12(\n\x07\x63olumns\x18\x0b \x03(\x0b\x32\x17.gan.v1.TableColumnInfo\"S\n\x0fTableColumnInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x12\n\ncategories\x18\x03 \x03(\t\x12\x10\n\x08nullable\x18\x04 \x01(\x08\"\x19\n\x07Latents\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\xcd\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x0e\n\x04seed\x18\x04 \x01(\x04H\x00\x12\"\n\x07latents\x18\x05 \x01(\x0b\x32\x0f.gan.v1.LatentsH\x00\x12\x0e\n\x06labels\x18\x06 \x03(\x05\x12+\n\routput_format\x18\x07 \x01(\x0e\x32\x14.gan.v1.OutputFormat\x12\x10\n\x08priority\x18\x08 \x01(\rB\x08\n\x06source\"\xba\x01\n\x10GenerateResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x11\n\x04seed\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x0e\n\x06labels\x18\x04 \x03(\x05\x12+\n\routput_format\x18\x05 \x01(\x0e\x32\x14.gan.v1.OutputFormat\x12\r\n\x05shape\x18\x06 \x03(\x05\x12\x0e\n\x06tensor\x18\x07 \x01(\x0c\x12\x0e\n\x06images\x18\x08 \x03(\x0c\x42\x07\n\x05_seed\"\xe8\x01\n\x13GenerateRowsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\x12\x11\n\x04seed\x18\x04 \x01(\x04H\x00\x88\x01\x01\x12?\n\nconditions\x18\x05 \x03(\x0b\x32+.gan.v1.GenerateRowsRequest.ConditionsEntry\x12\x12\n\nchunk_rows\x18\x06 \x01(\r\x1a\x31\n\x0f\x43onditionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05_seed\"\x88\x01\n\x14GenerateRowsResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x0c\n\x04rows\x18\x04 \x01(\x04\x12$\n\x07\x63olumns\x18\x05 \x03(\x0b\x32\x13.gan.v1.TableColumn\x12\x0e\n\x06offset\x18\x06 \x01(\x04\"\xe7\x01\n\x0bTableColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\'\n\x07\x64oubles\x18\x03 \x01(\x0b\x32\x14.gan.v1.DoubleValuesH\x00\x12\'\n\x08integers\x18\x04 \x01(\x0b\x32\x13.gan.v1.Int64ValuesH\x00\x12\'\n\x07strings\x18\x05 \x01(\x0b\x32\x14.gan.v1.StringValuesH\x00\x12&\n\x08\x62ooleans\x18\x06 \x01(\x0b\x32\x12.gan.v1.BoolValuesH\x00\x12\x0f\n\x07missing\x18\x07 \x03(\x08\x42\x08\n\x06values\"\x1e\n\x0c\x44oubleValues\x12\x0e\n\x06values\x18\x01 \x03(\x01\"\x1d\n\x0bInt64Values\x12\x0e\n\x06values\x18\x01 \x03(\x03\"\x1e\n\x0cStringValues\x12\x0e\n\x06values\x18\x01 \x03(\t\"\x1c\n\nBoolValues\x12\x0e\n\x06values\x18\x01 \x03(\x08*x\n\x0cOutputFormat\x12\x1d\n\x19OUTPUT_FORMAT_UNSPECIFIED\x10\x00\x12\x19\n\x15OUTPUT_FORMAT_FLOAT32\x10\x01\x12\x17\n\x13OUTPUT_FORMAT_UINT8\x10\x02\x12\x15\n\x11OUTPUT_FORMAT_PNG\x10\x03\x32\xec\x02\n\x10GeneratorService\x12\x43\n\nListModels\x12\x19.gan.v1.ListModelsRequest\x1a\x1a.gan.v1.ListModelsResponse\x12\x36\n\x08GetModel\x12\x17.gan.v1.GetModelRequest\x1a\x11.gan.v1.ModelInfo\x12=\n\x08Generate\x12\x17.gan.v1.GenerateRequest\x1a\x18.gan.v1.GenerateResponse\x12I\n\x0cGenerateRows\x12\x1b.gan.v1.GenerateRowsRequest\x1a\x1c.gan.v1.GenerateRowsResponse\x12Q\n\x12GenerateRowsStream\x12\x1b.gan.v1.GenerateRowsRequest\x1a\x1c.gan.v1.GenerateRowsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gan.v1.generator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OUTPUTFORMAT']._serialized_start=792
-  _globals['_OUTPUTFORMAT']._serialized_end=912
+  _globals['_GENERATEROWSREQUEST_CONDITIONSENTRY']._loaded_options = None
+  _globals['_GENERATEROWSREQUEST_CONDITIONSENTRY']._serialized_options = b'8\001'
+  _globals['_OUTPUTFORMAT']._serialized_start=1652
+  _globals['_OUTPUTFORMAT']._serialized_end=1772
   _globals['_LISTMODELSREQUEST']._serialized_start=34
   _globals['_LISTMODELSREQUEST']._serialized_end=53
   _globals['_LISTMODELSRESPONSE']._serialized_start=55
@@ -40,13 +42,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETMODELREQUEST']._serialized_start=112
   _globals['_GETMODELREQUEST']._serialized_end=160
   _globals['_MODELINFO']._serialized_start=163
-  _globals['_MODELINFO']._serialized_end=366
-  _globals['_LATENTS']._serialized_start=368
-  _globals['_LATENTS']._serialized_end=393
-  _globals['_GENERATEREQUEST']._serialized_start=396
-  _globals['_GENERATEREQUEST']._serialized_end=601
-  _globals['_GENERATERESPONSE']._serialized_start=604
-  _globals['_GENERATERESPONSE']._serialized_end=790
-  _globals['_GENERATORSERVICE']._serialized_start=915
-  _globals['_GENERATORSERVICE']._serialized_end=1121
+  _globals['_MODELINFO']._serialized_end=408
+  _globals['_TABLECOLUMNINFO']._serialized_start=410
+  _globals['_TABLECOLUMNINFO']._serialized_end=493
+  _globals['_LATENTS']._serialized_start=495
+  _globals['_LATENTS']._serialized_end=520
+  _globals['_GENERATEREQUEST']._serialized_start=523
+  _globals['_GENERATEREQUEST']._serialized_end=728
+  _globals['_GENERATERESPONSE']._serialized_start=731
+  _globals['_GENERATERESPONSE']._serialized_end=917
+  _globals['_GENERATEROWSREQUEST']._serialized_start=920
+  _globals['_GENERATEROWSREQUEST']._serialized_end=1152
+  _globals['_GENERATEROWSREQUEST_CONDITIONSENTRY']._serialized_start=1094
+  _globals['_GENERATEROWSREQUEST_CONDITIONSENTRY']._serialized_end=1143
+  _globals['_GENERATEROWSRESPONSE']._serialized_start=1155
+  _globals['_GENERATEROWSRESPONSE']._serialized_end=1291
+  _globals['_TABLECOLUMN']._serialized_start=1294
+  _globals['_TABLECOLUMN']._serialized_end=1525
+  _globals['_DOUBLEVALUES']._serialized_start=1527
+  _globals['_DOUBLEVALUES']._serialized_end=1557
+  _globals['_INT64VALUES']._serialized_start=1559
+  _globals['_INT64VALUES']._serialized_end=1588
+  _globals['_STRINGVALUES']._serialized_start=1590
+  _globals['_STRINGVALUES']._serialized_end=1620
+  _globals['_BOOLVALUES']._serialized_start=1622
+  _globals['_BOOLVALUES']._serialized_end=1650
+  _globals['_GENERATORSERVICE']._serialized_start=1775
+  _globals['_GENERATORSERVICE']._serialized_end=2139
 # @@protoc_insertion_point(module_scope)

@@ -37,7 +37,7 @@ class GetModelRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "versions", "latent_dim", "class_names", "sample_shape", "value_min", "value_max", "max_count", "config_digest")
+    __slots__ = ("name", "version", "versions", "latent_dim", "class_names", "sample_shape", "value_min", "value_max", "max_count", "config_digest", "columns")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +48,7 @@ class ModelInfo(_message.Message):
     VALUE_MAX_FIELD_NUMBER: _ClassVar[int]
     MAX_COUNT_FIELD_NUMBER: _ClassVar[int]
     CONFIG_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     versions: _containers.RepeatedScalarFieldContainer[int]
@@ -58,7 +59,20 @@ class ModelInfo(_message.Message):
     value_max: float
     max_count: int
     config_digest: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ..., latent_dim: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., sample_shape: _Optional[_Iterable[int]] = ..., value_min: _Optional[float] = ..., value_max: _Optional[float] = ..., max_count: _Optional[int] = ..., config_digest: _Optional[str] = ...) -> None: ...
+    columns: _containers.RepeatedCompositeFieldContainer[TableColumnInfo]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ..., latent_dim: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., sample_shape: _Optional[_Iterable[int]] = ..., value_min: _Optional[float] = ..., value_max: _Optional[float] = ..., max_count: _Optional[int] = ..., config_digest: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[TableColumnInfo, _Mapping]]] = ...) -> None: ...
+
+class TableColumnInfo(_message.Message):
+    __slots__ = ("name", "kind", "categories", "nullable")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    NULLABLE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    categories: _containers.RepeatedScalarFieldContainer[str]
+    nullable: bool
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., categories: _Optional[_Iterable[str]] = ..., nullable: _Optional[bool] = ...) -> None: ...
 
 class Latents(_message.Message):
     __slots__ = ("values",)
@@ -105,3 +119,84 @@ class GenerateResponse(_message.Message):
     tensor: bytes
     images: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., seed: _Optional[int] = ..., labels: _Optional[_Iterable[int]] = ..., output_format: _Optional[_Union[OutputFormat, str]] = ..., shape: _Optional[_Iterable[int]] = ..., tensor: _Optional[bytes] = ..., images: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class GenerateRowsRequest(_message.Message):
+    __slots__ = ("model", "version", "count", "seed", "conditions", "chunk_rows")
+    class ConditionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    CONDITIONS_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_ROWS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    count: int
+    seed: int
+    conditions: _containers.ScalarMap[str, str]
+    chunk_rows: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., count: _Optional[int] = ..., seed: _Optional[int] = ..., conditions: _Optional[_Mapping[str, str]] = ..., chunk_rows: _Optional[int] = ...) -> None: ...
+
+class GenerateRowsResponse(_message.Message):
+    __slots__ = ("model", "version", "seed", "rows", "columns", "offset")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    seed: int
+    rows: int
+    columns: _containers.RepeatedCompositeFieldContainer[TableColumn]
+    offset: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., seed: _Optional[int] = ..., rows: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[TableColumn, _Mapping]]] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class TableColumn(_message.Message):
+    __slots__ = ("name", "kind", "doubles", "integers", "strings", "booleans", "missing")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DOUBLES_FIELD_NUMBER: _ClassVar[int]
+    INTEGERS_FIELD_NUMBER: _ClassVar[int]
+    STRINGS_FIELD_NUMBER: _ClassVar[int]
+    BOOLEANS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    doubles: DoubleValues
+    integers: Int64Values
+    strings: StringValues
+    booleans: BoolValues
+    missing: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., doubles: _Optional[_Union[DoubleValues, _Mapping]] = ..., integers: _Optional[_Union[Int64Values, _Mapping]] = ..., strings: _Optional[_Union[StringValues, _Mapping]] = ..., booleans: _Optional[_Union[BoolValues, _Mapping]] = ..., missing: _Optional[_Iterable[bool]] = ...) -> None: ...
+
+class DoubleValues(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class Int64Values(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, values: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class StringValues(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, values: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BoolValues(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, values: _Optional[_Iterable[bool]] = ...) -> None: ...

@@ -49,6 +49,16 @@ class GeneratorServiceStub:
                 request_serializer=gan_dot_v1_dot_generator__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=gan_dot_v1_dot_generator__pb2.GenerateResponse.FromString,
                 _registered_method=True)
+        self.GenerateRows = channel.unary_unary(
+                '/gan.v1.GeneratorService/GenerateRows',
+                request_serializer=gan_dot_v1_dot_generator__pb2.GenerateRowsRequest.SerializeToString,
+                response_deserializer=gan_dot_v1_dot_generator__pb2.GenerateRowsResponse.FromString,
+                _registered_method=True)
+        self.GenerateRowsStream = channel.unary_stream(
+                '/gan.v1.GeneratorService/GenerateRowsStream',
+                request_serializer=gan_dot_v1_dot_generator__pb2.GenerateRowsRequest.SerializeToString,
+                response_deserializer=gan_dot_v1_dot_generator__pb2.GenerateRowsResponse.FromString,
+                _registered_method=True)
 
 
 class GeneratorServiceServicer:
@@ -75,6 +85,20 @@ class GeneratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GenerateRows(self, request, context):
+        """Generate `count` rows of a tabular model (gan-tabular) as typed columns.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GenerateRowsStream(self, request, context):
+        """The same rows in chunks of at most `chunk_rows`, for counts beyond max_count.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GeneratorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +116,16 @@ def add_GeneratorServiceServicer_to_server(servicer, server):
                     servicer.Generate,
                     request_deserializer=gan_dot_v1_dot_generator__pb2.GenerateRequest.FromString,
                     response_serializer=gan_dot_v1_dot_generator__pb2.GenerateResponse.SerializeToString,
+            ),
+            'GenerateRows': grpc.unary_unary_rpc_method_handler(
+                    servicer.GenerateRows,
+                    request_deserializer=gan_dot_v1_dot_generator__pb2.GenerateRowsRequest.FromString,
+                    response_serializer=gan_dot_v1_dot_generator__pb2.GenerateRowsResponse.SerializeToString,
+            ),
+            'GenerateRowsStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.GenerateRowsStream,
+                    request_deserializer=gan_dot_v1_dot_generator__pb2.GenerateRowsRequest.FromString,
+                    response_serializer=gan_dot_v1_dot_generator__pb2.GenerateRowsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +209,60 @@ class GeneratorService:
             '/gan.v1.GeneratorService/Generate',
             gan_dot_v1_dot_generator__pb2.GenerateRequest.SerializeToString,
             gan_dot_v1_dot_generator__pb2.GenerateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GenerateRows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gan.v1.GeneratorService/GenerateRows',
+            gan_dot_v1_dot_generator__pb2.GenerateRowsRequest.SerializeToString,
+            gan_dot_v1_dot_generator__pb2.GenerateRowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GenerateRowsStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/gan.v1.GeneratorService/GenerateRowsStream',
+            gan_dot_v1_dot_generator__pb2.GenerateRowsRequest.SerializeToString,
+            gan_dot_v1_dot_generator__pb2.GenerateRowsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,168 @@
+"""Tabular models served: export, GenerateRows, its stream, conditions, errors, and the V2 path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from gan.v1 import generator_pb2 as pb
+from gan.v1 import generator_pb2_grpc as pb_grpc
+from inference import grpc_service_pb2 as v2
+from inference import grpc_service_pb2_grpc as v2_grpc
+from tests.conftest import ServerThread
+from tests.training.test_tabular import correlated_table
+
+
+@pytest.fixture(scope="module")
+def tabular_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training.tabular.synthesizer import TabularConfig, train_table
+
+    path = tmp_path_factory.mktemp("tabular") / "people.pt"
+    train_table(correlated_table(300), TabularConfig(steps=40, batch_size=100, seed=1)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def rows_server(
+    tabular_model: Path, model_repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerThread]:
+    from export.cli import main as gan_export
+
+    repository = tmp_path_factory.mktemp("tabular-models")
+    assert gan_export([str(tabular_model), "--repository", str(repository), "--name", "people"]) == 0
+    digits = model_repository / "digits"
+    (repository / "digits").symlink_to(digits, target_is_directory=True)
+    with ServerThread(model_repository=repository, max_count=200) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def stub(rows_server: ServerThread) -> pb_grpc.GeneratorServiceStub:
+    return pb_grpc.GeneratorServiceStub(grpc.insecure_channel(rows_server.target))
+
+
+def rows(stub: pb_grpc.GeneratorServiceStub, **fields: object) -> pb.GenerateRowsResponse:
+    reply: pb.GenerateRowsResponse = stub.GenerateRows(pb.GenerateRowsRequest(model="people", **fields), timeout=30)
+    return reply
+
+
+def as_table(reply: pb.GenerateRowsResponse) -> dict[str, list[object]]:
+    from gan_client.client import columns_of
+
+    return columns_of(reply)
+
+
+def test_the_model_lists_its_columns(stub: pb_grpc.GeneratorServiceStub) -> None:
+    info = stub.GetModel(pb.GetModelRequest(name="people"), timeout=10)
+    columns = {c.name: (c.kind, list(c.categories), c.nullable) for c in info.columns}
+    assert columns["colour"][0] == "categorical" and set(columns["colour"][1]) == {"red", "blue", "green"}
+    assert columns["count"][0] == "integer" and columns["income"] == ("continuous", [], True)
+    assert "people" in {m.name for m in stub.ListModels(pb.ListModelsRequest(), timeout=10).models}
+
+
+def test_rows_are_typed_and_are_those_gan_tabular_samples(
+    stub: pb_grpc.GeneratorServiceStub, tabular_model: Path
+) -> None:
+    from training.tabular.synthesizer import load_synthesizer
+
+    reply = rows(stub, count=120, seed=7)
+    assert (
+        reply.rows == 120
+        and reply.seed == 7
+        and [c.name for c in reply.columns] == ["x", "y", "colour", "count", "flag", "income"]
+    )
+    kinds = {c.name: c.WhichOneof("values") for c in reply.columns}
+    assert kinds == {
+        "x": "doubles",
+        "y": "doubles",
+        "colour": "strings",
+        "count": "integers",
+        "flag": "booleans",
+        "income": "doubles",
+    }
+    served = as_table(reply)
+    local = load_synthesizer(tabular_model).sample(120, seed=7)
+    assert served["colour"] == list(local["colour"]) and served["flag"] == list(local["flag"])
+    np.testing.assert_allclose(np.array(served["x"], dtype=float), local["x"].to_numpy(), rtol=1e-4, atol=1e-4)
+    assert as_table(rows(stub, count=120, seed=7)) == served  # the same seed, the same rows
+
+
+def test_conditions_are_honoured_and_bad_ones_named(stub: pb_grpc.GeneratorServiceStub) -> None:
+    green = as_table(rows(stub, count=30, seed=1, conditions={"colour": "green", "flag": "True"}))
+    assert set(green["colour"]) == {"green"} and set(green["flag"]) == {True}
+    for conditions, words in (
+        ({"colour": "purple"}, "condition colour='purple': unknown value"),
+        ({"shape": "round"}, "condition shape: no such column"),
+        ({"x": "1.0"}, "only categorical and boolean columns"),
+    ):
+        with pytest.raises(grpc.RpcError) as caught:
+            rows(stub, count=5, conditions=conditions)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and words in caught.value.details()
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "code", "words"),
+    [
+        ({"model": "people", "count": 0}, grpc.StatusCode.INVALID_ARGUMENT, "count: must be between 1 and 200"),
+        ({"model": "people", "count": 201}, grpc.StatusCode.INVALID_ARGUMENT, "count: must be between 1 and 200"),
+        ({"model": "digits", "count": 5}, grpc.StatusCode.FAILED_PRECONDITION, "digits is not a tabular model"),
+        ({"model": "nope", "count": 5}, grpc.StatusCode.NOT_FOUND, "nope"),
+    ],
+)
+def test_bad_requests_get_the_right_status(
+    stub: pb_grpc.GeneratorServiceStub, request_fields: dict[str, object], code: grpc.StatusCode, words: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.GenerateRows(pb.GenerateRowsRequest(**request_fields), timeout=10)
+    assert caught.value.code() == code and words in caught.value.details()
+
+
+def test_generate_on_a_tabular_model_points_to_generate_rows(stub: pb_grpc.GeneratorServiceStub) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Generate(pb.GenerateRequest(model="people", count=1, seed=1), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "GenerateRows" in caught.value.details()
+
+
+def test_the_stream_sends_chunks_beyond_max_count(stub: pb_grpc.GeneratorServiceStub) -> None:
+    request = pb.GenerateRowsRequest(model="people", count=450, seed=3, chunk_rows=200)
+    replies = list(stub.GenerateRowsStream(request, timeout=60))
+    assert [(r.offset, r.rows) for r in replies] == [(0, 200), (200, 200), (400, 50)]
+    assert as_table(replies[1]) == as_table(rows(stub, count=200, seed=4))  # chunk k: the rows of seed + k
+    with pytest.raises(grpc.RpcError) as caught:
+        list(stub.GenerateRowsStream(pb.GenerateRowsRequest(model="people", count=10, chunk_rows=500), timeout=10))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "chunk_rows" in caught.value.details()
+
+
+def test_the_v2_api_runs_the_same_model_on_raw_tensors(rows_server: ServerThread) -> None:
+    v2_stub = v2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(rows_server.target))
+    metadata = v2_stub.ModelMetadata(v2.ModelMetadataRequest(name="people"), timeout=10)
+    shapes = {t.name: list(t.shape) for t in metadata.inputs}
+    latent = np.zeros((3, shapes["latent"][1]), dtype=np.float32)
+    condition = np.zeros((3, shapes["condition"][1]), dtype=np.float32)
+    request = v2.ModelInferRequest(model_name="people")
+    for name, array in (("latent", latent), ("condition", condition)):
+        request.inputs.add(name=name, datatype="FP32", shape=list(array.shape))
+        request.raw_input_contents.append(array.tobytes())
+    reply = v2_stub.ModelInfer(request, timeout=10)
+    assert reply.outputs[0].name == "logits" and reply.outputs[0].shape[0] == 3
+
+
+def test_gan_client_rows_streams_into_a_csv_file(rows_server: ServerThread, tmp_path: Path) -> None:
+    import csv
+
+    from gan_client.cli import main as gan_client
+
+    out = tmp_path / "rows.csv"
+    command = ["--target", rows_server.target, "rows", "--model", "people", "--count", "450", "--seed", "3"]
+    assert gan_client([*command, "--chunk-rows", "200", "--condition", "colour=red", "--out", str(out)]) == 0
+    table = list(csv.DictReader(out.open()))
+    assert len(table) == 450 and {row["colour"] for row in table} == {"red"}
+    assert list(table[0]) == ["x", "y", "colour", "count", "flag", "income"]
+    with pytest.raises(SystemExit, match=r"--out must end in \.csv or \.parquet"):
+        gan_client([*command, "--out", str(tmp_path / "rows.txt")])
+    assert gan_client([*command, "--condition", "colour=purple", "--out", str(out)]) == 1
+    assert len(list(csv.DictReader(out.open()))) == 450  # a failed call leaves the earlier file alone
