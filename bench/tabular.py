@@ -90,10 +90,31 @@ def run_ctgan(train: pd.DataFrame, specs: list[ColumnSpec], seed: int, epochs: i
     model = CTGAN(epochs=epochs)
     if hasattr(model, "set_random_state"):
         model.set_random_state(seed)
+    filled, indicators = fill_missing_numbers(train, specs)
     started = time.perf_counter()
-    model.fit(train, discrete_columns=[spec.name for spec in specs if spec.discrete])
+    model.fit(filled, discrete_columns=[spec.name for spec in specs if spec.discrete] + indicators)
     seconds = time.perf_counter() - started
-    return model.sample(len(train)), seconds
+    return restore_missing(model.sample(len(train)), indicators), seconds
+
+
+def fill_missing_numbers(table: pd.DataFrame, specs: list[ColumnSpec]) -> tuple[pd.DataFrame, list[str]]:
+    """ctgan refuses missing numbers: fill them with the median and add a `<column>__missing` flag,
+    as SDV's own preprocessing (rdt) does for it; `restore_missing` undoes it on the samples."""
+    filled, indicators = table.copy(), []
+    for spec in specs:
+        if not spec.discrete and spec.has_missing:
+            flag = f"{spec.name}__missing"
+            filled[flag] = table[spec.name].isna().astype(str)
+            filled[spec.name] = table[spec.name].fillna(table[spec.name].median())
+            indicators.append(flag)
+    return filled, indicators
+
+
+def restore_missing(samples: pd.DataFrame, indicators: list[str]) -> pd.DataFrame:
+    for flag in indicators:
+        column = flag.removesuffix("__missing")
+        samples[column] = samples[column].where(samples[flag].astype(str) != "True")
+    return samples.drop(columns=indicators)
 
 
 def format_row(row: Row) -> str:
