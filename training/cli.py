@@ -47,5 +47,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def leave(code: int) -> None:
+    """Exit with `code`. Under torchrun (RANK set), skip interpreter finalisation: gloo's background
+    threads can abort a rank (SIGABRT) while Python tears down after the other rank has closed its
+    sockets; the process group is gone and every output is written by now."""
+    if "RANK" not in os.environ:
+        sys.exit(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    leave(main())

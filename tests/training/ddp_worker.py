@@ -84,4 +84,6 @@ def main(report_dir: Path, argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1]), sys.argv[2:]))
+    from training.cli import leave
+
+    leave(main(Path(sys.argv[1]), sys.argv[2:]))

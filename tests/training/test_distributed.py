@@ -32,9 +32,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def torchrun(module: str, *args: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    done = subprocess.run(
-        [*command, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=240, check=False
-    )
+    for attempt in range(2):
+        done = subprocess.run(
+            [*command, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=240, check=False
+        )
+        # Known defect, rare: gloo can abort a rank (SIGABRT) while the two ranks tear down; the
+        # run's work is complete by then. One relaunch keeps this from failing unrelated changes.
+        if done.returncode == 0 or "Signal 6 (SIGABRT)" not in done.stderr or attempt:
+            break
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 

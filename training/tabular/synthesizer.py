@@ -11,6 +11,7 @@ single update, which is why epoch-counted tabular GANs under-train small tables.
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from training.tabular.conditions import ConditionSampler
 from training.tabular.models import TableCritic, TableGenerator, activate, condition_loss, packed
 from training.tabular.schema import KINDS, infer_schema
 from training.tabular.transform import TableTransformer
+from training.train import ema_decay, update_ema
 
 FORMAT = "gan-serving-tabular/1"
 
@@ -46,6 +48,7 @@ class TabularConfig(BaseModel):
     lr_g: float = Field(1e-3, gt=0, le=1)
     lr_d: float = Field(1e-3, gt=0, le=1)
     lr_decay: bool = True  # both learning rates fall linearly to zero by the last step
+    ema_decay: float = Field(0.995, ge=0, lt=1)  # moving average of the generator's weights (sampled); 0 = off
     weight_decay: float = Field(1e-6, ge=0)
     gp_weight: float = Field(10.0, ge=0)
     steps: int = Field(2000, ge=1)
@@ -119,6 +122,7 @@ def train_table(table: pd.DataFrame, config: TabularConfig, progress: bool = Fal
     opt_g = torch.optim.Adam(generator.parameters(), config.lr_g, betas=betas, weight_decay=config.weight_decay)
     opt_d = torch.optim.Adam(critic.parameters(), config.lr_d, betas=betas, weight_decay=config.weight_decay)
     data = torch.from_numpy(encoded).to(device)
+    ema = copy.deepcopy(generator).requires_grad_(False) if config.ema_decay > 0 else None
     condition_spans = [Span(c.start, c.size, "softmax") for c in discrete]
     noise = torch.Generator().manual_seed(config.seed + 1)
     steps: Iterable[int] = range(config.steps)
@@ -154,9 +158,11 @@ def train_table(table: pd.DataFrame, config: TabularConfig, progress: bool = Fal
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
+        if ema is not None:
+            update_ema(ema, generator, ema_decay(config.ema_decay, step))
     spec = TabularSpec(
         layout=transformer.layout(),
         discrete=[{"name": c.name, "size": c.size, "frequencies": c.frequencies.tolist()} for c in discrete],
         latent_dim=config.latent_dim,
     )
-    return Synthesizer(generator.cpu().eval(), spec, config)
+    return Synthesizer((ema or generator).cpu().eval(), spec, config)
