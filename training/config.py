@@ -6,13 +6,16 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 LossKind = Literal["minimax", "nonsaturating", "lsgan", "hinge", "wgan-gp"]
 POINT_SOURCES = ("ring8", "grid25")  # 2-D Gaussian mixtures (training/mode_coverage.py), for the MLP models
+
+
+Settings = TypeVar("Settings", bound=BaseModel)
 
 
 class ConfigError(ValueError):
@@ -159,12 +162,17 @@ class TrainConfig(_Frozen):
 
 def load_config(path: Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
     """Defaults, then the YAML file at `path`, then `dotted.key=value` overrides."""
+    return load_settings_model(TrainConfig, path, overrides)
+
+
+def load_settings_model(model: type[Settings], path: Path | None, overrides: Sequence[str] = ()) -> Settings:
+    """Any pydantic config (gan-train's, gan-tabular's): YAML file, then overrides, validated once."""
     raw: dict[str, Any] = _read_yaml(path) if path is not None else {}
     for override in overrides:
         key, value = _split_override(override)
         _set_dotted(raw, key, value)
     try:
-        return TrainConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from None
 

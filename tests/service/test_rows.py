@@ -11,6 +11,7 @@ import pytest
 
 from gan.v1 import generator_pb2 as pb
 from gan.v1 import generator_pb2_grpc as pb_grpc
+from gan_client.client import columns_of
 from inference import grpc_service_pb2 as v2
 from inference import grpc_service_pb2_grpc as v2_grpc
 from tests.conftest import ServerThread
@@ -50,12 +51,6 @@ def rows(stub: pb_grpc.GeneratorServiceStub, **fields: object) -> pb.GenerateRow
     return reply
 
 
-def as_table(reply: pb.GenerateRowsResponse) -> dict[str, list[object]]:
-    from gan_client.client import columns_of
-
-    return columns_of(reply)
-
-
 def test_the_model_lists_its_columns(stub: pb_grpc.GeneratorServiceStub) -> None:
     info = stub.GetModel(pb.GetModelRequest(name="people"), timeout=10)
     columns = {c.name: (c.kind, list(c.categories), c.nullable) for c in info.columns}
@@ -84,15 +79,15 @@ def test_rows_are_typed_and_are_those_gan_tabular_samples(
         "flag": "booleans",
         "income": "doubles",
     }
-    served = as_table(reply)
+    served = columns_of(reply)
     local = load_synthesizer(tabular_model).sample(120, seed=7)
     assert served["colour"] == list(local["colour"]) and served["flag"] == list(local["flag"])
     np.testing.assert_allclose(np.array(served["x"], dtype=float), local["x"].to_numpy(), rtol=1e-4, atol=1e-4)
-    assert as_table(rows(stub, count=120, seed=7)) == served  # the same seed, the same rows
+    assert columns_of(rows(stub, count=120, seed=7)) == served  # the same seed, the same rows
 
 
 def test_conditions_are_honoured_and_bad_ones_named(stub: pb_grpc.GeneratorServiceStub) -> None:
-    green = as_table(rows(stub, count=30, seed=1, conditions={"colour": "green", "flag": "True"}))
+    green = columns_of(rows(stub, count=30, seed=1, conditions={"colour": "green", "flag": "True"}))
     assert set(green["colour"]) == {"green"} and set(green["flag"]) == {True}
     for conditions, words in (
         ({"colour": "purple"}, "condition colour='purple': unknown value"),
@@ -131,7 +126,7 @@ def test_the_stream_sends_chunks_beyond_max_count(stub: pb_grpc.GeneratorService
     request = pb.GenerateRowsRequest(model="people", count=450, seed=3, chunk_rows=200)
     replies = list(stub.GenerateRowsStream(request, timeout=60))
     assert [(r.offset, r.rows) for r in replies] == [(0, 200), (200, 200), (400, 50)]
-    assert as_table(replies[1]) == as_table(rows(stub, count=200, seed=4))  # chunk k: the rows of seed + k
+    assert columns_of(replies[1]) == columns_of(rows(stub, count=200, seed=4))  # chunk k: the rows of seed + k
     with pytest.raises(grpc.RpcError) as caught:
         list(stub.GenerateRowsStream(pb.GenerateRowsRequest(model="people", count=10, chunk_rows=500), timeout=10))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "chunk_rows" in caught.value.details()

@@ -10,13 +10,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
-import yaml
-from pydantic import ValidationError
 
 from training.checkpoint import CheckpointError
+from training.config import load_settings_model
 from training.tabular.schema import SchemaError
 from training.tabular.synthesizer import TabularConfig, load_synthesizer, train_table
 
@@ -42,20 +40,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def tabular_config(path: Path | None, overrides: Sequence[str]) -> TabularConfig:
-    raw: dict[str, Any] = yaml.safe_load(path.read_text()) or {} if path is not None else {}
-    for override in overrides:
-        key, sep, value = override.partition("=")
-        if not sep:
-            raise ValueError(f"override {override!r}: expected key=value, e.g. steps=3000 or columns.age=integer")
-        if key.startswith("columns."):
-            raw.setdefault("columns", {})[key.removeprefix("columns.")] = value
-        else:
-            raw[key] = yaml.safe_load(value)
-    try:
-        return TabularConfig.model_validate(raw)
-    except ValidationError as exc:
-        fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ValueError(f"config: {fields}") from None
+    """Like gan-train's: defaults, the YAML file, then key=value overrides (columns.age=integer)."""
+    return load_settings_model(TabularConfig, path, overrides)
 
 
 def read_csv(path: Path) -> pd.DataFrame:
