@@ -9,7 +9,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from service.signature import IMAGE_OUTPUT, LABEL_INPUT, LATENT_INPUT
+from service.interpolation import one_hot
+from service.signature import CLASS_WEIGHTS_INPUT, IMAGE_OUTPUT, LATENT_INPUT
 from training.checkpoint import LoadedGenerator
 
 DEFAULT_SAMPLES = 64
@@ -42,8 +43,8 @@ def check_parity(
         expected = loaded.generator.eval()(torch.from_numpy(latent), torch.from_numpy(label)).numpy()
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     feeds: dict[str, np.ndarray] = {LATENT_INPUT: latent}
-    if loaded.class_names:
-        feeds[LABEL_INPUT] = label
+    if loaded.class_names:  # the graph takes class weights; one-hot rows must give the labels' images
+        feeds[CLASS_WEIGHTS_INPUT] = one_hot(label, len(loaded.class_names))
     (actual,) = session.run([IMAGE_OUTPUT], feeds)
     if actual.shape != expected.shape:
         raise ParityError(f"onnxruntime output shape {actual.shape} != PyTorch {expected.shape}")

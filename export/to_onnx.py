@@ -8,8 +8,9 @@ from pathlib import Path
 import onnx
 import torch
 
-from service.signature import IMAGE_OUTPUT, LABEL_INPUT, LATENT_INPUT, Signature
+from service.signature import CLASS_WEIGHTS_INPUT, IMAGE_OUTPUT, LATENT_INPUT, Signature
 from training.checkpoint import LoadedGenerator
+from training.models import Generator
 
 OPSET = 18
 VALUE_RANGE = (-1.0, 1.0)  # the generators end in tanh
@@ -21,12 +22,15 @@ class ExportError(RuntimeError):
 
 
 class _ConditionalWrapper(torch.nn.Module):
-    def __init__(self, generator: torch.nn.Module) -> None:
+    """Takes (N, num_classes) float32 class weights instead of int64 labels, so a client can
+    blend classes (one-hot rows give the plain classes)."""
+
+    def __init__(self, generator: Generator) -> None:
         super().__init__()
         self.generator = generator
 
-    def forward(self, latent: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        return self.generator(latent, label)
+    def forward(self, latent: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
+        return self.generator.from_class_weights(latent, class_weights)
 
 
 class _UnconditionalWrapper(torch.nn.Module):
@@ -49,6 +53,7 @@ def signature_of(loaded: LoadedGenerator) -> Signature:
         value_range=VALUE_RANGE,
         config_digest=loaded.config_digest,
         architecture="conditional-dcgan" if loaded.class_names else "dcgan",
+        label_input=CLASS_WEIGHTS_INPUT,
     )
 
 
@@ -85,8 +90,12 @@ def _traceable(
     latent = torch.zeros(2, loaded.latent_dim)
     generator = loaded.generator.eval()
     if loaded.class_names:
-        label = torch.zeros(2, dtype=torch.int64)
-        return _ConditionalWrapper(generator), (latent, label), {LATENT_INPUT: {0: batch}, LABEL_INPUT: {0: batch}}
+        if not isinstance(generator, Generator):
+            raise ExportError(f"a conditional export needs a training.models.Generator, got {type(generator).__name__}")
+        weights = torch.zeros(2, len(loaded.class_names))
+        weights[:, 0] = 1.0
+        dynamic = {LATENT_INPUT: {0: batch}, CLASS_WEIGHTS_INPUT: {0: batch}}
+        return _ConditionalWrapper(generator), (latent, weights), dynamic
     return _UnconditionalWrapper(generator), (latent,), {LATENT_INPUT: {0: batch}}
 
 

@@ -4,7 +4,10 @@ A request of n samples is queued whole; a free instance takes samples from the h
 the queues (high priority first) until its batch holds `max_batch_size` samples, so many
 small requests share a run and a large one is split across runs and reassembled in order.
 A batch smaller than an allowed batch size is padded up to the nearest one, so only the
-shapes warmed at load ever run.
+shapes warmed at load ever run. Only requests whose inputs share their non-batch shapes
+can share a run (images of one size, for a model with dynamic height and width): the first
+request in line decides the shape of a run, and requests of other shapes keep their place
+in the queue for a later run.
 
 How long to wait for company adapts to the traffic: a model that has been idle for longer
 than `max_queue_delay_s` runs a lone request at once (no added latency for a single
@@ -94,6 +97,14 @@ class BatchPolicy:
         return tuple(sorted({1, self.max_batch_size}))
 
 
+ShapeKey = tuple[tuple[str, tuple[int, ...]], ...]  # (input name, shape without the batch axis), sorted
+
+
+def shape_key(inputs: Inputs) -> ShapeKey:
+    """What requests must share to be stacked into one run: every input's non-batch shape."""
+    return tuple(sorted((name, tuple(array.shape[1:])) for name, array in inputs.items()))
+
+
 @dataclass(eq=False)
 class _Pending:
     inputs: Inputs
@@ -102,6 +113,7 @@ class _Pending:
     enqueued_at: float
     deadline: float | None
     priority: Priority
+    key: ShapeKey
     scheduled: int = 0  # samples already cut into batches
     parts: dict[int, Outputs] = field(default_factory=dict)  # offset -> output rows
     done: int = 0
@@ -171,7 +183,8 @@ class Batcher:
         count = _batch_length(inputs) if self.policy.merge else 1
         self.check_room(count)
         loop = asyncio.get_running_loop()
-        pending = _Pending(inputs, count, loop.create_future(), self._clock.now(), deadline, priority)
+        key = shape_key(inputs) if self.policy.merge else ()
+        pending = _Pending(inputs, count, loop.create_future(), self._clock.now(), deadline, priority, key)
         self._queues[priority].append(pending)
         self._queued_samples += count
         self._report_depth()
@@ -248,15 +261,21 @@ class Batcher:
                 return
 
     def _cut_batch(self) -> list[_Slice]:
-        """Take up to max_batch_size samples, high priority first, dropping dead requests."""
+        """Take up to max_batch_size samples of one input shape, high priority first, dropping dead requests."""
         batch: list[_Slice] = []
         room = self.policy.max_batch_size if self.policy.merge else 1
         now = self._clock.now()
+        key: ShapeKey | None = None  # the first live request in line decides the run's shapes
         for queue in self._queues.values():
+            passed: list[_Pending] = []  # other shapes: they keep their place for a later run
             while queue and room > 0:
                 pending = queue[0]
                 if self._drop_if_dead(queue, pending, now):
                     continue
+                if key is not None and pending.key != key:
+                    passed.append(queue.popleft())
+                    continue
+                key = pending.key
                 take = min(room, pending.waiting)
                 batch.append(_Slice(pending, pending.scheduled, pending.scheduled + take))
                 pending.scheduled += take
@@ -264,6 +283,7 @@ class Batcher:
                 room -= take
                 if pending.waiting == 0:
                     queue.popleft()
+            queue.extendleft(reversed(passed))
         self._report_depth()
         return batch
 

@@ -11,9 +11,10 @@ import numpy as np
 
 from service.batcher import Priority
 from service.errors import InvalidInput, ModelUnsupported
+from service.interpolation import class_mix, lerp, one_hot, slerp
 from service.repository import ModelVersion, Repository
 from service.sampling import labels_from_seed, latents_from_seed, random_seed
-from service.signature import IMAGE_OUTPUT, LABEL_INPUT, LATENT_INPUT, Signature
+from service.signature import CLASS_WEIGHTS_INPUT, IMAGE_OUTPUT, LABEL_INPUT, LATENT_INPUT, Signature
 
 
 def generator_signature(model: ModelVersion) -> Signature:
@@ -21,6 +22,8 @@ def generator_signature(model: ModelVersion) -> Signature:
     signature = model.runtime.signature
     if signature is None and model.runtime.tabular is not None:
         raise ModelUnsupported(f"model: {model.name} is a tabular model; call GenerateRows for its rows")
+    if signature is None and model.runtime.translator is not None:
+        raise ModelUnsupported(f"model: {model.name} is an image-to-image model; call Translate with images")
     if signature is None:
         raise ModelUnsupported(
             f"model: {model.name} is a plain ONNX model without gan.* metadata; call it through the V2 API "
@@ -38,6 +41,36 @@ class GenerationRequest:
     latents: np.ndarray | None  # flat float32 values, (count * latent_dim,)
     labels: tuple[int, ...]
     priority: Priority | None = None  # None: the model's default
+    truncation: float | None = None  # psi in [0, 1]; None: 1, no truncation
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One end of an interpolation: a seed or a latent vector, and perhaps a class."""
+
+    seed: int | None
+    latent: np.ndarray | None  # flat float32 values, (latent_dim,)
+    label: int | None
+
+
+@dataclass(frozen=True)
+class InterpolationRequest:
+    model: str
+    version: int
+    start: Endpoint
+    end: Endpoint
+    steps: int
+    spherical: bool
+    truncation: float | None = None
+    priority: Priority | None = None
+
+
+@dataclass(frozen=True)
+class InterpolationResult:
+    model: ModelVersion
+    signature: Signature
+    class_weights: np.ndarray  # (steps, classes) float32; (steps, 0) for unconditional models
+    samples: np.ndarray  # (steps, C, H, W) float32
 
 
 @dataclass(frozen=True)
@@ -62,11 +95,12 @@ class GenerationService:
         seed = request.seed
         if request.latents is None and seed is None:
             seed = random_seed()
-        latents = self._latents(request, signature, count, seed)
+        psi = check_truncation(request.truncation)
+        latents = self._latents(request, signature, count, seed) * np.float32(psi)
         labels = self._labels(request, model.name, signature, count, seed)
         inputs = {LATENT_INPUT: latents}
         if signature.conditional:
-            inputs[LABEL_INPUT] = labels
+            inputs.update(class_inputs(signature, labels))
         priority = request.priority or model.config.priority
         model, outputs = await self._repository.submit(model, inputs, deadline, priority, pinned=request.version != 0)
         return GenerationResult(
@@ -132,3 +166,94 @@ class GenerationService:
                     f"0..{len(classes) - 1} ({', '.join(classes)})"
                 )
         return np.broadcast_to(np.asarray(given, dtype=np.int64), (count,)).copy()
+
+    async def interpolate(self, request: InterpolationRequest, deadline: float | None) -> InterpolationResult:
+        model = self._repository.get(request.model, request.version)
+        signature = generator_signature(model)
+        steps = request.steps
+        if not 2 <= steps <= self._max_count:
+            raise InvalidInput(f"steps: must be between 2 and max_count {self._max_count}, got {steps}")
+        psi = check_truncation(request.truncation)
+        model.batcher.check_room(steps)
+        z0, label0 = self._endpoint("start", request.start, model.name, signature)
+        z1, label1 = self._endpoint("end", request.end, model.name, signature)
+        walk = slerp(z0, z1, steps) if request.spherical else lerp(z0, z1, steps)
+        inputs = {LATENT_INPUT: walk * np.float32(psi)}
+        weights = np.zeros((steps, 0), dtype=np.float32)
+        if signature.conditional:
+            weights = class_mix(label0, label1, len(signature.class_names), steps)
+            inputs.update(self._walk_classes(model.name, signature, label0, label1, weights))
+        priority = request.priority or model.config.priority
+        model, outputs = await self._repository.submit(model, inputs, deadline, priority, pinned=request.version != 0)
+        return InterpolationResult(
+            model=model, signature=signature, class_weights=weights, samples=outputs[IMAGE_OUTPUT]
+        )
+
+    def _endpoint(
+        self, field: str, endpoint: Endpoint, model_name: str, signature: Signature
+    ) -> tuple[np.ndarray, int]:
+        """The latent (latent_dim,) and class of one end, exactly as Generate(seed, count=1) would draw them."""
+        latent_dim = signature.latent_dim
+        if endpoint.latent is not None:
+            if endpoint.latent.size != latent_dim:
+                raise InvalidInput(
+                    f"{field}.latent: {endpoint.latent.size} values; model {model_name} takes latent_dim {latent_dim}"
+                )
+            latent = endpoint.latent.astype(np.float32, copy=False)
+            if not np.isfinite(latent).all():
+                raise InvalidInput(f"{field}.latent: values must be finite float32 numbers")
+        elif endpoint.seed is not None:
+            latent = latents_from_seed(endpoint.seed, 1, latent_dim)[0]
+        else:
+            raise InvalidInput(f"{field}: give a seed or a latent vector of {latent_dim} values")
+        return latent, self._endpoint_label(field, endpoint, model_name, signature)
+
+    @staticmethod
+    def _endpoint_label(field: str, endpoint: Endpoint, model_name: str, signature: Signature) -> int:
+        classes = signature.class_names
+        if not classes:
+            if endpoint.label is not None:
+                raise InvalidInput(f"{field}.label: model {model_name} is unconditional and takes no labels")
+            return 0
+        if endpoint.label is None:
+            if endpoint.seed is None:
+                raise InvalidInput(
+                    f"{field}.label: model {model_name} is conditional; with a latent vector give a label "
+                    f"in [0, {len(classes) - 1}]"
+                )
+            return int(labels_from_seed(endpoint.seed, 1, len(classes))[0])
+        if not 0 <= endpoint.label < len(classes):
+            raise InvalidInput(
+                f"{field}.label: {endpoint.label} is outside the classes of model {model_name}: 0..{len(classes) - 1}"
+            )
+        return endpoint.label
+
+    @staticmethod
+    def _walk_classes(
+        model_name: str, signature: Signature, start: int, end: int, weights: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        if signature.takes_class_weights:
+            return {CLASS_WEIGHTS_INPUT: weights}
+        if start != end:
+            raise ModelUnsupported(
+                f"start.label / end.label: model {model_name} takes int64 labels (an export from before class "
+                "weights), so it cannot blend classes; interpolate within one class, or re-export the "
+                "checkpoint with gan-export to get a class_weights input"
+            )
+        return {LABEL_INPUT: np.full(len(weights), start, dtype=np.int64)}
+
+
+def check_truncation(truncation: float | None) -> float:
+    """psi, 1.0 when unset; InvalidInput outside [0, 1]."""
+    if truncation is None:
+        return 1.0
+    if not 0.0 <= truncation <= 1.0:  # NaN fails too
+        raise InvalidInput(f"truncation: psi must be between 0 and 1 (1 or unset: no truncation), got {truncation}")
+    return float(truncation)
+
+
+def class_inputs(signature: Signature, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """What a conditional graph takes for `labels` (N,): the labels, or their one-hot class weights."""
+    if signature.takes_class_weights:
+        return {CLASS_WEIGHTS_INPUT: one_hot(labels, len(signature.class_names))}
+    return {LABEL_INPUT: labels}

@@ -31,6 +31,8 @@ from service.model_config import ModelConfig, read_model_config
 from service.runtime import ONNXRUNTIME_ERRORS, Runtime, load_runtime
 from service.settings import Settings
 from service.statistics import VersionStats
+from service.tensors import TensorSpec
+from service.translator_signature import SOURCE_INPUT
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +92,7 @@ def warm_up(runtime: Runtime, policy: BatchPolicy) -> None:
     """Run every allowed batch size once on every instance, so no request pays for a cold shape."""
     sizes = policy.warm_up_sizes() if policy.merge else (1,)
     for size in sizes:
-        feeds = {spec.name: np.zeros(_warm_up_shape(spec.shape, size), dtype=spec.dtype) for spec in runtime.inputs}
+        feeds = {spec.name: np.zeros(_warm_up_shape(spec, size, runtime), dtype=spec.dtype) for spec in runtime.inputs}
         for session in runtime.sessions:
             try:
                 session.run(feeds)
@@ -98,11 +100,17 @@ def warm_up(runtime: Runtime, policy: BatchPolicy) -> None:
                 raise ModelLoadError(f"{runtime.path}: warm-up at batch size {size} failed: {exc}") from None
 
 
-def _warm_up_shape(shape: tuple[int, ...], batch: int) -> tuple[int, ...]:
+def _warm_up_shape(spec: TensorSpec, batch: int, runtime: Runtime) -> tuple[int, ...]:
+    """The batch axis at `batch`; a translator's dynamic height and width at its train_size, other dynamic axes 1."""
+    shape = spec.shape
     if not shape:
         return ()
     head = batch if shape[0] == -1 else shape[0]
-    return (head, *(dim if dim >= 0 else 1 for dim in shape[1:]))
+    rest = [dim if dim >= 0 else 1 for dim in shape[1:]]
+    translator = runtime.translator
+    if translator is not None and spec.name == SOURCE_INPUT:
+        rest = [translator.input_channels, *translator.train_size]
+    return (head, *rest)
 
 
 class Repository:

@@ -23,10 +23,11 @@ import onnxruntime as ort
 
 from service.errors import ModelLoadError
 from service.settings import Settings
-from service.signature import IMAGE_OUTPUT, KEY_SCHEMA, LABEL_INPUT, LATENT_INPUT, Signature, signature_from_metadata
+from service.signature import IMAGE_OUTPUT, KEY_SCHEMA, LATENT_INPUT, Signature, signature_from_metadata
 from service.tabular import CONDITION_INPUT, KEY_TABULAR, LOGITS_OUTPUT, TabularSpec, output_width
 from service.tabular import LATENT_INPUT as TABULAR_LATENT
 from service.tensors import TensorSpec, spec_from_ort
+from service.translator_signature import KEY_TRANSLATOR, SOURCE_INPUT, TranslatorSignature
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,7 @@ class Runtime:
     sessions: list[Session]
     fallback_reason: str
     tabular: TabularSpec | None = None  # a gan-tabular generator: GenerateRows serves it
+    translator: TranslatorSignature | None = None  # an image-to-image generator: Translate serves it
 
     @property
     def provider(self) -> str:
@@ -193,6 +195,9 @@ def load_runtime(path: Path, settings: Settings, instances: int = 1, intra_op_th
     tabular = TabularSpec.from_metadata(metadata, str(path)) if KEY_TABULAR in metadata else None
     if tabular is not None:
         _check_tabular_io(path, tabular, inputs, outputs)
+    translator = TranslatorSignature.from_metadata(metadata, str(path)) if KEY_TRANSLATOR in metadata else None
+    if translator is not None:
+        _check_translator_io(path, translator, inputs, outputs)
     on_cuda = str(first.get_providers()[0]) == CUDA
     io_binding = on_cuda and settings.cuda_io_binding
     names = [spec.name for spec in outputs]
@@ -204,6 +209,7 @@ def load_runtime(path: Path, settings: Settings, instances: int = 1, intra_op_th
         sessions=[Session(s, names, io_binding, settings.cuda_device_id) for s in sessions],
         fallback_reason=choice.fallback_reason,
         tabular=tabular,
+        translator=translator,
     )
     _log_provider(runtime, choice, settings)
     return runtime
@@ -241,7 +247,7 @@ def _check_generator_io(
 ) -> None:
     """A file with gan.* metadata must have the generator's tensors, or gan.v1 would misuse it."""
     names = {spec.name: spec for spec in inputs}
-    expected = {LATENT_INPUT, LABEL_INPUT} if signature.conditional else {LATENT_INPUT}
+    expected = {LATENT_INPUT, signature.label_input} if signature.conditional else {LATENT_INPUT}
     if set(names) != expected or IMAGE_OUTPUT not in {spec.name for spec in outputs}:
         raise ModelLoadError(
             f"{path}: inputs {sorted(names)} / outputs {sorted(spec.name for spec in outputs)} do not match a "
@@ -254,6 +260,34 @@ def _check_generator_io(
             f"{path}: input {LATENT_INPUT!r} has shape {list(latent.shape)}, "
             f"expected [-1, {signature.latent_dim}] from the metadata's latent_dim"
         )
+
+
+def _check_translator_io(
+    path: Path, signature: TranslatorSignature, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]
+) -> None:
+    """A file with gan.translator metadata must take `source` and give `image` as its signature says."""
+    source = next((spec for spec in inputs if spec.name == SOURCE_INPUT), None)
+    image = next((spec for spec in outputs if spec.name == IMAGE_OUTPUT), None)
+    expected = (
+        f"input {SOURCE_INPUT!r} FP32 [-1, {signature.input_channels}, H, W] and output {IMAGE_OUTPUT!r} "
+        f"FP32 [-1, {signature.output_channels}, H*{signature.scale}, W*{signature.scale}]"
+    )
+    if len(inputs) != 1 or source is None or image is None:
+        raise ModelLoadError(
+            f"{path}: inputs {[spec.describe() for spec in inputs]} / outputs {[spec.describe() for spec in outputs]} "
+            f"do not match its {KEY_TRANSLATOR} metadata, which needs {expected}"
+        )
+    problems = []
+    for spec, channels in ((source, signature.input_channels), (image, signature.output_channels)):
+        if spec.datatype != "FP32" or len(spec.shape) != 4 or not spec.batched or spec.shape[1] not in (-1, channels):
+            problems.append(spec.describe())
+    if signature.dynamic_size:
+        if any(dim != -1 for dim in source.shape[2:]):
+            problems.append(f"{source.describe()} has fixed height and width but dynamic_size is true")
+    elif any(dim not in (-1, size) for dim, size in zip(source.shape[2:], signature.train_size, strict=False)):
+        problems.append(f"{source.describe()} is not of train_size {list(signature.train_size)}")
+    if problems:
+        raise ModelLoadError(f"{path}: {'; '.join(problems)} do not match its {KEY_TRANSLATOR} metadata ({expected})")
 
 
 def _check_tabular_io(

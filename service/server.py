@@ -24,6 +24,7 @@ from service.metrics import Metrics
 from service.repository import Repository
 from service.servicer import GeneratorServicer
 from service.settings import Settings
+from service.translation import TranslateLimits, TranslationService
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +111,12 @@ async def start_server(settings: Settings, registry: CollectorRegistry | None = 
         raise
     server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
     generation = GenerationService(repository, settings.max_count)
+    limits = TranslateLimits(
+        settings.translate_max_images, settings.translate_max_image_bytes, settings.translate_max_pixels
+    )
+    translation = TranslationService(repository, limits)
     generator_pb2_grpc.add_GeneratorServiceServicer_to_server(
-        GeneratorServicer(repository, generation, metrics, settings.max_count), server
+        GeneratorServicer(repository, generation, translation, metrics, settings.max_count), server
     )
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
         InferenceServicer(repository, metrics, settings), server

@@ -14,18 +14,34 @@ from gan.v1 import generator_pb2 as pb
 from gan.v1 import generator_pb2_grpc as pb_grpc
 from service.encoding import to_png, to_uint8
 from service.errors import InvalidInput, ModelNotFound
-from service.generation import GenerationRequest, GenerationResult, GenerationService, generator_signature
+from service.generation import (
+    Endpoint,
+    GenerationRequest,
+    GenerationResult,
+    GenerationService,
+    InterpolationRequest,
+    generator_signature,
+)
 from service.metrics import Metrics
 from service.repository import ModelVersion, Repository
 from service.rows import MAX_STREAM_ROWS, RowsRequest, RowsResult, RowsService
 from service.rpc import Reply, deadline_of, observe, priority_from
 from service.sampling import random_seed
+from service.translation import RawPixels, SourceImage, TranslationRequest, TranslationService
 
 
 class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
-    def __init__(self, repository: Repository, generation: GenerationService, metrics: Metrics, max_count: int) -> None:
+    def __init__(
+        self,
+        repository: Repository,
+        generation: GenerationService,
+        translation: TranslationService,
+        metrics: Metrics,
+        max_count: int,
+    ) -> None:
         self._repository = repository
         self._generation = generation
+        self._translation = translation
         self._rows = RowsService(repository, max_count)
         self._metrics = metrics
         self._max_count = max_count
@@ -35,7 +51,7 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
     ) -> pb.ListModelsResponse:
         async def handle() -> pb.ListModelsResponse:
             newest = [self._repository.get(name) for name in self._repository.names()]
-            servable = [m for m in newest if m.runtime.signature is not None or m.runtime.tabular is not None]
+            servable = [m for m in newest if _servable(m)]
             infos = [self._model_info(model) for model in servable]
             return pb.ListModelsResponse(models=infos)
 
@@ -57,6 +73,35 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
             return reply
 
         return await self._observe("Generate", request.model, context, handle)
+
+    async def Interpolate(
+        self, request: pb.InterpolateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.InterpolateResponse:
+        async def handle() -> pb.InterpolateResponse:
+            started = time.perf_counter()
+            result = await self._generation.interpolate(_interpolation_request(request), deadline_of(context))
+            value_range = result.signature.value_range
+            reply = pb.InterpolateResponse(model=result.model.name, version=result.model.version)
+            _fill_images(reply, result.samples, value_range, _output_format(request.output_format))
+            reply.class_weights.extend(result.class_weights.ravel().tolist())
+            self._metrics.samples.labels(result.model.name).inc(len(result.samples))
+            result.model.stats.record_request(True, time.perf_counter() - started)
+            return reply
+
+        return await self._observe("Interpolate", request.model, context, handle)
+
+    async def Translate(self, request: pb.TranslateRequest, context: grpc.aio.ServicerContext) -> pb.TranslateResponse:
+        async def handle() -> pb.TranslateResponse:
+            started = time.perf_counter()
+            output_format = _output_format(request.output_format)
+            result = await self._translation.translate(_translation_request(request), deadline_of(context))
+            reply = pb.TranslateResponse(model=result.model.name, version=result.model.version)
+            _fill_images(reply, result.images, result.signature.value_range, output_format)
+            self._metrics.samples.labels(result.model.name).inc(len(result.images))
+            result.model.stats.record_request(True, time.perf_counter() - started)
+            return reply
+
+        return await self._observe("Translate", request.model, context, handle)
 
     async def GenerateRows(
         self, request: pb.GenerateRowsRequest, context: grpc.aio.ServicerContext
@@ -108,6 +153,8 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
                 max_count=self._max_count,
                 columns=[_column_info(column) for column in spec.layout],
             )
+        if model.runtime.translator is not None:
+            return self._translator_info(model, versions)
         signature = generator_signature(model)
         return pb.ModelInfo(
             name=model.name,
@@ -121,6 +168,40 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
             max_count=self._max_count,
             config_digest=signature.config_digest,
         )
+
+    def _translator_info(self, model: ModelVersion, versions: list[int]) -> pb.ModelInfo:
+        spec = model.runtime.translator
+        assert spec is not None
+        limits = self._translation.limits
+        translator = pb.TranslatorInfo(
+            task=spec.task,
+            input_format=spec.input_format,
+            input_channels=spec.input_channels,
+            output_channels=spec.output_channels,
+            scale=spec.scale,
+            size_multiple=spec.size_multiple,
+            train_size=list(spec.train_size),
+            dynamic_size=spec.dynamic_size,
+            max_images=limits.max_images,
+            max_pixels=limits.max_pixels,
+            max_image_bytes=limits.max_image_bytes,
+            architecture=spec.architecture,
+        )
+        return pb.ModelInfo(
+            name=model.name,
+            version=model.version,
+            versions=versions,
+            value_min=spec.value_range[0],
+            value_max=spec.value_range[1],
+            config_digest=spec.config_digest,
+            translator=translator,
+        )
+
+
+def _servable(model: ModelVersion) -> bool:
+    """Models gan.v1 can serve; plain ONNX files go through V2 only."""
+    runtime = model.runtime
+    return runtime.signature is not None or runtime.tabular is not None or runtime.translator is not None
 
 
 def _version(version: int) -> int:
@@ -144,7 +225,79 @@ def _generation_request(request: pb.GenerateRequest) -> GenerationRequest:
         latents=latents,
         labels=tuple(request.labels),
         priority=priority_from(request.priority, "priority"),
+        truncation=request.truncation if request.HasField("truncation") else None,
     )
+
+
+def _output_format(output_format: int) -> int:
+    if output_format not in pb.OutputFormat.values():
+        raise InvalidInput(f"output_format: {output_format} is not one of {sorted(pb.OutputFormat.values())}")
+    return pb.OUTPUT_FORMAT_FLOAT32 if output_format == pb.OUTPUT_FORMAT_UNSPECIFIED else output_format
+
+
+def _endpoint(endpoint: pb.LatentEndpoint) -> Endpoint:
+    point = endpoint.WhichOneof("point")
+    return Endpoint(
+        seed=endpoint.seed if point == "seed" else None,
+        latent=np.asarray(endpoint.latent.values, dtype=np.float32) if point == "latent" else None,
+        label=endpoint.label if endpoint.HasField("label") else None,
+    )
+
+
+def _interpolation_request(request: pb.InterpolateRequest) -> InterpolationRequest:
+    if not request.model:
+        raise ModelNotFound("model: the request names no model; ListModels shows the loaded ones")
+    if request.method not in pb.InterpolationMethod.values():
+        raise InvalidInput(f"method: {request.method} is not one of {sorted(pb.InterpolationMethod.values())}")
+    _output_format(request.output_format)
+    return InterpolationRequest(
+        model=request.model,
+        version=_version(request.version),
+        start=_endpoint(request.start),
+        end=_endpoint(request.end),
+        steps=request.steps,
+        spherical=request.method == pb.INTERPOLATION_METHOD_SPHERICAL,
+        truncation=request.truncation if request.HasField("truncation") else None,
+        priority=priority_from(request.priority, "priority"),
+    )
+
+
+_PIXEL_TYPES = {pb.PIXEL_TYPE_UINT8: "uint8", pb.PIXEL_TYPE_FLOAT32: "float32"}
+
+
+def _source_image(image: pb.SourceImage) -> SourceImage:
+    if image.WhichOneof("image") == "raw":
+        raw = image.raw
+        return RawPixels(tuple(raw.shape), _PIXEL_TYPES.get(raw.pixel_type, ""), raw.data)
+    return image.encoded
+
+
+def _translation_request(request: pb.TranslateRequest) -> TranslationRequest:
+    if not request.model:
+        raise ModelNotFound("model: the request names no model; ListModels shows the loaded ones")
+    return TranslationRequest(
+        model=request.model,
+        version=_version(request.version),
+        images=tuple(_source_image(image) for image in request.images),
+        priority=priority_from(request.priority, "priority"),
+    )
+
+
+def _fill_images(
+    reply: pb.InterpolateResponse | pb.TranslateResponse,
+    images: np.ndarray,
+    value_range: tuple[float, float],
+    output_format: int,
+) -> None:
+    """Put (N, C, H, W) float32 images into `reply` as Generate does: a float32 or uint8 tensor, or PNGs."""
+    reply.output_format = output_format  # type: ignore[assignment]
+    reply.shape.extend(images.shape)
+    if output_format == pb.OUTPUT_FORMAT_PNG:
+        reply.images.extend(to_png(image) for image in to_uint8(images, value_range))
+    elif output_format == pb.OUTPUT_FORMAT_UINT8:
+        reply.tensor = to_uint8(images, value_range).tobytes()
+    else:
+        reply.tensor = np.ascontiguousarray(images, dtype="<f4").tobytes()
 
 
 def _generate_response(result: GenerationResult, output_format: pb.OutputFormat) -> pb.GenerateResponse:

@@ -79,6 +79,15 @@ class Settings(BaseSettings):
     max_request_mib: int = Field(16, ge=1, le=2047, description="Largest request message; larger: RESOURCE_EXHAUSTED")
     max_reply_mib: int = Field(64, ge=1, le=2047, description="Largest reply message (raise it for huge counts)")
     max_count: int = Field(1024, ge=1, description="Largest count one Generate may ask for")
+    translate_max_images: int = Field(16, ge=1, le=4096, description="Most images one Translate request may carry")
+    translate_max_image_bytes: int = Field(
+        8 * 1024 * 1024, ge=1, description="Largest encoded (PNG, JPEG) or raw image one Translate request may carry"
+    )
+    translate_max_pixels: int = Field(
+        4096 * 4096,
+        ge=1,
+        description="Most pixels (height x width) of one Translate input or output image; checked before decoding",
+    )
     grace_period_s: float = Field(10.0, ge=0, description="How long SIGTERM waits for accepted work")
     drain_refuse_s: float = Field(
         1.0, ge=0, le=600, description="On SIGTERM, answer new calls UNAVAILABLE for at least this long, then close"

@@ -15,7 +15,9 @@ from service.errors import ModelLoadError
 
 SCHEMA_VERSION = "1"
 LATENT_INPUT = "latent"  # (N, latent_dim) float32
-LABEL_INPUT = "label"  # (N,) int64; present only in conditional generators
+LABEL_INPUT = "label"  # (N,) int64; conditional generators exported before class weights
+CLASS_WEIGHTS_INPUT = "class_weights"  # (N, num_classes) float32; conditional generators exported since
+LABEL_INPUTS = (LABEL_INPUT, CLASS_WEIGHTS_INPUT)
 IMAGE_OUTPUT = "image"  # (N, C, H, W) float32 in value_range
 
 KEY_SCHEMA = "gan.schema_version"
@@ -25,6 +27,7 @@ KEY_SAMPLE_SHAPE = "gan.sample_shape"
 KEY_VALUE_RANGE = "gan.value_range"
 KEY_CONFIG_DIGEST = "gan.config_digest"
 KEY_ARCHITECTURE = "gan.architecture"
+KEY_LABEL_INPUT = "gan.label_input"  # which of LABEL_INPUTS a conditional graph takes; absent: "label"
 
 
 @dataclass(frozen=True)
@@ -37,10 +40,17 @@ class Signature:
     value_range: tuple[float, float]
     config_digest: str
     architecture: str
+    # A conditional graph's class input: "label" (int64 class indices) or "class_weights"
+    # (float32 rows; a one-hot row is the plain class, a convex mix interpolates between classes).
+    label_input: str = LABEL_INPUT
 
     @property
     def conditional(self) -> bool:
         return len(self.class_names) > 0
+
+    @property
+    def takes_class_weights(self) -> bool:
+        return self.conditional and self.label_input == CLASS_WEIGHTS_INPUT
 
     def to_metadata(self) -> dict[str, str]:
         """The ONNX metadata_props that describe this signature."""
@@ -52,6 +62,7 @@ class Signature:
             KEY_VALUE_RANGE: json.dumps(list(self.value_range)),
             KEY_CONFIG_DIGEST: self.config_digest,
             KEY_ARCHITECTURE: self.architecture,
+            KEY_LABEL_INPUT: self.label_input,
         }
 
 
@@ -72,9 +83,14 @@ def signature_from_metadata(metadata: Mapping[str, str], source: str) -> Signatu
             value_range=(float(low), float(high)),
             config_digest=metadata.get(KEY_CONFIG_DIGEST, ""),
             architecture=metadata.get(KEY_ARCHITECTURE, ""),
+            label_input=metadata.get(KEY_LABEL_INPUT, LABEL_INPUT),
         )
     except (KeyError, ValueError, TypeError, IndexError) as exc:
         raise ModelLoadError(f"{source}: unreadable gan.* metadata ({exc!r}); re-export the model") from None
+    if signature.label_input not in LABEL_INPUTS:
+        raise ModelLoadError(
+            f"{source}: metadata {KEY_LABEL_INPUT} is {signature.label_input!r}, not one of {LABEL_INPUTS}"
+        )
     if signature.latent_dim < 1 or min(signature.sample_shape) < 1 or low >= high:
         raise ModelLoadError(f"{source}: metadata describes an impossible model: {signature}")
     return signature

@@ -17,6 +17,7 @@ from service.errors import InvalidInput
 from service.runtime import Runtime
 from service.signature import LABEL_INPUT
 from service.tensors import TensorSpec
+from service.translator_signature import SOURCE_INPUT
 
 # datatype -> the InferTensorContents field that carries it when not sent raw
 CONTENTS_FIELD = {
@@ -52,6 +53,7 @@ def decode_inputs(request: v2.ModelInferRequest, runtime: Runtime, max_samples: 
         if tensor.name in arrays:
             raise InvalidInput(f"{where}.name: the input is given twice")
         shape = _check_shape(where, tensor.shape, spec)
+        _check_image_size(where, shape, spec, runtime)
         array = _from_raw(where, raw[index], shape, spec) if raw else _from_contents(where, tensor, shape, spec)
         _check_values(where, array, spec, runtime)
         arrays[tensor.name] = array
@@ -70,6 +72,18 @@ def _check_shape(where: str, shape: Sequence[int], spec: TensorSpec) -> tuple[in
         if dim < 0 or (expected >= 0 and dim != expected):
             raise InvalidInput(f"{where}.shape[{axis}]: {dim} does not fit the model's shape {list(spec.shape)}")
     return given
+
+
+def _check_image_size(where: str, shape: tuple[int, ...], spec: TensorSpec, runtime: Runtime) -> None:
+    """A translator's source: height and width it can run (multiples of size_multiple, or train_size)."""
+    translator = runtime.translator
+    if translator is None or spec.name != SOURCE_INPUT or len(shape) != 4:
+        return
+    problem = translator.size_problem(shape[2], shape[3])
+    if problem is not None:
+        raise InvalidInput(
+            f"{where}.shape: {list(shape)}: the image {problem} (through gan.v1 Translate, any size is padded)"
+        )
 
 
 def _from_raw(where: str, buffer: bytes, shape: tuple[int, ...], spec: TensorSpec) -> np.ndarray:

@@ -44,6 +44,12 @@ class Generator(nn.Module):
             latent = torch.cat([latent, self.embed(label)], dim=1)
         return self.body(self.project(latent))
 
+    def from_class_weights(self, latent: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
+        """Like forward, with (N, num_classes) class weights for labels: a one-hot row is that class
+        (the same image as its label), a convex mix blends the class embeddings."""
+        assert self.embed is not None, "an unconditional generator takes no classes"
+        return self.body(self.project(torch.cat([latent, class_weights @ self.embed.weight], dim=1)))
+
 
 class MinibatchStd(nn.Module):
     """Appends the batch's mean feature standard deviation as one channel (ProGAN)."""

@@ -38,8 +38,35 @@ def test_dynamic_batch_runs_any_size(checkpoints: dict[str, Path], tmp_path: Pat
     session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
     for size in (1, 3, 130):
         latent = np.zeros((size, 8), np.float32)
-        (images,) = session.run(None, {"latent": latent, "label": np.zeros(size, np.int64)})
+        weights = np.zeros((size, 10), np.float32)
+        weights[:, 0] = 1.0
+        (images,) = session.run(None, {"latent": latent, "class_weights": weights})
         assert images.shape == (size, 1, 16, 16)
+
+
+def test_conditional_export_takes_class_weights_that_match_labels(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    """One-hot class weights give PyTorch's image of that label (tolerance 1e-4); a mix lies between."""
+    import torch
+
+    result = export_checkpoint(checkpoints["conditional"], tmp_path, "digits")
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    assert {i.name: i.type for i in session.get_inputs()} == {"latent": "tensor(float)", "class_weights": "tensor(float)"}
+    metadata = session.get_modelmeta().custom_metadata_map
+    assert metadata["gan.label_input"] == "class_weights"
+    loaded = load_generator(checkpoints["conditional"])
+    latent = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+    labels = np.array([1, 7, 7])
+    weights = np.eye(10, dtype=np.float32)[labels]
+    weights[2] = 0.5 * (np.eye(10, dtype=np.float32)[1] + np.eye(10, dtype=np.float32)[7])
+    (images,) = session.run(None, {"latent": latent, "class_weights": weights})
+    with torch.no_grad():
+        expected = loaded.generator.eval()(torch.from_numpy(latent), torch.from_numpy(labels)).numpy()
+        mixed = loaded.generator.from_class_weights(torch.from_numpy(latent), torch.from_numpy(weights)).numpy()
+    np.testing.assert_allclose(images[:2], expected[:2], atol=1e-4)
+    np.testing.assert_allclose(images[2], mixed[2], atol=1e-4)
+    assert not np.allclose(images[2], expected[2], atol=1e-3), "a blend of two classes is not one of them"
 
 
 def test_unconditional_export_has_no_label_input(checkpoints: dict[str, Path], tmp_path: Path) -> None:

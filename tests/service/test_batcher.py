@@ -366,3 +366,97 @@ def test_a_bad_request_fails_alone_not_the_requests_batched_with_it() -> None:
         assert len(failed) == 1 and isinstance(failed[0], InferenceFailed) and "bad row" in str(failed[0])
 
     asyncio.run(main())
+
+
+def images(value: float, count: int, side: int) -> dict[str, np.ndarray]:
+    """`count` rows of (side, side) pixels, all `value`: requests of one side can share a run."""
+    return {"x": np.full((count, side, side), value, dtype=np.float32)}
+
+
+async def after_the_delay(clock: FakeClock, *calls: Awaitable[Outputs]) -> list[Outputs]:
+    """Await `calls`, moving the clock past the wait for company a request left in line may get."""
+    together = asyncio.gather(*calls)
+    for _ in range(4):
+        await settle()
+        clock.advance(DELAY)
+    return await together
+
+
+def run_shapes(model: FakeModel) -> list[tuple[int, ...]]:
+    return [np.asarray(run).shape for run in model.runs]
+
+
+def test_only_requests_of_one_shape_share_a_run_and_others_keep_their_place() -> None:
+    model = FakeModel(gated=True)
+
+    async def body(batcher: Batcher, model: FakeModel, clock: FakeClock) -> None:
+        running = asyncio.ensure_future(batcher.submit(images(0, 1, 2)))
+        await asyncio.to_thread(model.entered.acquire)
+        small = [asyncio.ensure_future(batcher.submit(images(1, 1, 2))) for _ in range(2)]
+        large = asyncio.ensure_future(batcher.submit(images(2, 2, 3)))
+        small.append(asyncio.ensure_future(batcher.submit(images(3, 1, 2))))
+        await settle()
+        model.gate.set()
+        results = await after_the_delay(clock, running, *small, large)
+        assert run_shapes(model) == [(1, 2, 2), (3, 2, 2), (2, 3, 3)]
+        assert [float(r["double"][0, 0, 0]) for r in results] == [0, 2, 2, 6, 4]
+        assert results[-1]["double"].shape == (2, 3, 3)
+        assert batcher.queued_samples == 0
+
+    scenario(body, model=model)
+
+
+def test_a_high_priority_request_decides_the_shape_of_the_next_run() -> None:
+    model = FakeModel(gated=True)
+
+    async def body(batcher: Batcher, model: FakeModel, clock: FakeClock) -> None:
+        running = asyncio.ensure_future(batcher.submit(images(0, 1, 2)))
+        await asyncio.to_thread(model.entered.acquire)
+        normal = asyncio.ensure_future(batcher.submit(images(1, 1, 2), priority=Priority.NORMAL))
+        high = asyncio.ensure_future(batcher.submit(images(2, 1, 3), priority=Priority.HIGH))
+        later = asyncio.ensure_future(batcher.submit(images(3, 1, 3), priority=Priority.NORMAL))
+        await settle()
+        model.gate.set()
+        await after_the_delay(clock, running, normal, high, later)
+        # the high one leads and takes the normal request of its own shape along; the other waits
+        assert run_shapes(model) == [(1, 2, 2), (2, 3, 3), (1, 2, 2)]
+        assert [row[0][0] for row in model.runs[1]] == [2, 3]
+
+    scenario(body, model=model)
+
+
+def test_a_passed_over_request_whose_deadline_expires_is_dropped_not_run() -> None:
+    model = FakeModel(gated=True)
+
+    async def body(batcher: Batcher, model: FakeModel, clock: FakeClock) -> None:
+        running = asyncio.ensure_future(batcher.submit(images(0, 1, 2)))
+        await asyncio.to_thread(model.entered.acquire)
+        head = asyncio.ensure_future(batcher.submit(images(1, 1, 2)))
+        doomed = asyncio.ensure_future(batcher.submit(images(2, 1, 3), deadline=clock.now() + 0.01))
+        await settle()
+        clock.advance(0.02)
+        model.gate.set()
+        with pytest.raises(DeadlineExceeded, match="deadline passed"):
+            await doomed
+        await after_the_delay(clock, running, head)
+        assert run_shapes(model) == [(1, 2, 2), (1, 2, 2)]
+        assert batcher.queued_samples == 0
+
+    scenario(body, model=model)
+
+
+def test_a_large_request_split_across_runs_still_lets_other_shapes_wait_their_turn() -> None:
+    model = FakeModel(gated=True)
+
+    async def body(batcher: Batcher, model: FakeModel, clock: FakeClock) -> None:
+        running = asyncio.ensure_future(batcher.submit(images(0, 1, 2)))
+        await asyncio.to_thread(model.entered.acquire)
+        big = asyncio.ensure_future(batcher.submit(images(1, 5, 2)))
+        other = asyncio.ensure_future(batcher.submit(images(2, 1, 3)))
+        await settle()
+        model.gate.set()
+        results = await after_the_delay(clock, running, big, other)
+        assert run_shapes(model) == [(1, 2, 2), (4, 2, 2), (1, 2, 2), (1, 3, 3)]
+        assert results[1]["double"].shape == (5, 2, 2)
+
+    scenario(body, model=model, max_batch_size=4)

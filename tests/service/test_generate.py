@@ -16,6 +16,7 @@ from PIL import Image
 from gan.v1 import generator_pb2 as pb
 from gan.v1 import generator_pb2_grpc as pb_grpc
 from gan_client.client import decode_tensor
+from service.interpolation import one_hot
 from service.sampling import latents_from_seed
 from tests.conftest import ServerThread, scrape
 
@@ -67,7 +68,8 @@ def test_served_samples_equal_onnxruntime_in_process(
     reply = generate(stub, model="digits", count=100, seed=11, labels=[2])  # split across runs of 64
     session = ort.InferenceSession(str(model_repository / "digits/1/model.onnx"), providers=["CPUExecutionProvider"])
     latent = latents_from_seed(11, 100, 8)
-    (expected,) = session.run(None, {"latent": latent, "label": np.full(100, 2, dtype=np.int64)})
+    weights = one_hot(np.full(100, 2), 10)  # the export takes class weights; one-hot rows are the plain classes
+    (expected,) = session.run(None, {"latent": latent, "class_weights": weights})
     np.testing.assert_array_equal(decode_tensor(reply), expected)
 
 

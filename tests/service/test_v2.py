@@ -20,6 +20,7 @@ from gan.v1 import generator_pb2_grpc as pb_grpc
 from gan_client.client import decode_tensor
 from inference import grpc_service_pb2 as v2
 from inference import grpc_service_pb2_grpc as v2_grpc
+from service.interpolation import one_hot
 from service.sampling import latents_from_seed
 from tests.conftest import ServerThread, scrape
 from tests.service.onnx_models import write_doubler
@@ -74,7 +75,8 @@ def test_model_infer_raw_equals_generate_with_the_same_latents(
 ) -> None:
     latents = latents_from_seed(5, 4, LATENT_DIM)
     labels = np.array([0, 1, 2, 3], dtype=np.int64)
-    reply = infer_stub.ModelInfer(raw_request("digits", latent=latents, label=labels), timeout=30)
+    weights = one_hot(labels, 10)  # the digits export takes class weights: one-hot rows are the plain classes
+    reply = infer_stub.ModelInfer(raw_request("digits", latent=latents, class_weights=weights), timeout=30)
     assert reply.model_name == "digits" and reply.model_version == "1"
     images = output(reply, "image")
     stub = pb_grpc.GeneratorServiceStub(grpc.insecure_channel(v2_server.target))
@@ -116,11 +118,14 @@ def test_metadata_config_and_readiness(infer_stub: v2_grpc.GRPCInferenceServiceS
     assert server.name == "gan-serving" and "model_repository" in server.extensions
     metadata = infer_stub.ModelMetadata(v2.ModelMetadataRequest(name="digits"), timeout=30)
     assert metadata.versions == ["1"] and metadata.platform == "onnxruntime_onnx"
-    assert {t.name: list(t.shape) for t in metadata.inputs} == {"latent": [-1, LATENT_DIM], "label": [-1]}
+    assert {t.name: list(t.shape) for t in metadata.inputs} == {
+        "latent": [-1, LATENT_DIM],
+        "class_weights": [-1, 10],
+    }
     assert {t.name: list(t.shape) for t in metadata.outputs} == {"image": [-1, 1, 16, 16]}
     config = infer_stub.ModelConfig(v2.ModelConfigRequest(name="digits"), timeout=30).config
     assert config.max_batch_size == 64 and config.dynamic_batching.max_queue_delay_microseconds == 20_000
-    assert {i.name: list(i.dims) for i in config.input} == {"latent": [LATENT_DIM], "label": []}
+    assert {i.name: list(i.dims) for i in config.input} == {"latent": [LATENT_DIM], "class_weights": [10]}
     assert config.version_policy.latest.num_versions == 1
     assert config.instance_group[0].count == 1
     fixed = infer_stub.ModelConfig(v2.ModelConfigRequest(name="fixed"), timeout=30).config
@@ -135,7 +140,7 @@ def test_health_reports_every_service(v2_server: ServerThread) -> None:
 
 
 LATENT = np.zeros((2, LATENT_DIM), np.float32)
-LABEL = np.zeros(2, np.int64)
+WEIGHTS = one_hot(np.zeros(2, np.int64), 10)
 
 
 def _with_raw(request: v2.ModelInferRequest, index: int, data: bytes) -> v2.ModelInferRequest:
@@ -162,37 +167,37 @@ BAD_REQUESTS = {
         grpc.StatusCode.NOT_FOUND,
         "version 7",
     ),
-    "unknown input": (raw_request("digits", latent=LATENT, lable=LABEL), grpc.StatusCode.INVALID_ARGUMENT, "lable"),
-    "missing input": (raw_request("digits", latent=LATENT), grpc.StatusCode.INVALID_ARGUMENT, "label"),
+    "unknown input": (raw_request("digits", latent=LATENT, lable=WEIGHTS), grpc.StatusCode.INVALID_ARGUMENT, "lable"),
+    "missing input": (raw_request("digits", latent=LATENT), grpc.StatusCode.INVALID_ARGUMENT, "class_weights"),
     "wrong datatype": (
-        raw_request("digits", latent=LATENT.astype(np.float64), label=LABEL),
+        raw_request("digits", latent=LATENT.astype(np.float64), class_weights=WEIGHTS),
         grpc.StatusCode.INVALID_ARGUMENT,
         "latent",
     ),
     "wrong shape": (
-        raw_request("digits", latent=np.zeros((2, 3), np.float32), label=LABEL),
+        raw_request("digits", latent=np.zeros((2, 3), np.float32), class_weights=WEIGHTS),
         grpc.StatusCode.INVALID_ARGUMENT,
         "latent",
     ),
     "short raw buffer": (
-        _with_raw(raw_request("digits", latent=LATENT, label=LABEL), 0, b"\0" * 12),
+        _with_raw(raw_request("digits", latent=LATENT, class_weights=WEIGHTS), 0, b"\0" * 12),
         grpc.StatusCode.INVALID_ARGUMENT,
         "raw_input_contents",
     ),
     "batch axes differ": (
-        raw_request("digits", latent=LATENT, label=np.zeros(3, np.int64)),
+        raw_request("digits", latent=LATENT, class_weights=np.zeros((3, 10), np.float32)),
         grpc.StatusCode.INVALID_ARGUMENT,
         "batch",
     ),
     "non-finite latent": (
-        raw_request("digits", latent=_nan_latent(), label=LABEL),
+        raw_request("digits", latent=_nan_latent(), class_weights=WEIGHTS),
         grpc.StatusCode.INVALID_ARGUMENT,
         "not finite",
     ),
-    "label outside classes": (
-        raw_request("digits", latent=LATENT, label=np.array([0, 10], np.int64)),
+    "class weights of another width": (
+        raw_request("digits", latent=LATENT, class_weights=np.zeros((2, 11), np.float32)),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "label 10",
+        "class_weights",
     ),
     "too many samples": (
         raw_request("doubler", x=np.zeros((257, 3), np.float32)),
@@ -254,7 +259,7 @@ def test_both_apis_share_the_batcher_and_the_numbers_add_up(
 
     def via_infer(seed: int) -> grpc.Future:
         latent = latents_from_seed(seed, 1, LATENT_DIM)
-        request = raw_request("digits", latent=latent, label=np.array([3], np.int64))
+        request = raw_request("digits", latent=latent, class_weights=one_hot(np.array([3]), 10))
         return infer_stub.ModelInfer.future(request, timeout=30)
 
     calls = [via_generate(i) if i % 2 else via_infer(i) for i in range(48)]  # all in flight together

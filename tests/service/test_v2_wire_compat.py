@@ -103,12 +103,12 @@ def test_tritonclient_health_metadata_and_config(seen: dict[str, Any]) -> None:
     assert seen["live"] and seen["ready"] and seen["model_ready"]
     assert seen["server_metadata"]["name"] == "gan-serving"
     inputs = {t["name"]: (t["datatype"], t["shape"]) for t in seen["model_metadata"]["inputs"]}
-    assert inputs == {"latent": ("FP32", ["-1", "8"]), "label": ("INT64", ["-1"])}
+    assert inputs == {"latent": ("FP32", ["-1", "8"]), "class_weights": ("FP32", ["-1", "10"])}
     outputs = {t["name"]: (t["datatype"], t["shape"]) for t in seen["model_metadata"]["outputs"]}
     assert outputs == {"image": ("FP32", ["-1", "1", "16", "16"])}
     config = seen["model_config"]["config"]
     assert config["name"] == "digits" and config["max_batch_size"] == 64
-    assert {i["name"]: i["data_type"] for i in config["input"]} == {"latent": "TYPE_FP32", "label": "TYPE_INT64"}
+    assert {i["name"]: i["data_type"] for i in config["input"]} == {"latent": "TYPE_FP32", "class_weights": "TYPE_FP32"}
     states = {(m["name"], m.get("version"), m.get("state")) for m in seen["index"]["models"]}
     assert ("digits", "1", "READY") in states
 
@@ -120,9 +120,9 @@ def test_tritonclient_infer_gives_what_our_own_stubs_get(seen: dict[str, Any], s
     assert seen["response"]["id"] == "r-1" and seen["response"]["model_version"] == "1"
     np.testing.assert_array_equal(np.asarray(seen["image_async"], dtype=np.float32), image)
     latent = np.asarray(seen["latent"], dtype=np.float32)
-    label = np.asarray(seen["label"], dtype=np.int64)
+    weights = np.asarray(seen["class_weights"], dtype=np.float32)
     request = v2.ModelInferRequest(model_name="digits")
-    for name, datatype, array in (("latent", "FP32", latent), ("label", "INT64", label)):
+    for name, datatype, array in (("latent", "FP32", latent), ("class_weights", "FP32", weights)):
         request.inputs.add(name=name, datatype=datatype, shape=array.shape)
         request.raw_input_contents.append(array.tobytes())
     stub = v2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(server.target))

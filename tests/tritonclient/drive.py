@@ -53,19 +53,19 @@ def error_of(call: Any) -> dict[str, str]:
     return {"status": "OK", "message": ""}
 
 
-def inputs(client_module: Any, latent: np.ndarray, label: np.ndarray) -> list[Any]:
+def inputs(client_module: Any, latent: np.ndarray, weights: np.ndarray) -> list[Any]:
     first = client_module.InferInput("latent", list(latent.shape), "FP32")
     first.set_data_from_numpy(latent)
-    second = client_module.InferInput("label", list(label.shape), "INT64")
-    second.set_data_from_numpy(label)
+    second = client_module.InferInput("class_weights", list(weights.shape), "FP32")  # one-hot rows: plain classes
+    second.set_data_from_numpy(weights)
     return [first, second]
 
 
-async def infer_async(target: str, latent: np.ndarray, label: np.ndarray) -> list[Any]:
+async def infer_async(target: str, latent: np.ndarray, weights: np.ndarray) -> list[Any]:
     import tritonclient.grpc.aio as aio_client
 
     async with aio_client.InferenceServerClient(target) as client:
-        result = await client.infer("digits", inputs(aio_client, latent, label))
+        result = await client.infer("digits", inputs(aio_client, latent, weights))
         return result.as_numpy("image").tolist()
 
 
@@ -76,8 +76,8 @@ def calls(target: str) -> dict[str, Any]:
     metadata = client.get_model_metadata("digits", as_json=True)
     latent_dim = int(metadata["inputs"][0]["shape"][1]) if metadata["inputs"][0]["name"] == "latent" else 0
     latent = np.random.default_rng(0).standard_normal((4, latent_dim)).astype(np.float32)
-    label = np.array([0, 1, 2, 3], dtype=np.int64)
-    result = client.infer("digits", inputs(client_module, latent, label), request_id="r-1")
+    weights = np.eye(10, dtype=np.float32)[[0, 1, 2, 3]]
+    result = client.infer("digits", inputs(client_module, latent, weights), request_id="r-1")
     wrong = np.zeros((4, latent_dim + 1), dtype=np.float32)
     return {
         "live": client.is_server_live(),
@@ -88,13 +88,13 @@ def calls(target: str) -> dict[str, Any]:
         "model_config": client.get_model_config("digits", as_json=True),
         "index": client.get_model_repository_index(as_json=True),
         "latent": latent.tolist(),
-        "label": label.tolist(),
+        "class_weights": weights.tolist(),
         "image": result.as_numpy("image").tolist(),
         "response": result.get_response(as_json=True),
-        "image_async": asyncio.run(infer_async(target, latent, label)),
+        "image_async": asyncio.run(infer_async(target, latent, weights)),
         "statistics": client.get_inference_statistics("digits", as_json=True),
-        "unknown_model": error_of(lambda: client.infer("nothing", inputs(client_module, latent, label))),
-        "wrong_shape": error_of(lambda: client.infer("digits", inputs(client_module, wrong, label))),
+        "unknown_model": error_of(lambda: client.infer("nothing", inputs(client_module, latent, weights))),
+        "wrong_shape": error_of(lambda: client.infer("digits", inputs(client_module, wrong, weights))),
         "unload": error_of(lambda: client.unload_model("digits")),
     }
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16gan/v1/generator.proto\x12\x06gan.v1\"\x13\n\x11ListModelsRequest\"7\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.gan.v1.ModelInfo\"0\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"\xf5\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x10\n\x08versions\x18\x03 \x03(\x03\x12\x12\n\nlatent_dim\x18\x04 \x01(\x05\x12\x13\n\x0b\x63lass_names\x18\x05 \x03(\t\x12\x14\n\x0csample_shape\x18\x06 \x03(\x05\x12\x11\n\tvalue_min\x18\x07 \x01(\x02\x12\x11\n\tvalue_max\x18\x08 \x01(\x02\x12\x11\n\tmax_count\x18\t \x01(\x05\x12\x15\n\rconfig_digest\x18\n \x01(\t\x12(\n\x07\x63olumns\x18\x0b \x03(\x0b\x32\x17.gan.v1.TableColumnInfo\"S\n\x0fTableColumnInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x12\n\ncategories\x18\x03 \x03(\t\x12\x10\n\x08nullable\x18\x04 \x01(\x08\"\x19\n\x07Latents\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\xcd\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x0e\n\x04seed\x18\x04 \x01(\x04H\x00\x12\"\n\x07latents\x18\x05 \x01(\x0b\x32\x0f.gan.v1.LatentsH\x00\x12\x0e\n\x06labels\x18\x06 \x03(\x05\x12+\n\routput_format\x18\x07 \x01(\x0e\x32\x14.gan.v1.OutputFormat\x12\x10\n\x08priority\x18\x08 \x01(\rB\x08\n\x06source\"\xba\x01\n\x10GenerateResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x11\n\x04seed\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x0e\n\x06labels\x18\x04 \x03(\x05\x12+\n\routput_format\x18\x05 \x01(\x0e\x32\x14.gan.v1.OutputFormat\x12\r\n\x05shape\x18\x06 \x03(\x05\x12\x0e\n\x06tensor\x18\x07 \x01(\x0c\x12\x0e\n\x06images\x18\x08 \x03(\x0c\x42\x07\n\x05_seed\"\xe8\x01\n\x13GenerateRowsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\x12\x11\n\x04seed\x18\x04 \x01(\x04H\x00\x88\x01\x01\x12?\n\nconditions\x18\x05 \x03(\x0b\x32+.gan.v1.GenerateRowsRequest.ConditionsEntry\x12\x12\n\nchunk_rows\x18\x06 \x01(\r\x1a\x31\n\x0f\x43onditionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05_seed\"\x88\x01\n\x14GenerateRowsResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x0c\n\x04rows\x18\x04 \x01(\x04\x12$\n\x07\x63olumns\x18\x05 \x03(\x0b\x32\x13.gan.v1.TableColumn\x12\x0e\n\x06offset\x18\x06 \x01(\x04\"\xe7\x01\n\x0bTableColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\'\n\x07\x64oubles\x18\x03 \x01(\x0b\x32\x14.gan.v1.DoubleValuesH\x00\x12\'\n\x08integers\x18\x04 \x01(\x0b\x32\x13.gan.v1.Int64ValuesH\x00\x12\'\n\x07strings\x18\x05 \x01(\x0b\x32\x14.gan.v1.StringValuesH\x00\x12&\n\x08\x62ooleans\x18\x06 \x01(\x0b\x32\x12.gan.v1.BoolValuesH\x00\x12\x0f\n\x07missing\x18\x07 \x03(\x08\x42\x08\n\x06values\"\x1e\n\x0c\x44oubleValues\x12\x0e\n\x06values\x18\x01 \x03(\x01\"\x1d\n\x0bInt64Values\x12\x0e\n\x06values\x18\x01 \x03(\x03\"\x1e\n\x0cStringValues\x12\x0e\n\x06values\x18\x01 \x03(\t\"\x1c\n\nBoolValues\x12\x0e\n\x06values\x18\x01 \x03(\x08*x\n\x0cOutputFormat\x12\x1d\n\x19OUTPUT_FORMAT_UNSPECIFIED\x10\x00\x12\x19\n\x15OUTPUT_FORMAT_FLOAT32\x10\x01\x12\x17\n\x13OUTPUT_FORMAT_UINT8\x10\x02\x12\x15\n\x11OUTPUT_FORMAT_PNG\x10\x03\x32\xec\x02\n\x10GeneratorService\x12\x43\n\nListModels\x12\x19.gan.v1.ListModelsRequest\x1a\x1a.gan.v1.ListModelsResponse\x12\x36\n\x08GetModel\x12\x17.gan.v1.GetModelRequest\x1a\x11.gan.v1.ModelInfo\x12=\n\x08Generate\x12\x17.gan.v1.GenerateRequest\x1a\x18.gan.v1.GenerateResponse\x12I\n\x0cGenerateRows\x12\x1b.gan.v1.GenerateRowsRequest\x1a\x1c.gan.v1.GenerateRowsResponse\x12Q\n\x12GenerateRowsStream\x12\x1b.gan.v1.GenerateRowsRequest\x1a\x1c.gan.v1.GenerateRowsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16gan/v1/generator.proto\x12\x06gan.v1\"\x13\n\x11ListModelsRequest\"7\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.gan.v1.ModelInfo\"0\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"\xa1\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x10\n\x08versions\x18\x03 \x03(\x03\x12\x12\n\nlatent_dim\x18\x04 \x01(\x05\x12\x13\n\x0b\x63lass_names\x18\x05 \x03(\t\x12\x14\n\x0csample_shape\x18\x06 \x03(\x05\x12\x11\n\tvalue_min\x18\x07 \x01(\x02\x12\x11\n\tvalue_max\x18\x08 \x01(\x02\x12\x11\n\tmax_count\x18\t \x01(\x05\x12\x15\n\rconfig_digest\x18\n \x01(\t\x12(\n\x07\x63olumns\x18\x0b \x03(\x0b\x32\x17.gan.v1.TableColumnInfo\x12*\n\ntranslator\x18\x0c \x01(\x0b\x32\x16.gan.v1.TranslatorInfo\"\x8c\x02\n\x0eTranslatorInfo\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x14\n\x0cinput_format\x18\x02 \x01(\t\x12\x16\n\x0einput_channels\x18\x03 \x01(\x05\x12\x17\n\x0foutput_channels\x18\x04 \x01(\x05\x12\r\n\x05scale\x18\x05 \x01(\x05\x12\x15\n\rsize_multiple\x18\x06 \x01(\x05\x12\x12\n\ntrain_size\x18\x07 \x03(\x05\x12\x14\n\x0c\x64ynamic_size\x18\x08 \x01(\x08\x12\x12\n\nmax_images\x18\t \x01(\x05\x12\x12\n\nmax_pixels\x18\n \x01(\x03\x12\x17\n\x0fmax_image_bytes\x18\x0b \x01(\x03\x12\x14\n\x0c\x61rchitecture\x18\x0c \x01(\t\"S\n\x0fTableColumnInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x12\n\ncategories\x18\x03 \x03(\t\x12\x10\n\x08nullable\x18\x04 \x01(\x08\"\x19\n\x07Latents\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\xf5\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x0e\n\x04seed\x18\x04 \x01(\x04H\x00\x12\"\n\x07latents\x18\x05 \x01(\x0b\x32\x0f.gan.v1.LatentsH\x00\x12\x0e\n\x06labels\x18\x06 \x03(\x05\x12+\n\routput_format\x18\x07 \x01(\x0e\x32\x14.gan.v1.OutputFormat\x12\x10\n\x08priority\x18\x08 \x01(\r\x12\x17\n\ntruncation\x18\t \x01(\x02H\x01\x88\x01\x01\x42\x08\n\x06sourceB\r\n\x0b_truncation\"\xba\x01\n\x10GenerateResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x11\n\x04seed\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x0e\n\x06labels\x18\x04 \x03(\x05\x12+\n\routput_format\x18\x05 \x01(\x0e\x32\x14.gan.v1.OutputFormat\x12\r\n\x05shape\x18\x06 \x03(\x05\x12\x0e\n\x06tensor\x18\x07 \x01(\x0c\x12\x0e\n\x06images\x18\x08 \x03(\x0c\x42\x07\n\x05_seed\"j\n\x0eLatentEndpoint\x12\x0e\n\x04seed\x18\x01 \x01(\x04H\x00\x12!\n\x06latent\x18\x02 \x01(\x0b\x32\x0f.gan.v1.LatentsH\x00\x12\x12\n\x05label\x18\x03 \x01(\x05H\x01\x88\x01\x01\x42\x07\n\x05pointB\x08\n\x06_label\"\xa3\x02\n\x12InterpolateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12%\n\x05start\x18\x03 \x01(\x0b\x32\x16.gan.v1.LatentEndpoint\x12#\n\x03\x65nd\x18\x04 \x01(\x0b\x32\x16.gan.v1.LatentEndpoint\x12\r\n\x05steps\x18\x05 \x01(\r\x12+\n\x06method\x18\x06 \x01(\x0e\x32\x1b.gan.v1.InterpolationMethod\x12\x17\n\ntruncation\x18\x07 \x01(\x02H\x00\x88\x01\x01\x12+\n\routput_format\x18\x08 \x01(\x0e\x32\x14.gan.v1.OutputFormat\x12\x10\n\x08priority\x18\t \x01(\rB\r\n\x0b_truncation\"\xa8\x01\n\x13InterpolateResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12+\n\routput_format\x18\x03 \x01(\x0e\x32\x14.gan.v1.OutputFormat\x12\r\n\x05shape\x18\x04 \x03(\x05\x12\x0e\n\x06tensor\x18\x05 \x01(\x0c\x12\x0e\n\x06images\x18\x06 \x03(\x0c\x12\x15\n\rclass_weights\x18\x07 \x03(\x02\"N\n\x08RawImage\x12\r\n\x05shape\x18\x01 \x03(\x05\x12%\n\npixel_type\x18\x02 \x01(\x0e\x32\x11.gan.v1.PixelType\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"J\n\x0bSourceImage\x12\x11\n\x07\x65ncoded\x18\x01 \x01(\x0cH\x00\x12\x1f\n\x03raw\x18\x02 \x01(\x0b\x32\x10.gan.v1.RawImageH\x00\x42\x07\n\x05image\"\x96\x01\n\x10TranslateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12#\n\x06images\x18\x03 \x03(\x0b\x32\x13.gan.v1.SourceImage\x12+\n\routput_format\x18\x04 \x01(\x0e\x32\x14.gan.v1.OutputFormat\x12\x10\n\x08priority\x18\x05 \x01(\r\"\x8f\x01\n\x11TranslateResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12+\n\routput_format\x18\x03 \x01(\x0e\x32\x14.gan.v1.OutputFormat\x12\r\n\x05shape\x18\x04 \x03(\x05\x12\x0e\n\x06tensor\x18\x05 \x01(\x0c\x12\x0e\n\x06images\x18\x06 \x03(\x0c\"\xe8\x01\n\x13GenerateRowsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\x12\x11\n\x04seed\x18\x04 \x01(\x04H\x00\x88\x01\x01\x12?\n\nconditions\x18\x05 \x03(\x0b\x32+.gan.v1.GenerateRowsRequest.ConditionsEntry\x12\x12\n\nchunk_rows\x18\x06 \x01(\r\x1a\x31\n\x0f\x43onditionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05_seed\"\x88\x01\n\x14GenerateRowsResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x0c\n\x04rows\x18\x04 \x01(\x04\x12$\n\x07\x63olumns\x18\x05 \x03(\x0b\x32\x13.gan.v1.TableColumn\x12\x0e\n\x06offset\x18\x06 \x01(\x04\"\xe7\x01\n\x0bTableColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\'\n\x07\x64oubles\x18\x03 \x01(\x0b\x32\x14.gan.v1.DoubleValuesH\x00\x12\'\n\x08integers\x18\x04 \x01(\x0b\x32\x13.gan.v1.Int64ValuesH\x00\x12\'\n\x07strings\x18\x05 \x01(\x0b\x32\x14.gan.v1.StringValuesH\x00\x12&\n\x08\x62ooleans\x18\x06 \x01(\x0b\x32\x12.gan.v1.BoolValuesH\x00\x12\x0f\n\x07missing\x18\x07 \x03(\x08\x42\x08\n\x06values\"\x1e\n\x0c\x44oubleValues\x12\x0e\n\x06values\x18\x01 \x03(\x01\"\x1d\n\x0bInt64Values\x12\x0e\n\x06values\x18\x01 \x03(\x03\"\x1e\n\x0cStringValues\x12\x0e\n\x06values\x18\x01 \x03(\t\"\x1c\n\nBoolValues\x12\x0e\n\x06values\x18\x01 \x03(\x08*x\n\x0cOutputFormat\x12\x1d\n\x19OUTPUT_FORMAT_UNSPECIFIED\x10\x00\x12\x19\n\x15OUTPUT_FORMAT_FLOAT32\x10\x01\x12\x17\n\x13OUTPUT_FORMAT_UINT8\x10\x02\x12\x15\n\x11OUTPUT_FORMAT_PNG\x10\x03*\x80\x01\n\x13InterpolationMethod\x12$\n INTERPOLATION_METHOD_UNSPECIFIED\x10\x00\x12\x1f\n\x1bINTERPOLATION_METHOD_LINEAR\x10\x01\x12\"\n\x1eINTERPOLATION_METHOD_SPHERICAL\x10\x02*U\n\tPixelType\x12\x1a\n\x16PIXEL_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10PIXEL_TYPE_UINT8\x10\x01\x12\x16\n\x12PIXEL_TYPE_FLOAT32\x10\x02\x32\xf6\x03\n\x10GeneratorService\x12\x43\n\nListModels\x12\x19.gan.v1.ListModelsRequest\x1a\x1a.gan.v1.ListModelsResponse\x12\x36\n\x08GetModel\x12\x17.gan.v1.GetModelRequest\x1a\x11.gan.v1.ModelInfo\x12=\n\x08Generate\x12\x17.gan.v1.GenerateRequest\x1a\x18.gan.v1.GenerateResponse\x12I\n\x0cGenerateRows\x12\x1b.gan.v1.GenerateRowsRequest\x1a\x1c.gan.v1.GenerateRowsResponse\x12Q\n\x12GenerateRowsStream\x12\x1b.gan.v1.GenerateRowsRequest\x1a\x1c.gan.v1.GenerateRowsResponse0\x01\x12\x46\n\x0bInterpolate\x12\x1a.gan.v1.InterpolateRequest\x1a\x1b.gan.v1.InterpolateResponse\x12@\n\tTranslate\x12\x18.gan.v1.TranslateRequest\x1a\x19.gan.v1.TranslateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GENERATEROWSREQUEST_CONDITIONSENTRY']._loaded_options = None
   _globals['_GENERATEROWSREQUEST_CONDITIONSENTRY']._serialized_options = b'8\001'
-  _globals['_OUTPUTFORMAT']._serialized_start=1652
-  _globals['_OUTPUTFORMAT']._serialized_end=1772
+  _globals['_OUTPUTFORMAT']._serialized_start=3035
+  _globals['_OUTPUTFORMAT']._serialized_end=3155
+  _globals['_INTERPOLATIONMETHOD']._serialized_start=3158
+  _globals['_INTERPOLATIONMETHOD']._serialized_end=3286
+  _globals['_PIXELTYPE']._serialized_start=3288
+  _globals['_PIXELTYPE']._serialized_end=3373
   _globals['_LISTMODELSREQUEST']._serialized_start=34
   _globals['_LISTMODELSREQUEST']._serialized_end=53
   _globals['_LISTMODELSRESPONSE']._serialized_start=55
@@ -42,31 +46,47 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETMODELREQUEST']._serialized_start=112
   _globals['_GETMODELREQUEST']._serialized_end=160
   _globals['_MODELINFO']._serialized_start=163
-  _globals['_MODELINFO']._serialized_end=408
-  _globals['_TABLECOLUMNINFO']._serialized_start=410
-  _globals['_TABLECOLUMNINFO']._serialized_end=493
-  _globals['_LATENTS']._serialized_start=495
-  _globals['_LATENTS']._serialized_end=520
-  _globals['_GENERATEREQUEST']._serialized_start=523
-  _globals['_GENERATEREQUEST']._serialized_end=728
-  _globals['_GENERATERESPONSE']._serialized_start=731
-  _globals['_GENERATERESPONSE']._serialized_end=917
-  _globals['_GENERATEROWSREQUEST']._serialized_start=920
-  _globals['_GENERATEROWSREQUEST']._serialized_end=1152
-  _globals['_GENERATEROWSREQUEST_CONDITIONSENTRY']._serialized_start=1094
-  _globals['_GENERATEROWSREQUEST_CONDITIONSENTRY']._serialized_end=1143
-  _globals['_GENERATEROWSRESPONSE']._serialized_start=1155
-  _globals['_GENERATEROWSRESPONSE']._serialized_end=1291
-  _globals['_TABLECOLUMN']._serialized_start=1294
-  _globals['_TABLECOLUMN']._serialized_end=1525
-  _globals['_DOUBLEVALUES']._serialized_start=1527
-  _globals['_DOUBLEVALUES']._serialized_end=1557
-  _globals['_INT64VALUES']._serialized_start=1559
-  _globals['_INT64VALUES']._serialized_end=1588
-  _globals['_STRINGVALUES']._serialized_start=1590
-  _globals['_STRINGVALUES']._serialized_end=1620
-  _globals['_BOOLVALUES']._serialized_start=1622
-  _globals['_BOOLVALUES']._serialized_end=1650
-  _globals['_GENERATORSERVICE']._serialized_start=1775
-  _globals['_GENERATORSERVICE']._serialized_end=2139
+  _globals['_MODELINFO']._serialized_end=452
+  _globals['_TRANSLATORINFO']._serialized_start=455
+  _globals['_TRANSLATORINFO']._serialized_end=723
+  _globals['_TABLECOLUMNINFO']._serialized_start=725
+  _globals['_TABLECOLUMNINFO']._serialized_end=808
+  _globals['_LATENTS']._serialized_start=810
+  _globals['_LATENTS']._serialized_end=835
+  _globals['_GENERATEREQUEST']._serialized_start=838
+  _globals['_GENERATEREQUEST']._serialized_end=1083
+  _globals['_GENERATERESPONSE']._serialized_start=1086
+  _globals['_GENERATERESPONSE']._serialized_end=1272
+  _globals['_LATENTENDPOINT']._serialized_start=1274
+  _globals['_LATENTENDPOINT']._serialized_end=1380
+  _globals['_INTERPOLATEREQUEST']._serialized_start=1383
+  _globals['_INTERPOLATEREQUEST']._serialized_end=1674
+  _globals['_INTERPOLATERESPONSE']._serialized_start=1677
+  _globals['_INTERPOLATERESPONSE']._serialized_end=1845
+  _globals['_RAWIMAGE']._serialized_start=1847
+  _globals['_RAWIMAGE']._serialized_end=1925
+  _globals['_SOURCEIMAGE']._serialized_start=1927
+  _globals['_SOURCEIMAGE']._serialized_end=2001
+  _globals['_TRANSLATEREQUEST']._serialized_start=2004
+  _globals['_TRANSLATEREQUEST']._serialized_end=2154
+  _globals['_TRANSLATERESPONSE']._serialized_start=2157
+  _globals['_TRANSLATERESPONSE']._serialized_end=2300
+  _globals['_GENERATEROWSREQUEST']._serialized_start=2303
+  _globals['_GENERATEROWSREQUEST']._serialized_end=2535
+  _globals['_GENERATEROWSREQUEST_CONDITIONSENTRY']._serialized_start=2477
+  _globals['_GENERATEROWSREQUEST_CONDITIONSENTRY']._serialized_end=2526
+  _globals['_GENERATEROWSRESPONSE']._serialized_start=2538
+  _globals['_GENERATEROWSRESPONSE']._serialized_end=2674
+  _globals['_TABLECOLUMN']._serialized_start=2677
+  _globals['_TABLECOLUMN']._serialized_end=2908
+  _globals['_DOUBLEVALUES']._serialized_start=2910
+  _globals['_DOUBLEVALUES']._serialized_end=2940
+  _globals['_INT64VALUES']._serialized_start=2942
+  _globals['_INT64VALUES']._serialized_end=2971
+  _globals['_STRINGVALUES']._serialized_start=2973
+  _globals['_STRINGVALUES']._serialized_end=3003
+  _globals['_BOOLVALUES']._serialized_start=3005
+  _globals['_BOOLVALUES']._serialized_end=3033
+  _globals['_GENERATORSERVICE']._serialized_start=3376
+  _globals['_GENERATORSERVICE']._serialized_end=3878
 # @@protoc_insertion_point(module_scope)

@@ -59,6 +59,16 @@ class GeneratorServiceStub:
                 request_serializer=gan_dot_v1_dot_generator__pb2.GenerateRowsRequest.SerializeToString,
                 response_deserializer=gan_dot_v1_dot_generator__pb2.GenerateRowsResponse.FromString,
                 _registered_method=True)
+        self.Interpolate = channel.unary_unary(
+                '/gan.v1.GeneratorService/Interpolate',
+                request_serializer=gan_dot_v1_dot_generator__pb2.InterpolateRequest.SerializeToString,
+                response_deserializer=gan_dot_v1_dot_generator__pb2.InterpolateResponse.FromString,
+                _registered_method=True)
+        self.Translate = channel.unary_unary(
+                '/gan.v1.GeneratorService/Translate',
+                request_serializer=gan_dot_v1_dot_generator__pb2.TranslateRequest.SerializeToString,
+                response_deserializer=gan_dot_v1_dot_generator__pb2.TranslateResponse.FromString,
+                _registered_method=True)
 
 
 class GeneratorServiceServicer:
@@ -99,6 +109,22 @@ class GeneratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Interpolate(self, request, context):
+        """A walk of `steps` samples from one latent endpoint to another (a seed or a vector each),
+        linear or spherical; on a conditional model the class may change along the way.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Translate(self, request, context):
+        """Image-to-image models (translators): images in (PNG, JPEG or raw tensors of one size),
+        images out in the same formats as Generate, one per input.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GeneratorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +152,16 @@ def add_GeneratorServiceServicer_to_server(servicer, server):
                     servicer.GenerateRowsStream,
                     request_deserializer=gan_dot_v1_dot_generator__pb2.GenerateRowsRequest.FromString,
                     response_serializer=gan_dot_v1_dot_generator__pb2.GenerateRowsResponse.SerializeToString,
+            ),
+            'Interpolate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Interpolate,
+                    request_deserializer=gan_dot_v1_dot_generator__pb2.InterpolateRequest.FromString,
+                    response_serializer=gan_dot_v1_dot_generator__pb2.InterpolateResponse.SerializeToString,
+            ),
+            'Translate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Translate,
+                    request_deserializer=gan_dot_v1_dot_generator__pb2.TranslateRequest.FromString,
+                    response_serializer=gan_dot_v1_dot_generator__pb2.TranslateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +299,60 @@ class GeneratorService:
             '/gan.v1.GeneratorService/GenerateRowsStream',
             gan_dot_v1_dot_generator__pb2.GenerateRowsRequest.SerializeToString,
             gan_dot_v1_dot_generator__pb2.GenerateRowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Interpolate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gan.v1.GeneratorService/Interpolate',
+            gan_dot_v1_dot_generator__pb2.InterpolateRequest.SerializeToString,
+            gan_dot_v1_dot_generator__pb2.InterpolateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Translate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gan.v1.GeneratorService/Translate',
+            gan_dot_v1_dot_generator__pb2.TranslateRequest.SerializeToString,
+            gan_dot_v1_dot_generator__pb2.TranslateResponse.FromString,
             options,
             channel_credentials,
             insecure,
