@@ -1,4 +1,5 @@
-"""`gan-client`: list models, describe one, generate samples into PNGs or a .npy array.
+"""`gan-client`: list models, describe one, generate samples into PNGs or a .npy array,
+translate images with an image-to-image model, and walk between latents into a GIF.
 
 Errors print the server's status and message (which names the field), never a traceback.
 `--json` prints machine-readable output for scripts.
@@ -21,8 +22,8 @@ from google.protobuf.json_format import MessageToDict
 from tqdm import tqdm
 
 from gan_client.channel import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, TLSConfig
-from gan_client.client import GeneratorClient, Samples, columns_of
-from gan_client.grid import save_each, save_grid
+from gan_client.client import Endpoint, GeneratorClient, Samples, columns_of
+from gan_client.grid import save_each, save_gif, save_grid
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -55,11 +56,39 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     generate.add_argument("--seed", type=int, help="seed for reproducible samples (default: server picks one)")
     generate.add_argument("--version", type=int, default=0, help="model version (default: newest)")
     generate.add_argument("--scale", type=int, default=4, help="PNG upscaling factor, for small images")
+    generate.add_argument("--truncation", type=float, help="truncation psi in [0, 1]: lower is more typical (1: none)")
     out = "file.png (a grid), file.npy (float32 array), or a folder (one PNG per sample)"
     generate.add_argument("--out", type=Path, required=True, help=out)
     generate.add_argument("--no-progress", action="store_true", help="no progress bar for large counts")
     add_rows_parser(commands)
+    add_translate_parser(commands)
+    add_interpolate_parser(commands)
     return parser.parse_args(argv)
+
+
+def add_translate_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    translate = commands.add_parser("translate", help="run an image-to-image model on PNG or JPEG files")
+    translate.add_argument("images", type=Path, nargs="+", help="input images (PNG or JPEG) of one size")
+    translate.add_argument("--model", required=True)
+    translate.add_argument("--version", type=int, default=0, help="model version (default: newest)")
+    out = "OUT.png for one input; a folder for several (one PNG each, named after its input)"
+    translate.add_argument("--out", type=Path, required=True, help=out)
+
+
+def add_interpolate_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    walk = commands.add_parser("interpolate", help="a walk between two latents: an animated .gif or a .png grid")
+    walk.add_argument("--model", required=True)
+    walk.add_argument("--from-seed", type=int, required=True, help="first sample: Generate's sample of this seed")
+    walk.add_argument("--to-seed", type=int, required=True, help="last sample: Generate's sample of this seed")
+    walk.add_argument("--from-label", type=int, help="class at the start (default: the seed's)")
+    walk.add_argument("--to-label", type=int, help="class at the end (default: the seed's)")
+    walk.add_argument("--steps", type=int, default=16, help="samples, both ends included (16)")
+    walk.add_argument("--method", choices=("linear", "spherical"), default="spherical")
+    walk.add_argument("--truncation", type=float, help="truncation psi in [0, 1] (1: none)")
+    walk.add_argument("--version", type=int, default=0, help="model version (default: newest)")
+    walk.add_argument("--scale", type=int, default=4, help="upscaling factor, for small images")
+    walk.add_argument("--frame-ms", type=int, default=120, help="GIF: milliseconds per frame")
+    walk.add_argument("--out", type=Path, required=True, help="walk.gif (animated) or walk.png (a grid)")
 
 
 def add_rows_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -100,6 +129,10 @@ def run(args: argparse.Namespace, client: GeneratorClient) -> None:
         print(json.dumps(MessageToDict(client.get_model(args.model, args.version)), indent=2))
     elif args.command == "rows":
         write_rows(args, client)
+    elif args.command == "translate":
+        translate(args, client)
+    elif args.command == "interpolate":
+        interpolate(args, client)
     else:
         generate(args, client)
 
@@ -158,8 +191,9 @@ def generate(args: argparse.Namespace, client: GeneratorClient) -> None:
         # Chunk k uses seed + k: the whole run is reproducible from the one seed printed at the end.
         chunk_seed = None if seed is None else seed + part.index
         samples = client.generate(
-            args.model, part.count, seed=chunk_seed, labels=part.labels, version=args.version, uint8=kind != "npy"
-        )
+            args.model, part.count, seed=chunk_seed, labels=part.labels, version=args.version, uint8=kind != "npy",
+            truncation=args.truncation,
+        )  # fmt: skip
         if first is None:
             first, seed = samples, samples.seed
             args.version = samples.version  # every chunk from the version that answered the first
@@ -180,6 +214,53 @@ def generate(args: argparse.Namespace, client: GeneratorClient) -> None:
         print(json.dumps(report))
     else:
         print(f"wrote {args.count} samples of {first.model} version {first.version} to {args.out} (seed {seed})")
+
+
+def translate(args: argparse.Namespace, client: GeneratorClient) -> None:
+    """One output PNG per input: --out is the file for one input, a folder for several."""
+    single = len(args.images) == 1 and args.out.suffix.lower() == ".png"
+    if len(args.images) > 1 and args.out.suffix:
+        raise SystemExit(f"gan-client: error: --out must be a folder for {len(args.images)} inputs, got {args.out}")
+    if len(args.images) == 1 and not single and args.out.suffix:
+        raise SystemExit(f"gan-client: error: --out must end in .png or be a folder, got {args.out}")
+    try:
+        sources = [path.read_bytes() for path in args.images]
+    except OSError as exc:
+        raise SystemExit(f"gan-client: error: cannot read {exc.filename}: {exc.strerror}") from None
+    result = client.translate(args.model, sources, output="png", version=args.version)
+    targets = [args.out] if single else [args.out / f"{path.stem}.png" for path in args.images]
+    if not single:
+        args.out.mkdir(parents=True, exist_ok=True)
+    for target, png in zip(targets, result.pngs, strict=True):
+        target.write_bytes(png)
+    report = {"model": result.model, "version": result.version, "out": [str(t) for t in targets]}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"wrote {len(targets)} images of {result.model} version {result.version} to {args.out}")
+
+
+def interpolate(args: argparse.Namespace, client: GeneratorClient) -> None:
+    suffix = args.out.suffix.lower()
+    if suffix not in (".gif", ".png"):
+        raise SystemExit(f"gan-client: error: --out must end in .gif (animated) or .png (a grid), got {args.out}")
+    start = Endpoint(seed=args.from_seed, label=args.from_label)
+    end = Endpoint(seed=args.to_seed, label=args.to_label)
+    result = client.interpolate(
+        args.model, start, end, args.steps, spherical=args.method == "spherical", truncation=args.truncation,
+        output="uint8", version=args.version,
+    )  # fmt: skip
+    assert result.array is not None
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".gif":
+        save_gif(result.array, args.out, scale=args.scale, frame_ms=args.frame_ms)
+    else:
+        save_grid(result.array, args.out, scale=args.scale, columns=len(result.array))
+    report = {"model": result.model, "version": result.version, "steps": len(result.array), "out": str(args.out)}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"wrote a walk of {len(result.array)} samples of {result.model} version {result.version} to {args.out}")
 
 
 def conditions_from(pairs: Sequence[str]) -> dict[str, str]:

@@ -22,7 +22,18 @@ from gan.v1 import generator_pb2 as pb
 from gan.v1 import generator_pb2_grpc as pb_grpc
 from gan_client.channel import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, TLSConfig, open_aio_channel, open_channel
 
-__all__ = ["DEFAULT_TIMEOUT_S", "AsyncGeneratorClient", "GeneratorClient", "Samples", "TLSConfig"]
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "AsyncGeneratorClient",
+    "Endpoint",
+    "GeneratorClient",
+    "Images",
+    "Samples",
+    "TLSConfig",
+]
+ImageInput = bytes | np.ndarray  # PNG/JPEG bytes, or a (C, H, W) uint8 or float32 array
+OutputKind = str  # "float32", "uint8" or "png"
+_OUTPUT_FORMATS = {"float32": pb.OUTPUT_FORMAT_FLOAT32, "uint8": pb.OUTPUT_FORMAT_UINT8, "png": pb.OUTPUT_FORMAT_PNG}
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,36 @@ class Samples:
     seed: int | None
     labels: list[int]
     array: np.ndarray
+
+
+@dataclass(frozen=True)
+class Images:
+    """Images from Translate or Interpolate: `array` (N, C, H, W) float32 or uint8, or `pngs`."""
+
+    model: str
+    version: int
+    array: np.ndarray | None  # None for output="png"
+    pngs: list[bytes]
+    class_weights: np.ndarray | None = None  # Interpolate on a conditional model: (steps, classes)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One end of an interpolation: a seed (as Generate uses it) or a latent vector; a class for conditional models."""
+
+    seed: int | None = None
+    latent: np.ndarray | None = None
+    label: int | None = None
+
+    def to_message(self) -> pb.LatentEndpoint:
+        message = pb.LatentEndpoint()
+        if self.latent is not None:
+            message.latent.values.extend(np.asarray(self.latent, dtype=np.float32).ravel().tolist())
+        elif self.seed is not None:
+            message.seed = self.seed
+        if self.label is not None:
+            message.label = self.label
+        return message
 
 
 @dataclass(frozen=True)
@@ -105,10 +146,35 @@ class GeneratorClient(_Connection):
         labels: Sequence[int] = (),
         version: int = 0,
         uint8: bool = False,
+        truncation: float | None = None,
     ) -> Samples:
-        """Generate `count` samples from `seed` (or explicit `latents`, shape (count, latent_dim))."""
-        request = generate_request(model, count, seed, latents, labels, version, _tensor_format(uint8))
+        """Generate `count` samples from `seed` (or explicit `latents`, shape (count, latent_dim)).
+        `truncation` psi in [0, 1] scales every latent toward the prior's mean (1 or None: none)."""
+        request = generate_request(model, count, seed, latents, labels, version, _tensor_format(uint8), truncation)
         return samples_from(self._stub.Generate(request, **_kwargs(self._options)))
+
+    def translate(
+        self, model: str, images: Sequence[ImageInput], *, output: OutputKind = "png", version: int = 0
+    ) -> Images:
+        """Run an image-to-image model on images of one size (PNG/JPEG bytes or (C, H, W) arrays)."""
+        request = translate_request(model, images, output, version)
+        return images_from(self._stub.Translate(request, **_kwargs(self._options)))
+
+    def interpolate(
+        self,
+        model: str,
+        start: Endpoint,
+        end: Endpoint,
+        steps: int,
+        *,
+        spherical: bool = False,
+        truncation: float | None = None,
+        output: OutputKind = "float32",
+        version: int = 0,
+    ) -> Images:
+        """`steps` samples from `start` to `end` (both included), linear or spherical."""
+        request = interpolate_request(model, start, end, steps, spherical, truncation, output, version)
+        return images_from(self._stub.Interpolate(request, **_kwargs(self._options)))
 
     def generate_png(
         self, model: str, count: int, *, seed: int | None = None, labels: Sequence[int] = (), version: int = 0
@@ -173,9 +239,31 @@ class AsyncGeneratorClient(_Connection):
         labels: Sequence[int] = (),
         version: int = 0,
         uint8: bool = False,
+        truncation: float | None = None,
     ) -> Samples:
-        request = generate_request(model, count, seed, latents, labels, version, _tensor_format(uint8))
+        request = generate_request(model, count, seed, latents, labels, version, _tensor_format(uint8), truncation)
         return samples_from(await self._stub.Generate(request, **_kwargs(self._options)))
+
+    async def translate(
+        self, model: str, images: Sequence[ImageInput], *, output: OutputKind = "png", version: int = 0
+    ) -> Images:
+        request = translate_request(model, images, output, version)
+        return images_from(await self._stub.Translate(request, **_kwargs(self._options)))
+
+    async def interpolate(
+        self,
+        model: str,
+        start: Endpoint,
+        end: Endpoint,
+        steps: int,
+        *,
+        spherical: bool = False,
+        truncation: float | None = None,
+        output: OutputKind = "float32",
+        version: int = 0,
+    ) -> Images:
+        request = interpolate_request(model, start, end, steps, spherical, truncation, output, version)
+        return images_from(await self._stub.Interpolate(request, **_kwargs(self._options)))
 
 
 def generate_request(
@@ -186,15 +274,83 @@ def generate_request(
     labels: Sequence[int],
     version: int,
     output_format: pb.OutputFormat,
+    truncation: float | None = None,
 ) -> pb.GenerateRequest:
     request = pb.GenerateRequest(
         model=model, version=version, count=count, labels=list(labels), output_format=output_format
     )
+    if truncation is not None:
+        request.truncation = truncation
     if latents is not None:
         request.latents.values.extend(np.asarray(latents, dtype=np.float32).ravel().tolist())
     elif seed is not None:
         request.seed = seed
     return request
+
+
+def _output_format(output: OutputKind) -> pb.OutputFormat:
+    if output not in _OUTPUT_FORMATS:
+        raise ValueError(f"output: {output!r} is not one of {sorted(_OUTPUT_FORMATS)}")
+    return _OUTPUT_FORMATS[output]
+
+
+def source_image(image: ImageInput) -> pb.SourceImage:
+    """PNG/JPEG bytes as they are; an array (C, H, W) of uint8 (0..255) or float32 (value range) raw."""
+    if isinstance(image, bytes):
+        return pb.SourceImage(encoded=image)
+    array = np.asarray(image)
+    if array.dtype == np.uint8:
+        pixel_type = pb.PIXEL_TYPE_UINT8
+    elif array.dtype.kind == "f":
+        array, pixel_type = array.astype("<f4"), pb.PIXEL_TYPE_FLOAT32
+    else:
+        raise ValueError(f"images: arrays must be uint8 or float32, got {array.dtype}")
+    raw = pb.RawImage(shape=list(array.shape), pixel_type=pixel_type, data=np.ascontiguousarray(array).tobytes())
+    return pb.SourceImage(raw=raw)
+
+
+def translate_request(
+    model: str, images: Sequence[ImageInput], output: OutputKind, version: int
+) -> pb.TranslateRequest:
+    return pb.TranslateRequest(
+        model=model,
+        version=version,
+        images=[source_image(image) for image in images],
+        output_format=_output_format(output),
+    )
+
+
+def interpolate_request(
+    model: str,
+    start: Endpoint,
+    end: Endpoint,
+    steps: int,
+    spherical: bool,
+    truncation: float | None,
+    output: OutputKind,
+    version: int,
+) -> pb.InterpolateRequest:
+    method = pb.INTERPOLATION_METHOD_SPHERICAL if spherical else pb.INTERPOLATION_METHOD_LINEAR
+    request = pb.InterpolateRequest(
+        model=model,
+        version=version,
+        start=start.to_message(),
+        end=end.to_message(),
+        steps=steps,
+        method=method,
+        output_format=_output_format(output),
+    )
+    if truncation is not None:
+        request.truncation = truncation
+    return request
+
+
+def images_from(reply: pb.TranslateResponse | pb.InterpolateResponse) -> Images:
+    array = None if reply.output_format == pb.OUTPUT_FORMAT_PNG else decode_tensor(reply)
+    weights = None
+    if isinstance(reply, pb.InterpolateResponse) and reply.class_weights:
+        weights = np.asarray(reply.class_weights, dtype=np.float32).reshape(reply.shape[0], -1)
+    return Images(reply.model, reply.version, array, list(reply.images), weights)
 
 
 def samples_from(reply: pb.GenerateResponse) -> Samples:
@@ -207,7 +363,7 @@ def samples_from(reply: pb.GenerateResponse) -> Samples:
     )
 
 
-def decode_tensor(reply: pb.GenerateResponse) -> np.ndarray:
+def decode_tensor(reply: pb.GenerateResponse | pb.TranslateResponse | pb.InterpolateResponse) -> np.ndarray:
     """The reply's raw tensor as an (N, C, H, W) array."""
     dtype = np.uint8 if reply.output_format == pb.OUTPUT_FORMAT_UINT8 else np.dtype("<f4")
     return np.frombuffer(reply.tensor, dtype=dtype).reshape(tuple(reply.shape))

@@ -43,3 +43,15 @@ def save_image(pixels: np.ndarray, path: Path, scale: int = 1) -> None:
     if scale > 1:
         image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
     image.save(path)
+
+
+def save_gif(samples: np.ndarray, path: Path, scale: int = 1, frame_ms: int = 120) -> None:
+    """(N, C, H, W) uint8 -> an animated GIF of N frames that loops forever."""
+    frames = []
+    for sample in samples:
+        pixels = sample.transpose(1, 2, 0)
+        frame = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+        if scale > 1:
+            frame = frame.resize((frame.width * scale, frame.height * scale), Image.Resampling.NEAREST)
+        frames.append(frame)
+    frames[0].save(path, format="GIF", save_all=True, append_images=frames[1:], duration=frame_ms, loop=0)

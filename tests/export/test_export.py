@@ -44,15 +44,16 @@ def test_dynamic_batch_runs_any_size(checkpoints: dict[str, Path], tmp_path: Pat
         assert images.shape == (size, 1, 16, 16)
 
 
-def test_conditional_export_takes_class_weights_that_match_labels(
-    checkpoints: dict[str, Path], tmp_path: Path
-) -> None:
+def test_conditional_export_takes_class_weights_that_match_labels(checkpoints: dict[str, Path], tmp_path: Path) -> None:
     """One-hot class weights give PyTorch's image of that label (tolerance 1e-4); a mix lies between."""
     import torch
 
     result = export_checkpoint(checkpoints["conditional"], tmp_path, "digits")
     session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
-    assert {i.name: i.type for i in session.get_inputs()} == {"latent": "tensor(float)", "class_weights": "tensor(float)"}
+    assert {i.name: i.type for i in session.get_inputs()} == {
+        "latent": "tensor(float)",
+        "class_weights": "tensor(float)",
+    }
     metadata = session.get_modelmeta().custom_metadata_map
     assert metadata["gan.label_input"] == "class_weights"
     loaded = load_generator(checkpoints["conditional"])
