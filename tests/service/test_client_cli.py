@@ -7,6 +7,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +115,85 @@ def test_wait_for_ready_rides_out_a_server_that_is_still_starting(model_reposito
     finally:
         stop.set()
         thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def sr_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    from tests.service.onnx_models import write_translator
+
+    root = tmp_path_factory.mktemp("sr")
+    write_translator(root / "sr/1/model.onnx", "rgb", scale=2, size_multiple=4)
+    with ServerThread(model_repository=root) as running:
+        yield running
+
+
+def _png(path: Path, height: int, width: int, seed: int) -> np.ndarray:
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return pixels
+
+
+def test_translate_writes_one_output_per_input(sr_server: ServerThread, tmp_path: Path) -> None:
+    first, second = _png(tmp_path / "a.png", 6, 10, 0), _png(tmp_path / "b.png", 6, 10, 1)
+    out = tmp_path / "up.png"
+    assert main(["--target", sr_server.target, "translate", str(tmp_path / "a.png"), "--model", "sr",
+                 "--out", str(out)]) == 0  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), first.repeat(2, axis=0).repeat(2, axis=1))
+    folder = tmp_path / "outs"
+    argv = ["--target", sr_server.target, "translate", str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+    assert main([*argv, "--model", "sr", "--out", str(folder)]) == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png", "b.png"]
+    np.testing.assert_array_equal(np.asarray(Image.open(folder / "b.png")), second.repeat(2, axis=0).repeat(2, axis=1))
+
+
+def test_translate_errors_name_the_image(
+    sr_server: ServerThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    code = main(["--target", sr_server.target, "translate", str(tmp_path / "bad.png"), "--model", "sr",
+                 "--out", str(tmp_path / "x.png")])  # fmt: skip
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "INVALID_ARGUMENT" in err and "images[0]" in err and "Traceback" not in err
+
+
+def test_interpolate_writes_an_animated_gif_and_a_grid(server: ServerThread, tmp_path: Path) -> None:
+    gif = tmp_path / "walk.gif"
+    argv = ["--target", server.target, "interpolate", "--model", "digits", "--from-seed", "1", "--to-seed", "2"]
+    assert main([*argv, "--steps", "6", "--scale", "1", "--out", str(gif)]) == 0
+    animation = Image.open(gif)
+    assert animation.n_frames == 6 and animation.size == (16, 16)
+    grid = tmp_path / "walk.png"
+    options = ["--steps", "4", "--method", "linear", "--from-label", "1", "--to-label", "7", "--truncation", "0.7"]
+    assert main([*argv, *options, "--scale", "1", "--out", str(grid)]) == 0
+    assert Image.open(grid).size == (4 * 18 + 2, 18 + 2)
+
+
+def test_generate_takes_truncation(server: ServerThread, tmp_path: Path) -> None:
+    out = tmp_path / "t.npy"
+    argv = ["--target", server.target, "generate", "--model", "noise", "--count", "2", "--seed", "3"]
+    assert main([*argv, "--truncation", "0.5", "--out", str(out)]) == 0
+    with GeneratorClient(server.target) as client:
+        expected = client.generate("noise", 2, seed=3, truncation=0.5).array
+    np.testing.assert_array_equal(np.load(out), expected)
+
+
+def test_sdk_translate_and_interpolate_sync_and_async(sr_server: ServerThread, server: ServerThread) -> None:
+    from gan_client.client import Endpoint
+
+    pixels = np.random.default_rng(2).integers(0, 256, (3, 4, 4), dtype=np.uint8)
+    with GeneratorClient(sr_server.target) as client:
+        result = client.translate("sr", [pixels, pixels], output="uint8")
+    assert result.array is not None and result.array.shape == (2, 3, 8, 8)
+    np.testing.assert_array_equal(result.array[1], pixels.repeat(2, axis=1).repeat(2, axis=2))
+
+    async def both() -> tuple[np.ndarray | None, np.ndarray | None]:
+        async with AsyncGeneratorClient(sr_server.target) as client:
+            translated = await client.translate("sr", [pixels], output="uint8")
+        async with AsyncGeneratorClient(server.target) as client:
+            walked = await client.interpolate("digits", Endpoint(seed=1), Endpoint(seed=1, label=4), 3, spherical=True)
+        return translated.array, walked.class_weights
+
+    translated, weights = asyncio.run(both())
+    assert translated is not None and translated.shape == (1, 3, 8, 8)
+    assert weights is not None and weights.shape == (3, 10) and weights[-1, 4] == 1.0
