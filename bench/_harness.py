@@ -555,7 +555,8 @@ def _generate_call(channel: Any, model: str, samples: int, deadline_s: float) ->
 
 
 def _infer_call(channel: Any, model: str, info: dict[str, object], samples: int, deadline_s: float) -> Call:
-    """V2 ModelInfer with raw inputs: latent (samples, latent_dim) FP32 and, if conditional, label (samples,) INT64."""
+    """V2 ModelInfer with raw inputs: latent (samples, latent_dim) FP32 and, if conditional, one-hot
+    class_weights (samples, 10) FP32 (or label (samples,) INT64 for exports from before class weights)."""
     from inference import grpc_service_pb2 as v2
     from inference import grpc_service_pb2_grpc as v2_grpc
 
@@ -564,14 +565,17 @@ def _infer_call(channel: Any, model: str, info: dict[str, object], samples: int,
     conditional = bool(info["conditional"])
     rng = np.random.default_rng(samples)
     latents = [rng.standard_normal((samples, latent_dim)).astype(np.float32).tobytes() for _ in range(16)]
-    labels = (np.arange(samples, dtype=np.int64) % 10).tobytes()
+    by_weights = info.get("label_input", "class_weights") == "class_weights"
+    classes = np.arange(samples, dtype=np.int64) % 10
+    labels = (np.eye(10, dtype=np.float32)[classes] if by_weights else classes).tobytes()
+    label_input = ("class_weights", "FP32", [samples, 10]) if by_weights else ("label", "INT64", [samples])
 
     async def call(seed: int) -> str:
         request = v2.ModelInferRequest(model_name=model)
         request.inputs.add(name="latent", datatype="FP32", shape=[samples, latent_dim])
         request.raw_input_contents.append(latents[seed % len(latents)])
         if conditional:
-            request.inputs.add(name="label", datatype="INT64", shape=[samples])
+            request.inputs.add(name=label_input[0], datatype=label_input[1], shape=label_input[2])
             request.raw_input_contents.append(labels)
         reply = await stub.ModelInfer(request, timeout=deadline_s)
         return str(reply.model_version)

@@ -90,7 +90,16 @@ def describe(path: Path) -> dict[str, object]:
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     inputs = {i.name: i.shape for i in session.get_inputs()}
-    return {"latent_dim": int(inputs["latent"][1]), "conditional": "label" in inputs}
+    # conditional exports take class_weights (N, classes) float32; older ones label (N,) int64
+    label_input = next((name for name in ("class_weights", "label") if name in inputs), None)
+    return {"latent_dim": int(inputs["latent"][1]), "conditional": label_input is not None, "label_input": label_input}
+
+
+def class_feed(info: dict[str, object], labels: np.ndarray) -> tuple[str, str, np.ndarray]:
+    """(input name, V2 datatype, array) that give a conditional model these labels (N,)."""
+    if info.get("label_input", "class_weights") == "class_weights":
+        return "class_weights", "FP32", np.eye(10, dtype=np.float32)[labels % 10]
+    return "label", "INT64", labels.astype(np.int64)
 
 
 # --- references --------------------------------------------------------------------------------
@@ -145,7 +154,8 @@ def feeds_for(info: dict[str, object], batch: int) -> dict[str, np.ndarray]:
         "latent": np.random.default_rng(0).standard_normal((batch, latent_dim)).astype(np.float32)
     }
     if info["conditional"]:
-        feeds["label"] = np.arange(batch, dtype=np.int64) % 10
+        name, _, array = class_feed(info, np.arange(batch, dtype=np.int64) % 10)
+        feeds[name] = array
     return feeds
 
 
@@ -246,11 +256,12 @@ def _infer_call(channel: Any, model: str, info: dict[str, object]) -> Call:
     latent_dim = int(str(info["latent_dim"]))
     template = v2.ModelInferRequest(model_name=model)
     template.inputs.add(name="latent", datatype="FP32", shape=[1, latent_dim])
+    name, datatype, sevens = class_feed(info, np.array([7]))
     if info["conditional"]:
-        template.inputs.add(name="label", datatype="INT64", shape=[1])
+        template.inputs.add(name=name, datatype=datatype, shape=list(sevens.shape))
     rng = np.random.default_rng(0)
     latents = [rng.standard_normal((1, latent_dim)).astype(np.float32).tobytes() for _ in range(64)]
-    label = np.array([7], dtype=np.int64).tobytes()
+    label = sevens.tobytes()
 
     async def call(seed: int) -> None:
         request = v2.ModelInferRequest()

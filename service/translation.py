@@ -127,9 +127,12 @@ class TranslationService:
                 width, height = opened.size
                 self._check_pixels(f"{where}.encoded", height, width)
                 opened.load()
-        except InvalidInput:
-            raise
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            # Pillow's own guard, at open, for sizes far beyond ours
+            raise InvalidInput(
+                f"{where}.encoded: {exc}; the limit is {self._limits.max_pixels} pixels (GAN_TRANSLATE_MAX_PIXELS)"
+            ) from None
+        except (OSError, SyntaxError, ValueError) as exc:
             raise InvalidInput(
                 f"{where}.encoded: not a readable PNG or JPEG image ({exc}); send PNG or JPEG bytes"
             ) from None

@@ -1,6 +1,8 @@
 """Fuzzing both APIs with malformed requests: never INTERNAL, never a crash, always a named field.
 
-Hypothesis generates 5,000 gan.v1 Generate requests and 5,000 V2 ModelInfer requests around
+Hypothesis generates 5,000 gan.v1 Generate requests, 5,000 V2 ModelInfer requests and 1,000
+Translate requests (random bytes, truncated PNGs, headers claiming huge sizes, raw images of
+wrong shapes and lengths) around
 the real models: wrong dtypes and shapes, raw byte lengths that do not match, empty and
 oversized payloads, NaN and Inf values, huge or negative counts, labels and shape entries,
 unknown models and versions, names with '..', '/', NUL and non-ASCII. Then bytes that are
@@ -149,6 +151,91 @@ def test_fuzzed_infer_requests_get_precise_statuses(channel: grpc.Channel) -> No
     @given(infer_requests())
     def check(request: v2.ModelInferRequest) -> None:
         rejected_clearly(lambda: stub.ModelInfer(request, timeout=30), INFER_FIELDS)
+
+    check()
+
+
+# --- gan.v1 Translate -----------------------------------------------------------------------------
+
+TRANSLATE_FIELDS = ("model", "version", "images", "output_format", "priority")
+TRANSLATE_EXAMPLES = 1000
+
+
+@pytest.fixture(scope="module")
+def translate_channel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[grpc.Channel]:
+    from tests.service.onnx_models import write_translator
+
+    root = tmp_path_factory.mktemp("fuzz-translators")
+    write_translator(root / "sr/1/model.onnx", "rgb", scale=2, size_multiple=4)
+    write_translator(root / "inpaint/1/model.onnx", "rgb+mask", scale=1, size_multiple=1)
+    limits = {"translate_max_pixels": 64 * 64, "translate_max_image_bytes": 50_000}
+    with ServerThread(model_repository=root, **limits) as server, grpc.insecure_channel(server.target) as opened:
+        yield opened
+
+
+def _png_bytes(height: int, width: int, mode: str) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height), color=0).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG signature and IHDR chunk claiming any size, with no pixels behind it (a would-be bomb)."""
+    import zlib
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        body = kind + payload
+        return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+@st.composite
+def encoded_images(draw: st.DrawFn) -> pb.SourceImage:
+    kind = draw(st.sampled_from(["random", "truncated", "whole", "header"]))
+    if kind == "random":
+        return pb.SourceImage(encoded=draw(st.binary(max_size=64)))
+    if kind == "header":
+        return pb.SourceImage(encoded=_png_header(draw(st.integers(0, 2**31)), draw(st.integers(0, 2**31))))
+    side = draw(st.integers(1, 40))
+    whole = _png_bytes(side, draw(st.integers(1, 40)), draw(st.sampled_from(["L", "RGB", "RGBA", "1", "P"])))
+    if kind == "truncated":
+        return pb.SourceImage(encoded=whole[: draw(st.integers(0, len(whole) - 1))])
+    return pb.SourceImage(encoded=whole)
+
+
+@st.composite
+def raw_images(draw: st.DrawFn) -> pb.SourceImage:
+    shape = draw(st.lists(st.sampled_from([-1, 0, 1, 3, 4, 5, 8, 9, 2**31 - 1]), max_size=4))
+    pixel_type = draw(st.sampled_from([0, 1, 2, 7]))
+    size = draw(st.sampled_from([0, 1, 192, 256, 768, 1024]))
+    data = draw(st.binary(min_size=size, max_size=size))
+    return pb.SourceImage(raw=pb.RawImage(shape=shape, pixel_type=pixel_type, data=data))
+
+
+@st.composite
+def translate_requests(draw: st.DrawFn) -> pb.TranslateRequest:
+    return pb.TranslateRequest(
+        model=draw(st.sampled_from(["sr", "inpaint", "sr", "nope", "", "../sr"])),
+        version=draw(st.sampled_from([0, 0, 1, 2, -1])),
+        images=draw(st.lists(st.one_of(encoded_images(), raw_images(), st.just(pb.SourceImage())), max_size=3)),
+        output_format=draw(st.sampled_from([0, 1, 2, 3, 9])),
+        priority=draw(st.sampled_from([0, 1, 2, 3])),
+    )
+
+
+def test_fuzzed_translate_requests_get_precise_statuses(translate_channel: grpc.Channel) -> None:
+    stub = pb_grpc.GeneratorServiceStub(translate_channel)
+
+    @settings(FUZZ, max_examples=TRANSLATE_EXAMPLES)
+    @given(translate_requests())
+    def check(request: pb.TranslateRequest) -> None:
+        rejected_clearly(lambda: stub.Translate(request, timeout=30), TRANSLATE_FIELDS)
 
     check()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import onnx
 import pytest
 
 from service.errors import ModelLoadError
@@ -59,3 +60,44 @@ def test_a_model_with_a_custom_operator_is_refused_not_given_a_library(tmp_path:
     path = write_custom_op_model(tmp_path / "custom" / "1" / "model.onnx")
     with pytest.raises(ModelLoadError, match=r"custom.*onnxruntime cannot load it.*Backdoor"):
         load_runtime(path, load_settings(provider="cpu"))
+
+
+def test_a_translator_is_detected_and_its_graph_checked(tmp_path: Path) -> None:
+    from service.translator_signature import TranslatorSignature
+    from tests.service.onnx_models import write_translator
+
+    runtime = load_runtime(write_translator(tmp_path / "sr.onnx", "gray", scale=2), load_settings(provider="cpu"))
+    assert runtime.translator is not None and runtime.translator.input_channels == 1 and runtime.batched
+    path = write_doubler(tmp_path / "liar.onnx")  # x/y tensors, but metadata claiming a translator
+    model = onnx.load(str(path))
+    signature = TranslatorSignature("t", "a", "rgb", 3, 1, 1, (8, 8), (-1.0, 1.0), "")
+    for key, value in signature.to_metadata().items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+    with pytest.raises(ModelLoadError, match=r"liar.onnx.*gan.translator.*'source'"):
+        load_runtime(path, load_settings(provider="cpu"))
+
+
+def test_warm_up_runs_a_translator_at_its_train_size(tmp_path: Path) -> None:
+    """A graph that only works at 8x8 (a Reshape to (N, 3, 8, 8)) loads: warm-up does not run it at 1x1."""
+    from onnx import TensorProto, helper
+
+    from service.batcher import BatchPolicy
+    from service.repository import warm_up
+    from service.translator_signature import TranslatorSignature
+
+    source = helper.make_tensor_value_info("source", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    shape = helper.make_tensor("shape", TensorProto.INT64, [4], [-1, 3, 8, 8])
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["source", "shape"], ["image"])], "g", [source], [image], [shape]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    for key, value in TranslatorSignature("t", "a", "rgb", 3, 1, 8, (8, 8), (-1.0, 1.0), "").to_metadata().items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    runtime = load_runtime(tmp_path / "m.onnx", load_settings(provider="cpu"))
+    warm_up(runtime, BatchPolicy(max_batch_size=4, max_queue_delay_s=0.0, max_queue_size=8))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import struct
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -160,6 +162,17 @@ def test_a_fixed_size_model_takes_only_its_train_size(stub: pb_grpc.GeneratorSer
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "8x8" in error.details()
 
 
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that claims `width` x `height` pixels but holds only a few bytes of data."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        body = kind + payload
+        return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
 def _truncated_png() -> bytes:
     whole = encode(rgb(16, 16))
     return whole[: len(whole) // 2]
@@ -170,6 +183,8 @@ BAD_IMAGES = {
     "truncated PNG": ([pb.SourceImage(encoded=_truncated_png())], "images[0].encoded"),
     "too many bytes": ([png_source(rgb(8, 8)), pb.SourceImage(encoded=b"\x89PNG" + bytes(MAX_BYTES))], "images[1]"),
     "too many pixels": ([png_source(np.zeros((60, 60), np.uint8))], "GAN_TRANSLATE_MAX_PIXELS"),
+    "a bomb's header": ([pb.SourceImage(encoded=png_header(50_000, 50_000))], "GAN_TRANSLATE_MAX_PIXELS"),
+    "a huge bomb's header": ([pb.SourceImage(encoded=png_header(2**30, 2**30))], "GAN_TRANSLATE_MAX_PIXELS"),
     "output too large": ([png_source(np.zeros((40, 40), np.uint8))], "GAN_TRANSLATE_MAX_PIXELS"),
     "mixed sizes": ([png_source(rgb(8, 8)), png_source(rgb(8, 12))], "images[1]"),
     "wrong raw channels": ([raw_source(np.zeros((2, 8, 8), np.uint8))], "images[0].raw.shape[0]"),
