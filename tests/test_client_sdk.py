@@ -80,3 +80,32 @@ def test_options_that_cannot_work_are_refused_by_name() -> None:
         retry_service_config(5)
     with pytest.raises(ValueError, match="timeout"):
         GeneratorClient("localhost:1", timeout=0)
+
+
+def test_request_builders_carry_images_endpoints_and_truncation() -> None:
+    import numpy as np
+
+    from gan_client.client import Endpoint, generate_request, interpolate_request, source_image, translate_request
+
+    assert source_image(b"\x89PNG").encoded == b"\x89PNG"
+    pixels = np.arange(12, dtype=np.uint8).reshape(3, 2, 2)
+    raw = source_image(pixels).raw
+    assert list(raw.shape) == [3, 2, 2] and raw.pixel_type == pb.PIXEL_TYPE_UINT8 and raw.data == pixels.tobytes()
+    floats = source_image(pixels.astype(np.float64)).raw
+    assert floats.pixel_type == pb.PIXEL_TYPE_FLOAT32 and len(floats.data) == 12 * 4
+    with pytest.raises(ValueError, match="uint8 or float32"):
+        source_image(pixels.astype(np.int32))
+    request = translate_request("sr", [b"png", pixels], "uint8", 2)
+    assert request.output_format == pb.OUTPUT_FORMAT_UINT8 and len(request.images) == 2 and request.version == 2
+    with pytest.raises(ValueError, match="output"):
+        translate_request("sr", [b"png"], "jpeg", 0)
+    walk = interpolate_request(
+        "digits", Endpoint(seed=1), Endpoint(latent=np.zeros(4), label=3), 5, True, 0.5, "png", 0
+    )
+    assert walk.start.seed == 1 and not walk.start.HasField("label")
+    assert list(walk.end.latent.values) == [0.0] * 4 and walk.end.label == 3
+    assert walk.method == pb.INTERPOLATION_METHOD_SPHERICAL and walk.truncation == 0.5 and walk.steps == 5
+    assert not generate_request("m", 1, 1, None, (), 0, pb.OUTPUT_FORMAT_FLOAT32).HasField("truncation")
+    assert generate_request(
+        "m", 1, 1, None, (), 0, pb.OUTPUT_FORMAT_FLOAT32, truncation=0.7
+    ).truncation == pytest.approx(0.7)
