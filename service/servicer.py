@@ -284,7 +284,7 @@ def _translation_request(request: pb.TranslateRequest) -> TranslationRequest:
 
 
 def _fill_images(
-    reply: pb.InterpolateResponse | pb.TranslateResponse,
+    reply: pb.GenerateResponse | pb.InterpolateResponse | pb.TranslateResponse,
     images: np.ndarray,
     value_range: tuple[float, float],
     output_format: int,
@@ -302,23 +302,10 @@ def _fill_images(
 
 def _generate_response(result: GenerationResult, output_format: pb.OutputFormat) -> pb.GenerateResponse:
     model = result.model
-    samples = result.samples
-    reply = pb.GenerateResponse(
-        model=model.name,
-        version=model.version,
-        labels=result.labels.tolist(),
-        output_format=pb.OUTPUT_FORMAT_FLOAT32 if output_format == pb.OUTPUT_FORMAT_UNSPECIFIED else output_format,
-        shape=list(samples.shape),
-    )
+    reply = pb.GenerateResponse(model=model.name, version=model.version, labels=result.labels.tolist())
     if result.seed is not None:
         reply.seed = result.seed
-    value_range = result.signature.value_range
-    if output_format == pb.OUTPUT_FORMAT_PNG:
-        reply.images.extend(to_png(sample) for sample in to_uint8(samples, value_range))
-    elif output_format == pb.OUTPUT_FORMAT_UINT8:
-        reply.tensor = to_uint8(samples, value_range).tobytes()
-    else:
-        reply.tensor = np.ascontiguousarray(samples, dtype="<f4").tobytes()
+    _fill_images(reply, result.samples, result.signature.value_range, _output_format(output_format))
     return reply
 
 
