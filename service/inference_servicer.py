@@ -136,7 +136,7 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
     async def _infer(
         self, request: v2.ModelInferRequest, model: ModelVersion, version: int, context: grpc.aio.ServicerContext
     ) -> tuple[v2.ModelInferResponse, int]:
-        inputs = decode_inputs(request, model.runtime, self._settings.max_count)
+        inputs = decode_inputs(request, model.runtime, self._settings.max_count, self._settings.translate_max_pixels)
         specs = requested_outputs(request, model.runtime)
         priority = priority_from(parameter_int(request.parameters, "priority") or 0, "parameters['priority']")
         model, outputs = await self._repository.submit(

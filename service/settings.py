@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     translate_max_pixels: int = Field(
         4096 * 4096,
         ge=1,
-        description="Most pixels (height x width) of one Translate input or output image; checked before decoding",
+        description="Most pixels (H x W) of one Translate input or output image (V2 too); checked before decoding",
     )
     grace_period_s: float = Field(10.0, ge=0, description="How long SIGTERM waits for accepted work")
     drain_refuse_s: float = Field(

@@ -35,8 +35,11 @@ CONTENTS_FIELD = {
 }
 
 
-def decode_inputs(request: v2.ModelInferRequest, runtime: Runtime, max_samples: int) -> dict[str, np.ndarray]:
-    """The request's input tensors as arrays, checked against the model's inputs."""
+def decode_inputs(
+    request: v2.ModelInferRequest, runtime: Runtime, max_samples: int, max_pixels: int | None = None
+) -> dict[str, np.ndarray]:
+    """The request's input tensors as arrays, checked against the model's inputs; a translator's
+    images must also be of a size it runs, with at most `max_pixels` per input and output image."""
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise InvalidInput(
@@ -53,7 +56,7 @@ def decode_inputs(request: v2.ModelInferRequest, runtime: Runtime, max_samples: 
         if tensor.name in arrays:
             raise InvalidInput(f"{where}.name: the input is given twice")
         shape = _check_shape(where, tensor.shape, spec)
-        _check_image_size(where, shape, spec, runtime)
+        _check_image_size(where, shape, spec, runtime, max_pixels)
         array = _from_raw(where, raw[index], shape, spec) if raw else _from_contents(where, tensor, shape, spec)
         _check_values(where, array, spec, runtime)
         arrays[tensor.name] = array
@@ -74,11 +77,19 @@ def _check_shape(where: str, shape: Sequence[int], spec: TensorSpec) -> tuple[in
     return given
 
 
-def _check_image_size(where: str, shape: tuple[int, ...], spec: TensorSpec, runtime: Runtime) -> None:
+def _check_image_size(
+    where: str, shape: tuple[int, ...], spec: TensorSpec, runtime: Runtime, max_pixels: int | None
+) -> None:
     """A translator's source: height and width it can run (multiples of size_multiple, or train_size)."""
     translator = runtime.translator
     if translator is None or spec.name != SOURCE_INPUT or len(shape) != 4:
         return
+    out_height, out_width = translator.output_size(shape[2], shape[3])
+    if max_pixels is not None and out_height * out_width > max_pixels:
+        raise InvalidInput(
+            f"{where}.shape: {list(shape)}: the output images would be {out_height}x{out_width}, over the limit "
+            f"of {max_pixels} pixels (GAN_TRANSLATE_MAX_PIXELS)"
+        )
     problem = translator.size_problem(shape[2], shape[3])
     if problem is not None:
         raise InvalidInput(

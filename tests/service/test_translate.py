@@ -263,3 +263,5 @@ def test_v2_model_infer_takes_any_allowed_size_and_refuses_the_others(translate_
     error = status_of(lambda: infer.ModelInfer(request(6, 8), timeout=30))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "inputs[0]" in error.details() and "multiples of 4" in error.details()
+    huge = status_of(lambda: infer.ModelInfer(request(32, 32), timeout=30))  # 64x64 out, over 48x48
+    assert huge.code() == grpc.StatusCode.INVALID_ARGUMENT and "GAN_TRANSLATE_MAX_PIXELS" in huge.details()
