@@ -193,7 +193,7 @@ def pad_to_multiple(batch: np.ndarray, signature: TranslatorSignature) -> np.nda
 
 def _raw_channels(signature: TranslatorSignature) -> tuple[int, ...]:
     if signature.input_format == "rgb+mask":
-        return (4,)
+        return (1, 3, 4)  # without a mask channel every pixel is known, as in an image without alpha
     return (1, 3)  # grey or colour: converted to what the model takes
 
 
@@ -223,16 +223,18 @@ def _from_pil(image: Image.Image, signature: TranslatorSignature) -> np.ndarray:
 def _from_raw(pixels: np.ndarray, signature: TranslatorSignature) -> np.ndarray:
     """Raw (C, H, W) uint8 or float32 -> (C_in, H, W) float32 as the model takes it."""
     floating = pixels.dtype.kind == "f"
-    if signature.input_format == "rgb+mask":
-        colours, mask = pixels[:3], pixels[3]
-        known = mask >= 0.5 if floating else mask >= _MASK_THRESHOLD
-        return np.concatenate([_colours(colours, signature), known[None].astype(np.float32)])
-    colours = _colours(pixels, signature)
-    if signature.input_channels == 3 and len(colours) == 1:
-        return np.repeat(colours, 3, axis=0)
-    if signature.input_channels == 1 and len(colours) == 3:
-        return _grey(colours)
-    return colours
+    colours = _colours(pixels[:3], signature)
+    if signature.input_format == "gray" and len(colours) == 3:
+        colours = _grey(colours)
+    elif signature.input_format != "gray" and len(colours) == 1:
+        colours = np.repeat(colours, 3, axis=0)
+    if signature.input_format != "rgb+mask":
+        return colours
+    if len(pixels) == 4:
+        mask = pixels[3] >= 0.5 if floating else pixels[3] >= _MASK_THRESHOLD
+    else:
+        mask = np.ones(pixels.shape[1:], dtype=bool)
+    return np.concatenate([colours, mask[None].astype(np.float32)])
 
 
 def _colours(pixels: np.ndarray, signature: TranslatorSignature) -> np.ndarray:

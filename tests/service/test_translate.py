@@ -154,6 +154,12 @@ def test_input_formats_convert_colour_grey_and_alpha(stub: pb_grpc.GeneratorServ
     assert (filled[0, :, :3] == 128).all()  # colours x mask 0 = 0, the middle of [-1, 1]
     opaque = translate(stub, "inpaint", png_source(colour), output_format=pb.OUTPUT_FORMAT_UINT8)
     np.testing.assert_array_equal(opaque[0], colour.transpose(2, 0, 1))  # no alpha: every pixel known
+    raw_rgba = rgba.transpose(2, 0, 1).copy()
+    from_raw = translate(stub, "inpaint", raw_source(raw_rgba), raw_source(raw_rgba[:3].copy()), output_format=2)
+    np.testing.assert_array_equal(from_raw[0], filled[0])  # uint8 mask channel: 128 and above is known
+    np.testing.assert_array_equal(from_raw[1], opaque[0])  # no mask channel: every pixel known
+    floats = np.concatenate([raw_rgba[:3] / np.float32(127.5) - 1, (raw_rgba[3:] > 0).astype(np.float32)])
+    np.testing.assert_array_equal(translate(stub, "inpaint", raw_source(floats), output_format=2)[0], filled[0])
 
 
 def test_a_fixed_size_model_takes_only_its_train_size(stub: pb_grpc.GeneratorServiceStub) -> None:
@@ -188,6 +194,7 @@ BAD_IMAGES = {
     "output too large": ([png_source(np.zeros((40, 40), np.uint8))], "GAN_TRANSLATE_MAX_PIXELS"),
     "mixed sizes": ([png_source(rgb(8, 8)), png_source(rgb(8, 12))], "images[1]"),
     "wrong raw channels": ([raw_source(np.zeros((2, 8, 8), np.uint8))], "images[0].raw.shape[0]"),
+    "a mask for an rgb model": ([raw_source(np.zeros((4, 8, 8), np.uint8))], "images[0].raw.shape[0]"),
     "wrong raw length": (
         [pb.SourceImage(raw=pb.RawImage(shape=[3, 8, 8], pixel_type=pb.PIXEL_TYPE_UINT8, data=bytes(10)))],
         "images[0].raw.data",
