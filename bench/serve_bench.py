@@ -202,10 +202,20 @@ def _drive(target: str, api: str, model: str, info: dict[str, object], concurren
 async def _closed_loop(
     target: str, api: str, model: str, info: dict[str, object], concurrency: int, seconds: float
 ) -> Load:
+    def make_call(channel: Any) -> Call:
+        return _generate_call(channel, model) if api == "gan.v1" else _infer_call(channel, model, info)
+
+    return await closed_loop(target, make_call, concurrency, seconds)
+
+
+async def closed_loop(target: str, make_call: Callable[[Any], Call], concurrency: int, seconds: float) -> Load:
+    """`concurrency` clients, each sending its next call (`make_call(channel)(seed)`) when the last is answered."""
     import grpc
 
-    channel = grpc.aio.insecure_channel(target)
-    call = _generate_call(channel, model) if api == "gan.v1" else _infer_call(channel, model, info)
+    limit = 64 * 1024 * 1024  # translation replies can be large
+    options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+    channel = grpc.aio.insecure_channel(target, options=options)
+    call = make_call(channel)
     latencies: list[float] = []
     errors = 0
     measuring = False
