@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from training.data import ImageDataset
-from training.features import images_feature_network
+from training.features import EPOCHS, images_feature_network
 from training.image_metrics import frechet_distance
 from training.translation.checkpoint import Direction, LoadedTranslator, load_translator
 from training.translation.config import TranslationConfig
@@ -111,17 +111,20 @@ def evaluate_translation(
     pictures: Path | None = None,
     direction: Direction = "a2b",
     ema: bool | None = None,
+    feature_epochs: int = EPOCHS,
 ) -> TranslationEvaluation:
-    """Score `checkpoint` on its config's held-out data; write example rows to `pictures` if given."""
+    """Score `checkpoint` on its config's held-out data; write example rows to `pictures` if given.
+
+    `feature_epochs`: training epochs of the feature network (fewer only to make tests fast)."""
     loaded = load_translator(checkpoint, direction, ema)
     config = loaded.config
     data = load_data(config)
     if direction == "b2a" and isinstance(data, UnpairedData):
         data = UnpairedData(data.train_b, data.train_a, data.held_out_b, data.held_out_a, None)
     if isinstance(data, PairedData):
-        pixels, features, held_out = _paired(loaded, data, cache_dir, pictures)
+        pixels, features, held_out = _paired(loaded, data, cache_dir, pictures, feature_epochs)
     else:
-        pixels, features, held_out = None, *_unpaired(loaded, data, cache_dir, pictures)
+        pixels, features, held_out = None, *_unpaired(loaded, data, cache_dir, pictures, feature_epochs)
     return TranslationEvaluation(
         str(checkpoint),
         config.task,
@@ -136,7 +139,7 @@ def evaluate_translation(
 
 
 def _paired(
-    loaded: LoadedTranslator, data: PairedData, cache_dir: Path | None, pictures: Path | None
+    loaded: LoadedTranslator, data: PairedData, cache_dir: Path | None, pictures: Path | None, epochs: int
 ) -> tuple[PixelScores, FeatureDistance | None, int]:
     sources, targets = data.held_out
     outputs = translate(loaded.generator, sources)
@@ -154,6 +157,7 @@ def _paired(
         baseline=baseline[half],
         floor=targets[half],
         cache_dir=cache_dir,
+        epochs=epochs,
     )
     if pictures is not None:
         shown = _spread(len(sources))
@@ -162,7 +166,7 @@ def _paired(
 
 
 def _unpaired(
-    loaded: LoadedTranslator, data: UnpairedData, cache_dir: Path | None, pictures: Path | None
+    loaded: LoadedTranslator, data: UnpairedData, cache_dir: Path | None, pictures: Path | None, epochs: int
 ) -> tuple[FeatureDistance | None, int]:
     sources = data.held_out_a
     outputs = translate(loaded.generator, sources)
@@ -182,6 +186,7 @@ def _unpaired(
         baseline=plain_baseline(loaded.config, sources[:count]),
         floor=floor,
         cache_dir=cache_dir,
+        epochs=epochs,
     )
     if pictures is not None:
         shown = _spread(len(sources))
@@ -199,6 +204,7 @@ def _distances(
     baseline: torch.Tensor,
     floor: torch.Tensor,
     cache_dir: Path | None,
+    epochs: int,
 ) -> FeatureDistance | None:
     count = min(len(reference), len(model), len(floor))
     if count < 2:
@@ -210,7 +216,7 @@ def _distances(
         labels if labels is not None else torch.zeros(len(train_targets), dtype=torch.int64),
         names,
     )
-    network = images_feature_network(dataset, {**description, "feature_size": size}, cache_dir)
+    network = images_feature_network(dataset, {**description, "feature_size": size}, cache_dir, epochs=epochs)
 
     def embed(images: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(network.embed(resize(images[:count], size)))

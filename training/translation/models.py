@@ -25,7 +25,7 @@ def _norm(channels: int) -> nn.Module:
 
 
 class UNet(nn.Module):
-    """`depth` stride-2 convolutions down, as many transposed ones up, skip connections between them.
+    """`depth` stride-2 convolutions down, as many upsampling blocks up, skip connections between them.
 
     (N, C_in, H, W) -> (N, C_out, H, W); H and W must be multiples of 2**depth. The last layer is
     zero-initialised so that a residual generator starts as its plain baseline.
@@ -44,9 +44,7 @@ class UNet(nn.Module):
         for i in reversed(range(depth)):
             incoming = widths[i] if i == depth - 1 else 2 * widths[i]
             outgoing = widths[i - 1] if i > 0 else width
-            self.up.insert(
-                0, nn.Sequential(nn.ConvTranspose2d(incoming, outgoing, 4, 2, 1), _norm(outgoing), nn.ReLU())
-            )
+            self.up.insert(0, _upsampling_block(incoming, outgoing))
         self.out = nn.Conv2d(width + in_channels, out_channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)  # type: ignore[arg-type]  # Conv2d has a bias unless bias=False
@@ -61,6 +59,17 @@ class UNet(nn.Module):
             skip = skips[i]
             h = torch.cat([h, skip], dim=1)  # at i = 0 the skip is the input itself, full resolution
         return self.out(h)
+
+
+def _upsampling_block(incoming: int, outgoing: int) -> nn.Module:
+    """Double the side by repeating pixels, then a 3x3 convolution: no checkerboard pattern, which a
+    stride-2 transposed convolution leaves in flat regions (Odena et al. 2016), where it costs PSNR."""
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2.0, mode="nearest"),
+        nn.Conv2d(incoming, outgoing, 3, padding=1),
+        _norm(outgoing),
+        nn.ReLU(),
+    )
 
 
 class Pix2PixGenerator(nn.Module):
