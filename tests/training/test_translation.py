@@ -72,7 +72,7 @@ def _tensors(state: object) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("task", ["inpainting", "unpaired"])
 def test_a_resumed_run_is_bit_for_bit_the_uninterrupted_one(task: str, tmp_path: Path) -> None:
-    every = ["checkpoint_every=2", "log_every=1"]
+    every = ["checkpoint_every=2", "log_every=1", "optim.decay_from=0.5"]  # the schedule resumes too
     straight = train_translation(tiny(task, tmp_path / "straight", "steps=4", *every), progress=False)
     half = train_translation(tiny(task, tmp_path / "resumed", "steps=2", *every), progress=False)
     resumed = train_translation(
@@ -122,10 +122,14 @@ def test_the_transforms_make_the_inputs_each_task_describes() -> None:
 
 def test_held_out_patches_never_share_a_column_with_training_crops() -> None:
     columns = torch.arange(100, dtype=torch.float32).expand(3, 40, 100)  # each pixel holds its column
-    split = split_columns([columns], held_out_share=0.3, patch=16)
+    split = split_columns([columns], held_out_share=0.3)
     crops = random_crops(split.train, 16, 200, torch.Generator().manual_seed(0))
-    assert crops.max() < 70
-    assert grid_patches(split.held_out, 16).min() >= 0 and split.held_out[0].min() >= 70
+    assert crops.max() < 70 and grid_patches(split.held_out, 16).min() >= 70
+    banded = split_columns([columns], held_out_share=0.3, bands=2)  # [0, 35) [35, 50) | [50, 85) [85, 100)
+    train_columns = set(torch.cat([r[0, 0] for r in banded.train]).long().tolist())
+    held_columns = set(torch.cat([r[0, 0] for r in banded.held_out]).long().tolist())
+    assert not train_columns & held_columns and len(train_columns | held_columns) == 100
+    assert min(held_columns) == 35 and max(train_columns) == 84
     data = load_paired(translation_config(None, ["task=super-resolution"]))  # the shipped photos
     assert [r.shape[-1] for r in data.train_regions] == [448, 448]
     assert data.held_out[1].shape[1:] == (3, 32, 32) and data.held_out[0].shape[1:] == (3, 8, 8)

@@ -31,6 +31,7 @@ class TranslationData(_Frozen):
     folder: Path | None = None  # None: the shipped example; else your images (see the module docstring)
     patch_size: int = Field(32, ge=8, le=512)  # side of the target patches (whole images for paired/unpaired)
     held_out_share: float = Field(0.3, gt=0, lt=1)  # right-hand share of each photo's columns (or of the files)
+    bands: int = Field(1, ge=1, le=16)  # photos: split into this many column bands, each with its held-out right part
     channels: Literal[1, 3] = 3  # paired and unpaired folders: 1 reads them as grey
     hole_min: float = Field(0.25, gt=0, le=1)  # inpainting: a hole's side, as a share of the patch side
     hole_max: float = Field(0.5, gt=0, le=1)
@@ -47,6 +48,7 @@ class TranslationModel(_Frozen):
     depth: int = Field(4, ge=2, le=8)  # U-Net: stride-2 levels (the input side must be a multiple of 2**depth/scale)
     blocks: int = Field(6, ge=1, le=16)  # CycleGAN ResNet generator: residual blocks
     residual: bool = True  # U-Net adds to the plain baseline (bicubic, masked or grey input) instead of drawing it
+    norm: Literal["instance", "none"] = "instance"  # U-Net normalisation; none suits super-resolution (models.py)
     d_width: int = Field(32, ge=4, le=512)
     d_layers: int = Field(2, ge=1, le=5)  # PatchGAN stride-2 layers: receptive field 16 (1), 34 (2), 70 (3)
 
@@ -61,6 +63,7 @@ class TranslationOptim(_Frozen):
     identity_share: float = Field(0.5, ge=0)
     pool_size: int = Field(50, ge=0, le=10_000)  # CycleGAN image pools; 0 = D sees only the newest fakes
     ema_decay: float = Field(0.999, ge=0, lt=1)  # moving average of the generators (what is evaluated, exported)
+    decay_from: float = Field(1.0, ge=0, le=1)  # share of the steps after which both learning rates fall linearly to 0
 
 
 class TranslationConfig(_Frozen):

@@ -11,6 +11,7 @@ the right, so the evaluation sees pixels the model never trained on.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +71,7 @@ class UnpairedData:
 def load_paired(config: TranslationConfig) -> PairedData:
     if config.task == "paired":
         return _file_pairs(config)
-    split = split_columns(_photos(config), config.data.held_out_share, config.data.patch_size)
+    split = split_columns(_photos(config), config.data.held_out_share, config.data.bands)
     patch = config.data.patch_size
     held_targets = grid_patches(split.held_out, patch)
     held_sources = make_sources(config, held_targets, torch.Generator().manual_seed(HELD_OUT_SEED))
@@ -135,12 +136,19 @@ def sample_photos() -> list[torch.Tensor]:
     return [_to_tensor(np.asarray(image)) for image in load_sample_images().images]
 
 
-def split_columns(photos: list[torch.Tensor], held_out_share: float, patch: int) -> Split:
+def split_columns(photos: list[torch.Tensor], held_out_share: float, bands: int = 1) -> Split:
+    """Each photo cut into `bands` equal column bands; each band's right held_out_share is held out.
+
+    One band is a plain left/right split; more bands spread both sets over the whole photo, so
+    the held-out pixels are not all from one side (a blurred background, say) of the scene.
+    """
     train, held_out = [], []
     for photo in photos:
-        cut = train_columns(photo.shape[-1], held_out_share)
-        train.append(photo[..., :cut])
-        held_out.append(photo[..., cut:])
+        edges = [round(i * photo.shape[-1] / bands) for i in range(bands + 1)]
+        for start, end in itertools.pairwise(edges):
+            cut = start + train_columns(end - start, held_out_share)
+            train.append(photo[..., start:cut])
+            held_out.append(photo[..., cut:end])
     return Split(train, held_out)
 
 
@@ -176,14 +184,14 @@ def _photos(config: TranslationConfig) -> list[torch.Tensor]:
     folder = _folder(config)
     files = _image_files(folder, "data.folder")
     photos = [_to_tensor(np.asarray(_open(path).convert("RGB"))) for path in files]
-    patch, share = config.data.patch_size, config.data.held_out_share
+    patch, share, bands = config.data.patch_size, config.data.held_out_share, config.data.bands
     for path, photo in zip(files, photos, strict=True):
-        height, width = photo.shape[-2:]
-        cut = train_columns(width, share)
-        if height < patch or cut < patch or width - cut < patch:
+        regions = split_columns([photo], share, bands)
+        if any(min(region.shape[-2:]) < patch for region in regions.train + regions.held_out):
             raise DataError(
-                f"{path}: {height}x{width} is too small for data.patch_size={patch} with data.held_out_share="
-                f"{share} (both column regions need {patch} pixels); use larger images or a smaller data.patch_size"
+                f"{path}: {photo.shape[-2]}x{photo.shape[-1]} is too small for data.patch_size={patch} with "
+                f"data.held_out_share={share} and data.bands={bands} (every column region needs {patch} pixels); "
+                "use larger images, a smaller data.patch_size or fewer data.bands"
             )
     return photos
 

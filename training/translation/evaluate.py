@@ -151,7 +151,7 @@ def _paired(
     features = _distances(
         data.train_targets,
         None,
-        {"task": loaded.config.task, "data": loaded.config.data.model_dump(mode="json")},
+        {"targets": loaded.config.data.model_dump(mode="json", exclude={"hole_min", "hole_max"})},
         reference=targets[reference],
         model=outputs[half],
         baseline=baseline[half],

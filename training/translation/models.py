@@ -7,6 +7,8 @@ bicubic upsampling of super-resolution and the compositing of inpainting are ins
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,13 +17,15 @@ from service.translator_signature import INPUT_CHANNELS
 from training.translation.config import TranslationConfig
 
 LEAK = 0.2
+Norm = Literal["instance", "none"]
 MAX_WIDTH_FACTOR = 8  # U-Net and PatchGAN widths stop doubling at 8 x width
 
 
-def _norm(channels: int) -> nn.Module:
+def _norm(channels: int, kind: Norm = "instance") -> nn.Module:
     # Instance norm: the same in training and eval mode, and one image never changes another's output
-    # when the service batches requests together.
-    return nn.InstanceNorm2d(channels, affine=True)
+    # when the service batches requests together. "none" for super-resolution: on flat patches (sky)
+    # instance norm divides near-zero variations by their near-zero spread and turns them into texture.
+    return nn.InstanceNorm2d(channels, affine=True) if kind == "instance" else nn.Identity()
 
 
 class UNet(nn.Module):
@@ -31,20 +35,20 @@ class UNet(nn.Module):
     zero-initialised so that a residual generator starts as its plain baseline.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, width: int, depth: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, width: int, depth: int, norm: Norm = "instance") -> None:
         super().__init__()
         widths = [width * min(2**i, MAX_WIDTH_FACTOR) for i in range(depth)]
         self.down = nn.ModuleList()
         previous = in_channels
         for i, channels in enumerate(widths):
-            norm = _norm(channels) if 0 < i < depth - 1 else nn.Identity()  # innermost map may be 1x1
-            self.down.append(nn.Sequential(nn.Conv2d(previous, channels, 4, 2, 1), norm, nn.LeakyReLU(LEAK)))
+            normalise = _norm(channels, norm) if 0 < i < depth - 1 else nn.Identity()  # innermost map may be 1x1
+            self.down.append(nn.Sequential(nn.Conv2d(previous, channels, 4, 2, 1), normalise, nn.LeakyReLU(LEAK)))
             previous = channels
         self.up = nn.ModuleList()
         for i in reversed(range(depth)):
             incoming = widths[i] if i == depth - 1 else 2 * widths[i]
             outgoing = widths[i - 1] if i > 0 else width
-            self.up.insert(0, _upsampling_block(incoming, outgoing))
+            self.up.insert(0, _upsampling_block(incoming, outgoing, norm))
         self.out = nn.Conv2d(width + in_channels, out_channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)  # type: ignore[arg-type]  # Conv2d has a bias unless bias=False
@@ -61,13 +65,13 @@ class UNet(nn.Module):
         return self.out(h)
 
 
-def _upsampling_block(incoming: int, outgoing: int) -> nn.Module:
+def _upsampling_block(incoming: int, outgoing: int, norm: Norm) -> nn.Module:
     """Double the side by repeating pixels, then a 3x3 convolution: no checkerboard pattern, which a
     stride-2 transposed convolution leaves in flat regions (Odena et al. 2016), where it costs PSNR."""
     return nn.Sequential(
         nn.Upsample(scale_factor=2.0, mode="nearest"),
         nn.Conv2d(incoming, outgoing, 3, padding=1),
-        _norm(outgoing),
+        _norm(outgoing, norm),
         nn.ReLU(),
     )
 
@@ -83,12 +87,20 @@ class Pix2PixGenerator(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, width: int, depth: int, scale: int, masked: bool, residual: bool
+        self,
+        in_channels: int,
+        out_channels: int,
+        width: int,
+        depth: int,
+        scale: int,
+        masked: bool,
+        residual: bool,
+        norm: Norm = "instance",
     ) -> None:
         super().__init__()
         self.scale, self.masked, self.residual = scale, masked, residual
         self.out_channels = out_channels
-        self.unet = UNet(in_channels, out_channels, width, depth)
+        self.unet = UNet(in_channels, out_channels, width, depth, norm)
 
     def forward(self, source: torch.Tensor) -> torch.Tensor:
         x = source
@@ -209,7 +221,14 @@ def build_generator(config: TranslationConfig) -> nn.Module:
     if config.is_paired:
         masked = config.input_format == "rgb+mask"
         return Pix2PixGenerator(
-            in_channels, config.output_channels, model.width, model.depth, config.scale, masked, model.residual
+            in_channels,
+            config.output_channels,
+            model.width,
+            model.depth,
+            config.scale,
+            masked,
+            model.residual,
+            model.norm,
         )
     return ResnetGenerator(in_channels, config.output_channels, model.width, model.blocks)
 

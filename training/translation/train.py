@@ -97,7 +97,24 @@ def train_translation(
     return TranslationResult(out / CHECKPOINT, run.step, losses)
 
 
+def learning_rate_scale(config: TranslationConfig, step: int) -> float:
+    """1 until decay_from x steps, then linearly down to 0 at the last step (pix2pix's schedule)."""
+    start = config.optim.decay_from * config.steps
+    if step < start:
+        return 1.0
+    return max(0.0, 1.0 - (step - start) / max(1.0, config.steps - start))
+
+
+def set_learning_rates(run: Run, config: TranslationConfig) -> None:
+    """A function of the step alone, so a resumed run follows the same schedule."""
+    scale = learning_rate_scale(config, run.step)
+    for optimiser, base in ((run.opt_g, config.optim.lr_g), (run.opt_d, config.optim.lr_d)):
+        for group in optimiser.param_groups:
+            group["lr"] = base * scale
+
+
 def train_step(run: Run, config: TranslationConfig, data: Data) -> dict[str, float]:
+    set_learning_rates(run, config)
     a, b = data.draw(config.batch_size, run.batches)
     losses = paired_step(run, config, a, b) if config.is_paired else unpaired_step(run, config, a, b)
     if run.ema is not None:
