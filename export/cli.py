@@ -24,6 +24,7 @@ from export.parity import DEFAULT_SAMPLES, DEFAULT_TOLERANCE, ParityError, Parit
 from export.to_onnx import OPSET, ExportError, export_onnx
 from service.layout import MODEL_FILE
 from training.checkpoint import CheckpointError, load_generator
+from training.translation.checkpoint import is_translation_checkpoint
 
 
 @dataclass(frozen=True)
@@ -76,13 +77,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Convert a training checkpoint's generator to ONNX, check it against PyTorch, "
         "and publish it as a new version in a model repository.",
     )
-    parser.add_argument("checkpoint", type=Path, help="checkpoint.pt written by gan-train")
+    parser.add_argument("checkpoint", type=Path, help="checkpoint.pt written by gan-train or gan-translate")
     parser.add_argument("--repository", type=Path, default=Path("models"), help="model repository (models)")
     parser.add_argument("--name", required=True, help="model name, e.g. digits")
     parser.add_argument("--version", type=int, help="version number (default: newest + 1)")
     parser.add_argument("--parity-samples", type=int, default=DEFAULT_SAMPLES)
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="max abs error allowed")
-    parser.add_argument("--max-batch-size", type=int, help="written to the model's config.json")
+    parser.add_argument(
+        "--max-batch-size", type=int, help="written to the model's config.json (translators default to 16)"
+    )
+    parser.add_argument(
+        "--direction",
+        choices=["a2b", "b2a"],
+        default="a2b",
+        help="gan-translate CycleGAN checkpoints: which of the two generators (default a2b)",
+    )
     parser.add_argument("--max-queue-delay-ms", type=float, help="written to the model's config.json")
     return parser.parse_args(argv)
 
@@ -107,6 +116,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 model_config=model_config,
             )
             name, version, path, parity = tabular.name, tabular.version, tabular.path, tabular.parity
+        elif is_translation_checkpoint(args.checkpoint):
+            from export.translation import export_translation
+
+            translation = export_translation(
+                args.checkpoint,
+                args.repository,
+                check_name(args.name),
+                version=args.version,
+                direction=args.direction,
+                tolerance=args.tolerance,
+                model_config=model_config,
+            )
+            name, version, path, parity = translation.name, translation.version, translation.path, translation.parity
         else:
             result = export_checkpoint(
                 args.checkpoint,

@@ -4,6 +4,7 @@ gan-eval modes --mixture ring8 --samples generated.npy --json ring8.json --plot 
 gan-eval modes --mixture grid25 --self-test      # samples of the true mixture: the best score possible
 gan-eval images --checkpoint runs/digits/checkpoint.pt --json digits.json --plot digits.png
 gan-eval images --checkpoint runs/digits/checkpoint.pt --no-ema --samples 500
+gan-eval translation --checkpoint runs/sr/checkpoint.pt [--out runs/sr/eval]
 """
 
 from __future__ import annotations
@@ -37,7 +38,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     modes.add_argument("--plot", type=Path, help="write a scatter plot (PNG) here")
     add_images_parser(commands)
     add_tabular_parser(commands)
+    add_translation_parser(commands)
     return parser.parse_args(argv)
+
+
+def add_translation_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    translation = commands.add_parser(
+        "translation",
+        help="PSNR/SSIM and feature distance of a gan-translate checkpoint against its plain baseline",
+        description="Translate the held-out data of a gan-translate checkpoint's config and score it beside the "
+        "plain baseline (training/translation/evaluate.py says what each figure means). Writes translation.json "
+        "and examples.png (rows of input | baseline | output | target) into --out.",
+    )
+    translation.add_argument("--checkpoint", type=Path, required=True, help="gan-translate checkpoint.pt")
+    translation.add_argument(
+        "--out", type=Path, help="folder for the JSON and PNG (default: eval/ beside the checkpoint)"
+    )
+    translation.add_argument("--direction", choices=["a2b", "b2a"], default="a2b", help="CycleGAN: which generator")
+    translation.add_argument("--no-ema", dest="ema", action="store_const", const=False, help="the live generator")
+    translation.add_argument(
+        "--cache-dir", type=Path, help="where the feature network is cached (default: features/ beside the checkpoint)"
+    )
 
 
 def add_tabular_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -181,6 +202,18 @@ def run_tabular(args: argparse.Namespace) -> None:
         plot_columns(real, synthetic, specs, scores.per_column, args.plot)
 
 
+def run_translation(args: argparse.Namespace) -> None:
+    from training.translation.evaluate import evaluate_translation, report
+
+    out = args.out or args.checkpoint.parent / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    cache_dir = args.cache_dir or args.checkpoint.parent / "features"
+    result = evaluate_translation(args.checkpoint, cache_dir, out / "examples.png", args.direction, args.ema)
+    print(report(result))
+    (out / "translation.json").write_text(json.dumps(result.as_dict(), indent=2))
+    print(f"gan-eval: wrote {out / 'translation.json'} and {out / 'examples.png'}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -188,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_images(args)
         elif args.command == "tabular":
             run_tabular(args)
+        elif args.command == "translation":
+            run_translation(args)
         else:
             run_modes(args)
     except ValueError as exc:

@@ -131,8 +131,20 @@ def feature_network(
 ) -> FeatureNetwork:
     """The feature network of `data`: from `cache_dir` when trained before, else trained (and cached)."""
     loaded_as, dataset = labelled_images(data)  # conditional and unconditional runs on one dataset share a network
+    return images_feature_network(dataset, loaded_as.model_dump(mode="json"), cache_dir, seed, epochs)
+
+
+def images_feature_network(
+    dataset: ImageDataset,
+    description: dict[str, object],
+    cache_dir: Path | None = None,
+    seed: int = 0,
+    epochs: int = EPOCHS,
+) -> FeatureNetwork:
+    """The feature network of any in-memory images (square, side 8..128 a power of two), cached like
+    `feature_network`; `description` (JSON-able) says where the images came from and joins the cache key."""
     objective = objective_of(dataset)
-    key = cache_key(loaded_as, dataset, objective, seed, epochs)
+    key = cache_key(description, dataset, objective, seed, epochs)
     cache_file = cache_dir / f"features-{key[:16]}.pt" if cache_dir is not None else None
     cached = _read_cache(cache_file, key) if cache_file is not None else None
     if cached is not None:
@@ -140,14 +152,16 @@ def feature_network(
     net, accuracy = train_feature_net(dataset, objective, seed, epochs)
     names = dataset.class_names if objective == "classes" else []
     if cache_file is not None:
-        atomic_save(cache_file, _cache_content(net, key, objective, names, accuracy, data))
+        atomic_save(cache_file, _cache_content(net, key, objective, names, accuracy, dataset))
     return FeatureNetwork(net, objective, names, accuracy, cache_file, trained=True)
 
 
-def cache_key(data: DataConfig, dataset: ImageDataset, objective: Objective, seed: int, epochs: int) -> str:
-    """sha256 of this module's code, the data config, the training settings and the images themselves."""
+def cache_key(
+    description: dict[str, object], dataset: ImageDataset, objective: Objective, seed: int, epochs: int
+) -> str:
+    """sha256 of this module's code, the data's description, the training settings and the images themselves."""
     digest = hashlib.sha256(Path(__file__).read_bytes())
-    settings = {"data": data.model_dump(mode="json"), "objective": objective, "seed": seed, "epochs": epochs}
+    settings = {"data": description, "objective": objective, "seed": seed, "epochs": epochs}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     digest.update(json.dumps(dataset.class_names).encode())
     digest.update(dataset.images.numpy().tobytes())
@@ -196,7 +210,7 @@ def _accuracy(net: FeatureNet, images: torch.Tensor, targets: torch.Tensor) -> f
 
 
 def _cache_content(
-    net: FeatureNet, key: str, objective: Objective, names: list[str], accuracy: float, data: DataConfig
+    net: FeatureNet, key: str, objective: Objective, names: list[str], accuracy: float, dataset: ImageDataset
 ) -> dict[str, object]:
     return {
         "key": key,
@@ -204,8 +218,8 @@ def _cache_content(
         "objective": objective,
         "class_names": names,
         "held_out_accuracy": accuracy,
-        "channels": data.channels,
-        "image_size": data.image_size,
+        "channels": dataset.images.shape[1],
+        "image_size": dataset.images.shape[-1],
     }
 
 

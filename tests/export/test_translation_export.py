@@ -1,0 +1,121 @@
+"""gan-export of gan-translate checkpoints: ONNX that matches PyTorch at two sizes and describes itself."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from export.cli import main
+from export.translation import TranslationExport, example_sources, export_translation
+from service.translator_signature import TranslatorSignature
+from training.translation.checkpoint import load_translator
+from training.translation.cli import translation_config
+from training.translation.train import train_translation
+
+TOLERANCE = 1e-4  # max abs difference, outputs in [-1, 1]
+TINY = ["steps=2", "batch_size=2", "model.width=4", "model.d_width=4", "sample_every=1000"]
+RUNS = {
+    "sr": ["task=super-resolution", "data.patch_size=16", "model.depth=3"],  # inputs 4x4, multiples of 2
+    "inpaint": ["task=inpainting", "data.patch_size=16", "model.depth=2"],  # multiples of 4
+    "digits": ["task=unpaired", "data.patch_size=16", "data.channels=1", "model.blocks=1", "domains=[digits,bold]"],
+}
+
+
+@pytest.fixture(scope="module")
+def translators(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("translators")
+    checkpoints = {}
+    for name, overrides in RUNS.items():
+        config = translation_config(None, [*TINY, *overrides, f"out_dir={root / name}"])
+        checkpoints[name] = train_translation(config, progress=False).checkpoint
+    return checkpoints
+
+
+@pytest.fixture(scope="module")
+def exported(translators: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, TranslationExport]:
+    """Each tiny translator exported once into one repository (exporting takes seconds)."""
+    repository = tmp_path_factory.mktemp("repository")
+    return {name: export_translation(checkpoint, repository, name) for name, checkpoint in translators.items()}
+
+
+def session_of(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_onnxruntime_matches_pytorch_at_the_training_size_and_another(
+    name: str, translators: dict[str, Path], exported: dict[str, TranslationExport]
+) -> None:
+    result = exported[name]
+    assert result.path.parts[-3:] == (name, "1", "model.onnx")
+    assert result.parity.max_abs_error <= TOLERANCE and len(set(result.parity_sizes)) == 2
+    signature, session = result.signature, session_of(result.path)
+    generator = load_translator(translators[name]).generator
+    multiple = signature.size_multiple
+    for height, width in (signature.train_size, (3 * multiple, 5 * multiple)):  # a third size, checked here too
+        sources = example_sources(signature, 2, (height, width), seed=7)
+        (actual,) = session.run(["image"], {"source": sources.numpy()})
+        with torch.no_grad():
+            expected = generator(sources).numpy()
+        assert actual.shape == (2, signature.output_channels, height * signature.scale, width * signature.scale)
+        assert np.abs(actual - expected).max() <= TOLERANCE
+        assert actual.min() >= -1.0 and actual.max() <= 1.0
+
+
+def test_the_metadata_round_trips_and_the_repository_config_is_small(exported: dict[str, TranslationExport]) -> None:
+    result = exported["sr"]
+    session = session_of(result.path)
+    signature = TranslatorSignature.from_metadata(session.get_modelmeta().custom_metadata_map, "test")
+    assert signature == result.signature
+    assert (signature.task, signature.architecture, signature.input_format) == (
+        "super-resolution",
+        "pix2pix-unet",
+        "rgb",
+    )
+    assert (signature.scale, signature.size_multiple, signature.train_size) == (4, 2, (4, 4))
+    assert signature.dynamic_size and signature.value_range == (-1.0, 1.0) and len(signature.config_digest) == 64
+    (source,) = session.get_inputs()
+    assert source.name == "source" and source.shape[1] == 3
+    assert all(isinstance(dim, str) for dim in (source.shape[0], source.shape[2], source.shape[3])), "dynamic N, H, W"
+    config = json.loads((result.path.parents[1] / "config.json").read_text())
+    assert config["max_batch_size"] == 16
+    inpaint = exported["inpaint"].signature
+    assert (inpaint.input_format, inpaint.input_channels, inpaint.output_channels) == ("rgb+mask", 4, 3)
+
+
+def test_cyclegan_exports_either_direction(
+    translators: dict[str, Path], exported: dict[str, TranslationExport], tmp_path: Path
+) -> None:
+    forward = exported["digits"].signature
+    backward = export_translation(translators["digits"], tmp_path, "plain", direction="b2a").signature
+    assert (forward.task, backward.task) == ("digits-to-bold", "bold-to-digits")
+    assert forward.architecture == "cyclegan-resnet" and forward.input_format == "gray" and forward.size_multiple == 4
+
+
+@pytest.mark.parametrize("name", ["sr", "digits"])
+def test_a_size_that_is_not_a_multiple_is_refused(name: str, exported: dict[str, TranslationExport]) -> None:
+    """The signature names the problem (the service checks it first); onnxruntime itself fails too."""
+    result = exported[name]
+    signature = result.signature
+    odd = signature.train_size[0] + 1
+    assert signature.size_problem(odd, odd) is not None and signature.size_problem(*signature.train_size) is None
+    sources = example_sources(signature, 1, (odd, odd), seed=0).numpy()
+    with pytest.raises(Exception, match=r"(?i)(mismatch|must match|shape)"):  # onnxruntime's own Fail type
+        session_of(result.path).run(["image"], {"source": sources})
+
+
+def test_gan_export_detects_a_translator(
+    translators: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    arguments = [str(translators["inpaint"]), "--repository", str(tmp_path), "--name", "inpaint"]
+    assert main([*arguments, "--max-batch-size", "8"]) == 0
+    assert "published inpaint version 1" in capsys.readouterr().out
+    assert json.loads((tmp_path / "inpaint/config.json").read_text())["max_batch_size"] == 8
+    assert main([*arguments[:-1], "inpaint", "--direction", "b2a"]) == 2
+    assert "only translates a to b" in capsys.readouterr().err
