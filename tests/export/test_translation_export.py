@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -9,10 +10,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from PIL import Image
 
 from export.cli import main
 from export.translation import TranslationExport, example_sources, export_translation
+from gan_client.client import GeneratorClient
 from service.translator_signature import TranslatorSignature
+from tests.conftest import ServerThread
 from training.translation.checkpoint import load_translator
 from training.translation.cli import translation_config
 from training.translation.train import train_translation
@@ -119,3 +123,27 @@ def test_gan_export_detects_a_translator(
     assert json.loads((tmp_path / "inpaint/config.json").read_text())["max_batch_size"] == 8
     assert main([*arguments[:-1], "inpaint", "--direction", "b2a"]) == 2
     assert "only translates a to b" in capsys.readouterr().err
+
+
+def test_the_served_exports_translate_client_images(exported: dict[str, TranslationExport], tmp_path: Path) -> None:
+    """Train -> export -> serve -> gan_client: odd sizes come back scaled, an inpainter keeps the known pixels."""
+    repository = exported["sr"].path.parents[2]
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (10, 13, 3), dtype=np.uint8)  # neither side a multiple of the model's 2
+    alpha = np.full((12, 12), 255, dtype=np.uint8)
+    alpha[3:9, 4:10] = 0  # the hole
+    masked = np.dstack([rng.integers(0, 256, (12, 12, 3), dtype=np.uint8), alpha])
+    with ServerThread(model_repository=repository) as server, GeneratorClient(server.target) as client:
+        upscaled = client.translate("sr", [png(photo)], output="uint8").array
+        filled = client.translate("inpaint", [png(masked)], output="uint8").array
+    assert upscaled is not None and upscaled.shape == (1, 3, 40, 52)  # x4, cropped back from the padding
+    assert filled is not None and filled.shape == (1, 3, 12, 12)
+    known = alpha == 255
+    difference = np.abs(filled[0].transpose(1, 2, 0).astype(int) - masked[..., :3].astype(int))
+    assert difference[known].max() <= 1  # copied through the graph (uint8 rounding only)
+
+
+def png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
