@@ -13,7 +13,7 @@ import torch
 from training.checkpoint import CheckpointError
 from training.tabular.evaluate import evaluate_table, independent_columns, pair_trends, privacy
 from training.tabular.schema import SchemaError, infer_schema
-from training.tabular.synthesizer import TabularConfig, load_synthesizer, train_table
+from training.tabular.synthesizer import TabularConfig, effective_batch_size, load_synthesizer, train_table
 from training.tabular.transform import TableTransformer
 
 
@@ -136,3 +136,9 @@ def test_the_command_line_trains_samples_and_evaluates(tmp_path: Path, capsys: p
     assert picture.stat().st_size > 1000
     assert gan_eval([*tables, "--target", "nope"]) == 2
     assert "--target: 'nope' is not a column" in capsys.readouterr().err
+
+
+def test_a_batch_never_holds_more_rows_than_the_table() -> None:
+    assert effective_batch_size(500, 10, 124) == 120  # wine's training rows, to a multiple of pack
+    assert effective_batch_size(500, 10, 5000) == 500  # large tables keep the configured batch
+    assert effective_batch_size(500, 10, 7) == 10  # at least one packed group
