@@ -237,7 +237,8 @@ def translate(args: argparse.Namespace, client: GeneratorClient) -> None:
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"wrote {len(targets)} images of {result.model} version {result.version} to {args.out}")
+        noun = "image" if len(targets) == 1 else "images"
+        print(f"wrote {len(targets)} {noun} of {result.model} version {result.version} to {args.out}")
 
 
 def interpolate(args: argparse.Namespace, client: GeneratorClient) -> None:
