@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import random
 import subprocess
 import tempfile
 import zipfile
@@ -12,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from pydantic import ValidationError
 from torch import nn
@@ -20,6 +22,31 @@ from training.config import TrainConfig, config_digest
 from training.models import build_generator
 
 FORMAT = "gan-serving-checkpoint/1"
+
+
+def global_rng_state() -> dict[str, Any]:
+    """The process-wide random states a training run draws from (torch, CUDA, numpy, Python), picklable."""
+    numpy_state: tuple[Any, ...] = tuple(np.random.get_state())
+    _, keys, position, has_gauss, cached = numpy_state
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [keys.tolist(), int(position), int(has_gauss), float(cached)],
+        "python": random.getstate(),
+    }
+
+
+def restore_global_rng(rng: dict[str, Any], cuda: bool) -> None:
+    """Put back what `global_rng_state` saved; the CUDA states only when the run uses CUDA."""
+    torch.set_rng_state(rng["torch"])
+    if cuda and rng.get("cuda"):
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    np.random.set_state(("MT19937", np.asarray(rng["numpy"][0], dtype=np.uint32), *rng["numpy"][1:]))
+    random.setstate(_as_tuples(rng["python"]))
+
+
+def _as_tuples(value: Any) -> Any:
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, list | tuple) else value
 
 
 class CheckpointError(ValueError):

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from gan_client.grid import save_grid
 from training.acceleration import Forward, autocast, check_acceleration, forward_of
 from training.augment import diff_augment
-from training.checkpoint import code_version, load_checkpoint, save_checkpoint
+from training.checkpoint import code_version, global_rng_state, load_checkpoint, restore_global_rng, save_checkpoint
 from training.config import TrainConfig
 from training.data import DataError, ImageDataset, load_dataset
 from training.determinism import set_determinism
@@ -275,10 +275,7 @@ def checkpoint_state(run: Run, config: TrainConfig, dataset: ImageDataset) -> di
         "rng": {
             "batches": run.batches.get_state(),
             "noise": run.noise.get_state(),
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": _numpy_state(),
-            "python": random.getstate(),
+            **global_rng_state(),
         },
         "config": config.model_dump(mode="json"),
         "class_names": dataset.class_names,
@@ -297,11 +294,7 @@ def restore(run: Run, state: dict[str, Any], device: torch.device) -> None:
     rng = state["rng"]
     run.batches.set_state(rng["batches"])
     run.noise.set_state(rng["noise"])
-    torch.set_rng_state(rng["torch"])
-    if rng["cuda"] and device.type == "cuda":
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    np.random.set_state(("MT19937", np.asarray(rng["numpy"][0], dtype=np.uint32), *rng["numpy"][1:]))
-    random.setstate(_as_tuples(rng["python"]))
+    restore_global_rng(rng, cuda=device.type == "cuda")
 
 
 def fixed_inputs(config: TrainConfig, dataset: ImageDataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -376,13 +369,3 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def _numpy_state() -> list[Any]:
-    state: tuple[Any, ...] = tuple(np.random.get_state())
-    _, keys, position, has_gauss, cached = state
-    return [keys.tolist(), int(position), int(has_gauss), float(cached)]
-
-
-def _as_tuples(value: Any) -> Any:
-    return tuple(_as_tuples(v) for v in value) if isinstance(value, list | tuple) else value

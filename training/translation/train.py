@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import copy
 import csv
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from training.checkpoint import atomic_save, code_version
-from training.train import _as_tuples, _numpy_state, check_finite, ema_decay, seed_everything, update_ema
+from training.checkpoint import atomic_save, code_version, global_rng_state, restore_global_rng
+from training.train import check_finite, ema_decay, seed_everything, update_ema
 from training.translation.checkpoint import FORMAT, load_translation_checkpoint
 from training.translation.config import TranslationConfig, translation_digest
 from training.translation.data import PairedData, UnpairedData, load_paired, load_unpaired
@@ -236,9 +234,7 @@ def checkpoint_state(run: Run, config: TranslationConfig) -> dict[str, Any]:
         "rng": {
             "batches": run.batches.get_state(),
             "pools": run.pool_rng.get_state(),
-            "torch": torch.get_rng_state(),
-            "numpy": _numpy_state(),
-            "python": random.getstate(),
+            **global_rng_state(),
         },
         "config": config.model_dump(mode="json"),
         "config_digest": translation_digest(config),
@@ -259,9 +255,7 @@ def restore(run: Run, state: dict[str, Any]) -> None:
     rng = state["rng"]
     run.batches.set_state(rng["batches"])
     run.pool_rng.set_state(rng["pools"])
-    torch.set_rng_state(rng["torch"])
-    np.random.set_state(("MT19937", np.asarray(rng["numpy"][0], dtype=np.uint32), *rng["numpy"][1:]))
-    random.setstate(_as_tuples(rng["python"]))
+    restore_global_rng(rng, cuda=False)  # translation trains on the CPU
 
 
 class CsvLog:
