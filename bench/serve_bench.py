@@ -110,21 +110,26 @@ def ort_reference(path: Path, provider: str, batch_sizes: Sequence[int], seconds
     session = open_session(path, provider)
     print(f"in-process onnxruntime on {path.parent.parent.name} runs on {session.get_providers()[0]}", flush=True)
     info = describe(path)
-    rates = {}
-    for batch in batch_sizes:
-        feeds = feeds_for(info, batch)
+    return {batch: samples_per_second(session, feeds_for(info, batch), batch, seconds) for batch in batch_sizes}
+
+
+def samples_per_second(session: Any, feeds: dict[str, np.ndarray], batch: int, seconds: float) -> float:
+    """How many samples `session` makes per second running `feeds` (of `batch` rows) back to back."""
+    session.run(None, feeds)
+    runs, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
         session.run(None, feeds)
-        runs, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            session.run(None, feeds)
-            runs += 1
-        rates[batch] = runs * batch / (time.perf_counter() - started)
-    return rates
+        runs += 1
+    return runs * batch / (time.perf_counter() - started)
 
 
 def ort_latency_ms(path: Path, provider: str, repeats: int = 300) -> float:
     session = open_session(path, provider)
-    feeds = feeds_for(describe(path), 1)
+    return median_run_ms(session, feeds_for(describe(path), 1), repeats)
+
+
+def median_run_ms(session: Any, feeds: dict[str, np.ndarray], repeats: int) -> float:
+    """The median time of one `session.run` on `feeds`, after 20 warm-up runs."""
     for _ in range(20):
         session.run(None, feeds)
     times = []

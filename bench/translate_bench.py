@@ -19,17 +19,24 @@ import argparse
 import asyncio
 import io
 import multiprocessing
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from serve_bench import ROOT, Call, Load, closed_loop, open_session, start_server
+from serve_bench import (
+    ROOT,
+    Call,
+    Load,
+    closed_loop,
+    median_run_ms,
+    open_session,
+    samples_per_second,
+    start_server,
+)
 
 MODEL = "sr"
 CONCURRENCY = (1, 16)
@@ -81,22 +88,11 @@ def ort_reference(path: Path, provider: str, image: np.ndarray, seconds: float) 
     """In-process onnxruntime: images/s at each batch size of CONCURRENCY, and the batch-1 p50 in ms."""
     session = open_session(path, provider)
     source = (image.astype(np.float32) / 127.5 - 1.0)[None]
-    rates = {}
-    for batch in CONCURRENCY:
-        feeds = {"source": np.repeat(source, batch, axis=0)}
-        session.run(None, feeds)
-        runs, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            session.run(None, feeds)
-            runs += 1
-        rates[batch] = runs * batch / (time.perf_counter() - started)
-    feeds = {"source": source}
-    times = []
-    for _ in range(200):
-        started = time.perf_counter()
-        session.run(None, feeds)
-        times.append((time.perf_counter() - started) * 1000)
-    return rates, statistics.median(times)
+    rates = {
+        batch: samples_per_second(session, {"source": np.repeat(source, batch, axis=0)}, batch, seconds)
+        for batch in CONCURRENCY
+    }
+    return rates, median_run_ms(session, {"source": source}, 200)
 
 
 # --- the load client ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -25,6 +26,19 @@ from export.to_onnx import OPSET, ExportError, export_onnx
 from service.layout import MODEL_FILE
 from training.checkpoint import CheckpointError, load_generator
 from training.translation.checkpoint import is_translation_checkpoint
+
+
+class Published(Protocol):
+    """What every kind of export reports."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def path(self) -> Path: ...
+    @property
+    def parity(self) -> ParityReport: ...
 
 
 @dataclass(frozen=True)
@@ -101,57 +115,59 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.parity_samples < 1:
         print("gan-export: error: --parity-samples must be at least 1", file=sys.stderr)
         return 2
-    model_config = {"max_batch_size": args.max_batch_size, "max_queue_delay_ms": args.max_queue_delay_ms}
     try:
-        if is_tabular(args.checkpoint):
-            from export.tabular import export_tabular
-
-            tabular = export_tabular(
-                args.checkpoint,
-                args.repository,
-                check_name(args.name),
-                version=args.version,
-                samples=args.parity_samples,
-                tolerance=args.tolerance,
-                model_config=model_config,
-            )
-            name, version, path, parity = tabular.name, tabular.version, tabular.path, tabular.parity
-        elif is_translation_checkpoint(args.checkpoint):
-            from export.translation import export_translation
-
-            translation = export_translation(
-                args.checkpoint,
-                args.repository,
-                check_name(args.name),
-                version=args.version,
-                direction=args.direction,
-                tolerance=args.tolerance,
-                model_config=model_config,
-            )
-            name, version, path, parity = translation.name, translation.version, translation.path, translation.parity
-        else:
-            result = export_checkpoint(
-                args.checkpoint,
-                args.repository,
-                args.name,
-                version=args.version,
-                parity_samples=args.parity_samples,
-                tolerance=args.tolerance,
-                model_config=model_config,
-            )
-            name, version, path, parity = result.name, result.version, result.path, result.parity
+        result = publish(args)
     except (CheckpointError, RepositoryError) as exc:
         print(f"gan-export: error: {exc}", file=sys.stderr)
         return 2
     except (ParityError, ExportError) as exc:
         print(f"gan-export: error: {exc}", file=sys.stderr)
         return 1
+    parity = result.parity
     print(
-        f"gan-export: published {name} version {version} at {path} "
+        f"gan-export: published {result.name} version {result.version} at {result.path} "
         f"(parity: max abs error {parity.max_abs_error:.2e} over {parity.samples} samples, "
         f"tolerance {parity.tolerance:g})"
     )
     return 0
+
+
+def publish(args: argparse.Namespace) -> Published:
+    """Export the checkpoint as whichever kind it is: a tabular model, a translator or a generator."""
+    model_config = {"max_batch_size": args.max_batch_size, "max_queue_delay_ms": args.max_queue_delay_ms}
+    if is_tabular(args.checkpoint):
+        from export.tabular import export_tabular
+
+        return export_tabular(
+            args.checkpoint,
+            args.repository,
+            check_name(args.name),
+            version=args.version,
+            samples=args.parity_samples,
+            tolerance=args.tolerance,
+            model_config=model_config,
+        )
+    if is_translation_checkpoint(args.checkpoint):
+        from export.translation import export_translation
+
+        return export_translation(
+            args.checkpoint,
+            args.repository,
+            check_name(args.name),
+            version=args.version,
+            direction=args.direction,
+            tolerance=args.tolerance,
+            model_config=model_config,
+        )
+    return export_checkpoint(
+        args.checkpoint,
+        args.repository,
+        args.name,
+        version=args.version,
+        parity_samples=args.parity_samples,
+        tolerance=args.tolerance,
+        model_config=model_config,
+    )
 
 
 def is_tabular(path: Path) -> bool:

@@ -6,18 +6,16 @@ are numpy in service/tabular.py, shared with `gan-tabular sample`, so the servic
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import torch
 
 from export.model_repository import publish_version, staged_version, write_json, write_model_config
 from export.parity import ParityError, ParityReport
-from export.to_onnx import MAX_BATCH, OPSET, ExportError, set_metadata
+from export.to_onnx import MAX_BATCH, OPSET, write_program
 from service.layout import MODEL_FILE
 from service.tabular import CONDITION_INPUT, LATENT_INPUT, LOGITS_OUTPUT
 from training.tabular.synthesizer import Synthesizer, load_synthesizer
@@ -64,24 +62,9 @@ def write_onnx(synthesizer: Synthesizer, path: Path) -> None:
     spec = synthesizer.spec
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     example = (torch.zeros(2, spec.latent_dim), torch.zeros(2, spec.condition_dim))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            _Logits(synthesizer),
-            example,
-            input_names=[LATENT_INPUT, CONDITION_INPUT],
-            output_names=[LOGITS_OUTPUT],
-            opset_version=OPSET,
-            dynamo=True,
-            dynamic_shapes={"latent": {0: batch}, "condition": {0: batch}},
-            verbose=False,
-        )
-    if program is None:
-        raise ExportError("torch.onnx.export returned no program")
-    proto = program.model_proto
-    set_metadata(proto, spec.to_metadata())
-    onnx.checker.check_model(proto, full_check=True)
-    onnx.save_model(proto, str(path))
+    dynamic = {LATENT_INPUT: {0: batch}, CONDITION_INPUT: {0: batch}}
+    inputs, outputs = [LATENT_INPUT, CONDITION_INPUT], [LOGITS_OUTPUT]
+    write_program(_Logits(synthesizer), example, inputs, outputs, dynamic, spec.to_metadata(), path)
 
 
 def tabular_parity(synthesizer: Synthesizer, path: Path, samples: int, tolerance: float) -> ParityReport:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import onnx
 import torch
@@ -61,26 +62,39 @@ def export_onnx(loaded: LoadedGenerator, path: Path) -> Signature:
     """Write `loaded.generator` as an ONNX model at `path` and return the signature it carries."""
     signature = signature_of(loaded)
     module, example, dynamic = _traceable(loaded)
+    write_program(module, example, list(dynamic), [IMAGE_OUTPUT], dynamic, signature.to_metadata(), path)
+    return signature
+
+
+def write_program(
+    module: torch.nn.Module,
+    example: tuple[torch.Tensor, ...],
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_shapes: dict[str, dict[int, Any]],
+    metadata: dict[str, str],
+    path: Path,
+) -> None:
+    """Trace `module` with the dynamo exporter at OPSET, stamp `metadata`, check the model and save it."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not for our users
         program = torch.onnx.export(
             module,
             example,
-            input_names=list(dynamic),
-            output_names=[IMAGE_OUTPUT],
+            input_names=input_names,
+            output_names=output_names,
             opset_version=OPSET,
             dynamo=True,
-            dynamic_shapes=dynamic,
+            dynamic_shapes=dynamic_shapes,
             verbose=False,
         )
     if program is None:
         raise ExportError("torch.onnx.export returned no program")
     model = program.model_proto
-    set_metadata(model, signature.to_metadata())
+    set_metadata(model, metadata)
     onnx.checker.check_model(model, full_check=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(model, str(path))
-    return signature
 
 
 def _traceable(

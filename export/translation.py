@@ -10,18 +10,16 @@ training size and at a second, different allowed size.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import torch
 
 from export.model_repository import publish_version, staged_version, write_json, write_model_config
 from export.parity import DEFAULT_TOLERANCE, ParityError, ParityReport
-from export.to_onnx import MAX_BATCH, OPSET, VALUE_RANGE, ExportError, set_metadata
+from export.to_onnx import MAX_BATCH, OPSET, VALUE_RANGE, write_program
 from service.layout import MODEL_FILE
 from service.translator_signature import IMAGE_OUTPUT, SOURCE_INPUT, TranslatorSignature
 from training.translation.checkpoint import Direction, LoadedTranslator, load_translator
@@ -109,25 +107,10 @@ def write_translator_onnx(loaded: LoadedTranslator, path: Path) -> TranslatorSig
     height = multiple * torch.export.Dim("h_blocks", min=1, max=MAX_SIDE // multiple)
     width = multiple * torch.export.Dim("w_blocks", min=1, max=MAX_SIDE // multiple)
     example = (example_sources(signature, 2, signature.train_size, seed=0),)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not for our users
-        program = torch.onnx.export(
-            loaded.generator.eval(),
-            example,
-            input_names=[SOURCE_INPUT],
-            output_names=[IMAGE_OUTPUT],
-            opset_version=OPSET,
-            dynamo=True,
-            dynamic_shapes={"source": {0: batch, 2: height, 3: width}},
-            verbose=False,
-        )
-    if program is None:
-        raise ExportError("torch.onnx.export returned no program")
-    model = program.model_proto
-    set_metadata(model, signature.to_metadata())
-    onnx.checker.check_model(model, full_check=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save_model(model, str(path))
+    dynamic = {SOURCE_INPUT: {0: batch, 2: height, 3: width}}
+    write_program(
+        loaded.generator.eval(), example, [SOURCE_INPUT], [IMAGE_OUTPUT], dynamic, signature.to_metadata(), path
+    )
     return signature
 
 

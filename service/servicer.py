@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -28,6 +29,8 @@ from service.rows import MAX_STREAM_ROWS, RowsRequest, RowsResult, RowsService
 from service.rpc import Reply, deadline_of, observe, priority_from
 from service.sampling import random_seed
 from service.translation import RawPixels, SourceImage, TranslationRequest, TranslationService
+
+INLINE_FILL_BYTES = 1024 * 1024  # replies of larger images are encoded in a worker thread
 
 
 class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
@@ -68,8 +71,7 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
             started = time.perf_counter()
             result = await self._generation.generate(_generation_request(request), deadline_of(context))
             reply = _generate_response(result, request.output_format)
-            self._metrics.samples.labels(result.model.name).inc(len(result.samples))
-            result.model.stats.record_request(True, time.perf_counter() - started)
+            self._served(result.model, len(result.samples), started)
             return reply
 
         return await self._observe("Generate", request.model, context, handle)
@@ -84,8 +86,7 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
             reply = pb.InterpolateResponse(model=result.model.name, version=result.model.version)
             _fill_images(reply, result.samples, value_range, _output_format(request.output_format))
             reply.class_weights.extend(result.class_weights.ravel().tolist())
-            self._metrics.samples.labels(result.model.name).inc(len(result.samples))
-            result.model.stats.record_request(True, time.perf_counter() - started)
+            self._served(result.model, len(result.samples), started)
             return reply
 
         return await self._observe("Interpolate", request.model, context, handle)
@@ -96,9 +97,12 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
             output_format = _output_format(request.output_format)
             result = await self._translation.translate(_translation_request(request), deadline_of(context))
             reply = pb.TranslateResponse(model=result.model.name, version=result.model.version)
-            _fill_images(reply, result.images, result.signature.value_range, output_format)
-            self._metrics.samples.labels(result.model.name).inc(len(result.images))
-            result.model.stats.record_request(True, time.perf_counter() - started)
+            fill = (reply, result.images, result.signature.value_range, output_format)
+            if result.images.nbytes > INLINE_FILL_BYTES:  # encoding large images would hold the event loop up
+                await asyncio.to_thread(_fill_images, *fill)
+            else:
+                _fill_images(*fill)
+            self._served(result.model, len(result.images), started)
             return reply
 
         return await self._observe("Translate", request.model, context, handle)
@@ -110,8 +114,7 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
             started = time.perf_counter()
             result = await self._rows.generate(_rows_request(request), deadline_of(context))
             reply = _rows_response(result, offset=0)
-            self._metrics.samples.labels(result.model.name).inc(int(reply.rows))
-            result.model.stats.record_request(True, time.perf_counter() - started)
+            self._served(result.model, int(reply.rows), started)
             return reply
 
         return await self._observe("GenerateRows", request.model, context, handle)
@@ -131,6 +134,11 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
                 await context.write(_rows_response(result, offset))
 
         return await self._observe("GenerateRowsStream", request.model, context, handle)
+
+    def _served(self, model: ModelVersion, samples: int, started: float) -> None:
+        """A call that succeeded: count its samples and record it in the model's statistics."""
+        self._metrics.samples.labels(model.name).inc(samples)
+        model.stats.record_request(True, time.perf_counter() - started)
 
     async def _observe(
         self,

@@ -8,8 +8,8 @@ the batcher like any request, and cropped back to H * scale by W * scale.
 
 from __future__ import annotations
 
+import asyncio
 import io
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +21,7 @@ from service.repository import ModelVersion, Repository
 from service.translator_signature import IMAGE_OUTPUT, SOURCE_INPUT, TranslatorSignature
 
 FORMATS = ("PNG", "JPEG")
+INLINE_RAW_BYTES = 256 * 1024  # raw images up to this many bytes in all are converted on the event loop
 _MASK_THRESHOLD = 128  # alpha (or a uint8 mask) at or above this is a known pixel
 _MODES = {"gray": "L", "rgb": "RGB", "rgb+mask": "RGBA"}
 _RAW_DTYPES: dict[str, np.dtype] = {"uint8": np.dtype("u1"), "float32": np.dtype("<f4")}
@@ -86,10 +87,10 @@ class TranslationService:
                 "(GAN_TRANSLATE_MAX_IMAGES) per request"
             )
         model.batcher.check_room(count)
-        sources = [self._decode(f"images[{i}]", image, signature) for i, image in enumerate(request.images)]
-        height, width = _one_size(sources)
-        self._check_output_size(height, width, signature)
-        padded = pad_to_multiple(np.stack(sources), signature)
+        if _decodes_inline(request.images):
+            padded, (height, width) = self._sources(request.images, signature)
+        else:  # decoding a large or compressed image would hold the event loop (and every other call) up
+            padded, (height, width) = await asyncio.to_thread(self._sources, request.images, signature)
         priority = request.priority or model.config.priority
         model, outputs = await self._repository.submit(
             model, {SOURCE_INPUT: padded}, deadline, priority, pinned=request.version != 0
@@ -97,6 +98,15 @@ class TranslationService:
         out_height, out_width = signature.output_size(height, width)
         images = np.ascontiguousarray(outputs[IMAGE_OUTPUT][:, :, :out_height, :out_width])
         return TranslationResult(model=model, signature=signature, images=images)
+
+    def _sources(
+        self, images: tuple[SourceImage, ...], signature: TranslatorSignature
+    ) -> tuple[np.ndarray, tuple[int, int]]:
+        """The request's images as one padded (N, C_in, H', W') batch, and their (H, W)."""
+        sources = [self._decode(f"images[{i}]", image, signature) for i, image in enumerate(images)]
+        height, width = _one_size(sources)
+        self._check_output_size(height, width, signature)
+        return pad_to_multiple(np.stack(sources), signature), (height, width)
 
     def _decode(self, where: str, image: SourceImage, signature: TranslatorSignature) -> np.ndarray:
         """One image as the model's source (C_in, H, W) float32."""
@@ -120,14 +130,14 @@ class TranslationService:
     def _decode_encoded(self, where: str, data: bytes, signature: TranslatorSignature) -> np.ndarray:
         if not data:
             raise InvalidInput(f"{where}.encoded: empty; send PNG or JPEG bytes, or a raw image")
+        # No warnings.catch_warnings() here: it is not thread-safe, and large images decode in worker
+        # threads. Pillow only warns between MAX_IMAGE_PIXELS and twice that; our limit is checked next.
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                opened = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
-                width, height = opened.size
-                self._check_pixels(f"{where}.encoded", height, width)
-                opened.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            opened = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
+            width, height = opened.size
+            self._check_pixels(f"{where}.encoded", height, width)
+            opened.load()
+        except Image.DecompressionBombError as exc:
             # Pillow's own guard, at open, for sizes far beyond ours
             raise InvalidInput(
                 f"{where}.encoded: {exc}; the limit is {self._limits.max_pixels} pixels (GAN_TRANSLATE_MAX_PIXELS)"
@@ -168,6 +178,14 @@ class TranslationService:
         if not signature.dynamic_size and (height, width) != signature.train_size:
             train = f"{signature.train_size[0]}x{signature.train_size[1]}"
             raise InvalidInput(f"images: {height}x{width}; this model only takes {train} images (its train_size)")
+
+
+def _decodes_inline(images: tuple[SourceImage, ...]) -> bool:
+    """Small raw images are quicker to convert on the event loop than to hand to a thread and back."""
+    return (
+        all(isinstance(image, RawPixels) for image in images)
+        and sum(len(image.data) for image in images if isinstance(image, RawPixels)) <= INLINE_RAW_BYTES
+    )
 
 
 def _one_size(sources: list[np.ndarray]) -> tuple[int, int]:

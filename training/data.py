@@ -113,15 +113,17 @@ def _image_files(folder: Path) -> list[Path]:
 def _read_images(files: list[Path], config: DataConfig) -> torch.Tensor:
     mode = "L" if config.channels == 1 else "RGB"
     size = (config.image_size, config.image_size)
-    arrays = [np.asarray(_open(path).convert(mode).resize(size, Image.Resampling.BILINEAR)) for path in files]
+    arrays = [np.asarray(open_image(path).convert(mode).resize(size, Image.Resampling.BILINEAR)) for path in files]
     stacked = torch.from_numpy(np.stack(arrays).astype(np.float32) / 127.5 - 1.0)
     return stacked.unsqueeze(1) if config.channels == 1 else stacked.permute(0, 3, 1, 2).contiguous()
 
 
-def _open(path: Path) -> Image.Image:
+def open_image(path: Path, field: str | None = None) -> Image.Image:
+    """The decoded image at `path`; DataError (naming the config `field` when given) if it is unreadable."""
     try:
         image = Image.open(path)
         image.load()
     except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{path}: cannot read this image ({exc}); remove or replace it") from None
+        where = f"{field}: cannot read {path}" if field else f"{path}: cannot read this image"
+        raise DataError(f"{where} ({exc}); remove or replace it") from None
     return image

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from training.data import DIGITS_MAX, IMAGE_SUFFIXES, DataError, upsample_digits
+from training.data import DIGITS_MAX, IMAGE_SUFFIXES, DataError, open_image, upsample_digits
 from training.translation.config import SR_SCALE, TranslationConfig
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 luminance weights; they sum to 1, so [-1, 1] maps to [-1, 1]
@@ -183,7 +183,7 @@ def _photos(config: TranslationConfig) -> list[torch.Tensor]:
         return sample_photos()
     folder = _folder(config)
     files = _image_files(folder, "data.folder")
-    photos = [_to_tensor(np.asarray(_open(path).convert("RGB"))) for path in files]
+    photos = [_to_tensor(np.asarray(open_image(path, "data.folder").convert("RGB"))) for path in files]
     patch, share, bands = config.data.patch_size, config.data.held_out_share, config.data.bands
     for path, photo in zip(files, photos, strict=True):
         regions = split_columns([photo], share, bands)
@@ -249,17 +249,8 @@ def _image_files(folder: Path, field: str) -> list[Path]:
 def _read_files(files: list[Path], config: TranslationConfig) -> torch.Tensor:
     mode = "L" if config.data.channels == 1 else "RGB"
     size = (config.data.patch_size, config.data.patch_size)
-    arrays = [np.asarray(_open(p).convert(mode).resize(size, Image.Resampling.BICUBIC)) for p in files]
-    return torch.stack([_to_tensor(array) for array in arrays])
-
-
-def _open(path: Path) -> Image.Image:
-    try:
-        image = Image.open(path)
-        image.load()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"data.folder: cannot read {path} ({exc}); remove or replace it") from None
-    return image
+    images = [open_image(path, "data.folder").convert(mode).resize(size, Image.Resampling.BICUBIC) for path in files]
+    return torch.stack([_to_tensor(np.asarray(image)) for image in images])
 
 
 def _to_tensor(pixels: np.ndarray) -> torch.Tensor:
