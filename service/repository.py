@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from service import collector
 from service.batcher import Batcher, BatcherClosed, BatchPolicy, Inputs, Outputs, Priority
 from service.errors import InvalidInput, ModelLoadError, ModelNotFound, ModelUnavailable
 from service.layout import CONFIG_FILE, MODEL_FILE, MODEL_NAME_RULE, is_model_name, version_dirs
@@ -128,6 +129,7 @@ class Repository:
         self._retiring: set[asyncio.Task[None]] = set()
         self._poller: asyncio.Task[None] | None = None
         self._started = False
+        self._loaded_since_settled = False  # a version was loaded since the collector last settled
         self.on_change: Callable[[], None] | None = None  # called after the served set may have changed
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -186,8 +188,15 @@ class Repository:
         self._changed()
 
     def _changed(self) -> None:
+        if self._loaded_since_settled and self._started:
+            self._settle_collector()
         if self.on_change is not None:
             self.on_change()
+
+    def _settle_collector(self, *_: object) -> None:
+        """After a model change, and once retired versions are released (service/collector.py)."""
+        self._loaded_since_settled = False
+        collector.settle()
 
     async def _poll(self) -> None:
         while True:
@@ -329,6 +338,7 @@ class Repository:
         self._failed.pop((name, version), None)
         self._metrics.load_duration.labels(name).observe(time.perf_counter() - started)
         loaded.batcher.start()
+        self._loaded_since_settled = True
         states[version] = VersionState(name, version, READY)
         log.info("loaded %s version %d from %s on %s", name, version, loaded.runtime.path, loaded.runtime.provider)
         return loaded
@@ -375,6 +385,8 @@ class Repository:
             task = asyncio.get_running_loop().create_task(mv.batcher.close(), name=f"retire-{name}-{mv.version}")
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
+            if self._started:
+                task.add_done_callback(self._settle_collector)
             log.info("retiring %s version %d", name, mv.version)
 
 

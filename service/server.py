@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from gan.v1 import generator_pb2, generator_pb2_grpc
 from inference import grpc_service_pb2, grpc_service_pb2_grpc
+from service import collector
 from service.auth import TokenAuth, read_tokens
 from service.call_guard import CallGuard
 from service.generation import GenerationService
@@ -148,6 +149,7 @@ async def start_server(settings: Settings, registry: CollectorRegistry | None = 
         settings, server, grpc_port, metrics_port, repository, health_servicer, metrics, guard, metrics_http
     )
     repository.on_change = running.publish_health
+    collector.settle()  # what start-up loaded lives as long as the server: out of the collector's way
     log.info("serving gRPC on %s:%d, metrics on %s:%d", settings.host, grpc_port, settings.host, running.metrics_port)
     return running
 
