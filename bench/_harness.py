@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import itertools
 import json
 import multiprocessing
 import os
@@ -183,13 +184,29 @@ def free_port() -> int:
 
 
 def status_mib(pid: int, field_name: str) -> float | None:
-    """A memory line of /proc/<pid>/status (VmRSS, VmHWM) in MiB; None once the process is gone."""
+    """A memory line of /proc/<pid>/status (VmRSS, VmHWM) in MiB, summed with its children's (gan-serve's
+    workers; their VmHWM sum bounds the peak of the total); None once the process is gone."""
+    values = [_status_kib(p, field_name) for p in process_tree(pid)]
+    known = [v for v in values if v is not None]
+    return sum(known) / 1024 if values[0] is not None else None
+
+
+def _status_kib(pid: int, field_name: str) -> int | None:
     try:
         text = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return None
     match = re.search(rf"^{field_name}:\s+(\d+) kB", text, re.MULTILINE)
-    return int(match.group(1)) / 1024 if match else None
+    return int(match.group(1)) if match else None
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its direct children (a gan-serve supervisor's workers)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return [pid, *(int(child) for child in children)]
 
 
 class OtherCpu:
@@ -236,7 +253,11 @@ def _machine_busy_s() -> float:
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system, all threads) process `pid` used; 0 once it is gone."""
+    """CPU seconds (user + system, all threads) process `pid` and its children used; 0 once it is gone."""
+    return sum(_cpu_seconds(p) for p in process_tree(pid))
+
+
+def _cpu_seconds(pid: int) -> float:
     try:
         after_name = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
@@ -293,6 +314,7 @@ class LoadSpec:
     pause_after_error_s: float = 0.01  # closed loop: a client that got an error waits this long before its next call
     model: str = MODEL
     channel_options: tuple[tuple[str, Any], ...] = ()
+    channels: int = 1  # connections the calls are spread over
 
 
 def requests_by_code(metrics: Mapping[str, float], method: str) -> Counter[str]:
@@ -419,8 +441,13 @@ def _load_main(spec: LoadSpec, started: Any, stop: Any, queue: Any) -> None:
 async def _load(spec: LoadSpec, started_event: Any, stop: Any) -> LoadResult:
     import grpc
 
-    channel = grpc.aio.insecure_channel(spec.target, options=list(spec.channel_options))
-    calls = [make_call(channel, spec.model, spec.info, api, samples, spec.deadline_s) for api, samples in spec.mix]
+    # Each channel its own subchannel pool, so its own connection (gan-serve's workers take connections).
+    options = [*spec.channel_options, ("grpc.use_local_subchannel_pool", 1)]
+    channels = [grpc.aio.insecure_channel(spec.target, options=options) for _ in range(spec.channels)]
+    calls = [
+        spread([make_call(channel, spec.model, spec.info, api, samples, spec.deadline_s) for channel in channels])
+        for api, samples in spec.mix
+    ]
     started = time.monotonic()
     ends_at = started + spec.seconds if spec.seconds is not None else float("inf")
 
@@ -429,8 +456,20 @@ async def _load(spec: LoadSpec, started_event: Any, stop: Any) -> LoadResult:
 
     started_event.set()
     result = await drive_calls(calls, running, spec.rate, spec.concurrency, spec.drain_s, spec.pause_after_error_s)
-    await channel.close()
+    await asyncio.gather(*(channel.close() for channel in channels))
     return result
+
+
+def spread(per_channel: list[Call]) -> Call:
+    """One kind of call, sent over the channels in turn (call i of a kind: channel i % channels)."""
+    if len(per_channel) == 1:
+        return per_channel[0]
+    turn = itertools.count()
+
+    async def call(index: int) -> str:
+        return await per_channel[next(turn) % len(per_channel)](index)
+
+    return call
 
 
 async def drive_calls(

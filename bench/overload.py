@@ -1,7 +1,7 @@
 """Overload: open-loop traffic at a multiple of capacity against the real server's admission control.
 
     .venv/bin/python bench/overload.py [--seconds 10] [--factor 4] [--deadline 1.0] [--max-queue-size 256]
-                                       [--model digits] [--count 1]
+                                       [--model digits] [--count 1] [--workers 1] [--channels 1]
 
 It builds the model (serve_bench.build_repository), gives it a config.json with a bounded
 queue (max_queue_size samples; beyond it a call gets RESOURCE_EXHAUSTED at once), and
@@ -32,7 +32,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from _harness import (
@@ -79,7 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = {"max_batch_size": args.max_batch_size, "max_queue_delay_ms": 2, "max_queue_size": args.max_queue_size}
     repository, info = build_model(workdir, config, args.model)
     print(f"{args.model}/config.json: {config}", flush=True)
-    server = launch_server(repository, workdir / "server.log", env={"GAN_LOG_LEVEL": "WARNING"})
+    print(f"gan-serve with {args.workers} worker(s); load over {args.channels} connection(s)", flush=True)
+    env = {"GAN_LOG_LEVEL": "WARNING", "GAN_WORKERS": str(args.workers)}
+    server = launch_server(repository, workdir / "server.log", env=env)
     try:
         capacity = measure_capacity(server, info, args)
         run = overload(server, info, capacity * args.factor, args)
@@ -105,6 +107,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--count", type=int, default=1, help="samples per Generate call")
     parser.add_argument("--max-queue-size", type=int, default=256, help="the model's queue bound, in samples")
     parser.add_argument("--max-batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=1, help="gan-serve --workers: server processes on the port")
+    parser.add_argument("--channels", type=int, default=1, help="connections the load is spread over")
     parser.add_argument("--rejection-p99-ms", type=float, default=5.0, help="target for rejected calls' p99")
     parser.add_argument(
         "--rss-growth-mib", type=float, default=100.0, help="target: peak RSS under load <= RSS before + this"
@@ -116,9 +120,9 @@ def measure(
     server: Server, info: dict[str, object], args: argparse.Namespace, concurrency: int, seconds: float
 ) -> LoadResult:
     """Closed-loop Generate calls of args.count samples (deadline 30 s) for `seconds`."""
-    spec = LoadSpec(
-        server.target, info, (("gan.v1", args.count),), 30.0, seconds=seconds, concurrency=concurrency, model=args.model
-    )
+    mix = (("gan.v1", args.count),)
+    spec = LoadSpec(server.target, info, mix, 30.0, seconds=seconds, concurrency=concurrency, model=args.model)
+    spec = replace(spec, channels=args.channels)
     return run_load(spec)
 
 
@@ -152,6 +156,7 @@ def overload(server: Server, info: dict[str, object], rate: float, args: argpars
         rate=rate,
         drain_s=args.deadline + 5,
         model=args.model,
+        channels=args.channels,
     )
     handled_before = requests_by_code(server.metrics(), "Generate")
     before = server.rss_mib() or float("nan")

@@ -1,6 +1,7 @@
 """Serving benchmark: the real server against in-process onnxruntime and a null V2 server.
 
     .venv/bin/python bench/serve_bench.py [--seconds 4] [--concurrency 1 8 32 64] [--provider auto]
+                                          [--workers 1] [--channels 1]
 
 It exports two generators through our own export step (weights from one training step;
 speed does not depend on them): the standard 64x64 RGB DCGAN (ngf=64, about 3.6 M
@@ -15,6 +16,8 @@ measures two references and prints the ratios to them:
   client (the ceiling of Python gRPC plus the load client on these cores).
 
 The client, server and references share the machine's cores, as the targets assume.
+With --workers N the server runs N processes on its port (gan-serve --workers); they share
+client connections, so give the client several (--channels, used for the null server too).
 """
 
 from __future__ import annotations
@@ -193,34 +196,49 @@ def null_server(port_file: str) -> None:
 # --- the load client ---------------------------------------------------------------------------
 
 
-def drive(target: str, api: str, model: str, info: dict[str, object], concurrency: int, seconds: float) -> Load:
-    """In a separate process: `concurrency` closed-loop clients for `seconds` after a warm-up."""
+@dataclass(frozen=True)
+class Client:
+    """The load: `concurrency` closed-loop clients spread over `channels` connections."""
+
+    concurrency: int
+    channels: int = 1
+
+
+def drive(target: str, api: str, model: str, info: dict[str, object], client: Client, seconds: float) -> Load:
+    """In a separate process: the client's closed loops for `seconds` after a warm-up."""
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        result: Load = pool.apply(_drive, (target, api, model, info, concurrency, seconds))
+        result: Load = pool.apply(_drive, (target, api, model, info, client, seconds))
     return result
 
 
-def _drive(target: str, api: str, model: str, info: dict[str, object], concurrency: int, seconds: float) -> Load:
-    return asyncio.run(_closed_loop(target, api, model, info, concurrency, seconds))
+def _drive(target: str, api: str, model: str, info: dict[str, object], client: Client, seconds: float) -> Load:
+    return asyncio.run(_closed_loop(target, api, model, info, client, seconds))
 
 
 async def _closed_loop(
-    target: str, api: str, model: str, info: dict[str, object], concurrency: int, seconds: float
+    target: str, api: str, model: str, info: dict[str, object], client: Client, seconds: float
 ) -> Load:
     def make_call(channel: Any) -> Call:
         return _generate_call(channel, model) if api == "gan.v1" else _infer_call(channel, model, info)
 
-    return await closed_loop(target, make_call, concurrency, seconds)
+    return await closed_loop(target, make_call, client.concurrency, seconds, client.channels)
 
 
-async def closed_loop(target: str, make_call: Callable[[Any], Call], concurrency: int, seconds: float) -> Load:
-    """`concurrency` clients, each sending its next call (`make_call(channel)(seed)`) when the last is answered."""
+async def closed_loop(
+    target: str, make_call: Callable[[Any], Call], concurrency: int, seconds: float, channels: int = 1
+) -> Load:
+    """`concurrency` clients, each sending its next call (`make_call(channel)(seed)`) when the last is answered.
+
+    Client i uses connection i % `channels`: each channel has its own subchannel pool, so its own
+    TCP connection (grpc would share one otherwise); gan-serve's workers each take connections.
+    """
     import grpc
 
     limit = 64 * 1024 * 1024  # translation replies can be large
     options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
-    channel = grpc.aio.insecure_channel(target, options=options)
-    call = make_call(channel)
+    options.append(("grpc.use_local_subchannel_pool", 1))
+    opened = [grpc.aio.insecure_channel(target, options=options) for _ in range(channels)]
+    calls = [make_call(channel) for channel in opened]
     latencies: list[float] = []
     errors = 0
     measuring = False
@@ -228,6 +246,7 @@ async def closed_loop(target: str, make_call: Callable[[Any], Call], concurrency
 
     async def client(index: int) -> None:
         nonlocal errors
+        call = calls[index % channels]
         seed = index * 1_000_000
         while not stop:
             seed += 1
@@ -247,7 +266,7 @@ async def closed_loop(target: str, make_call: Callable[[Any], Call], concurrency
     measuring, elapsed = False, time.perf_counter() - started
     stop = True
     await asyncio.gather(*tasks)
-    await channel.close()
+    await asyncio.gather(*(channel.close() for channel in opened))
     return Load(len(latencies), elapsed, latencies, errors)
 
 
@@ -292,9 +311,9 @@ def _infer_call(channel: Any, model: str, info: dict[str, object]) -> Call:
 # --- processes ---------------------------------------------------------------------------------
 
 
-def start_server(repository: Path, provider: str) -> tuple[subprocess.Popen[str], int]:
+def start_server(repository: Path, provider: str, workers: int = 1) -> tuple[subprocess.Popen[str], int]:
     env = {**os.environ, "GAN_PROVIDER": provider, "GAN_LOG_LEVEL": "WARNING"}
-    command = [sys.executable, "-m", "service", "--model-repository", str(repository)]
+    command = [sys.executable, "-m", "service", "--model-repository", str(repository), "--workers", str(workers)]
     command += ["--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0"]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert process.stdout is not None
@@ -330,6 +349,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--repository", type=Path, help="serve this model repository, exporting the models into it when missing"
     )
+    parser.add_argument("--workers", type=int, default=1, help="gan-serve --workers: server processes on the port")
+    parser.add_argument(
+        "--channels", type=int, default=1, help="connections the load client spreads its clients over (null server too)"
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
 
@@ -341,7 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_repository(repository, missing)
     infos = {name: describe(repository / name / "1" / "model.onnx") for name in args.models}
 
-    server, port = start_server(repository, args.provider)
+    print(f"gan-serve with {args.workers} worker(s); load client over {args.channels} connection(s)", flush=True)
+    server, port = start_server(repository, args.provider, args.workers)
     null_process, null_port = start_null_server(workdir)
     try:
         rows, references = measure(args, repository, infos, f"127.0.0.1:{port}", f"127.0.0.1:{null_port}")
@@ -352,6 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     missed = report(rows, references)
     if args.json:
         figures = {"cpu_count": os.cpu_count(), "provider": args.provider, "rows": [r.as_dict() for r in rows]}
+        figures["workers"], figures["channels"] = args.workers, args.channels
         figures["ort_samples_per_s"] = references.ort_samples_per_s
         figures["ort_batch1_p50_ms"] = references.ort_batch1_p50_ms
         args.json.write_text(json.dumps(figures, indent=2))
@@ -392,15 +417,13 @@ def measure(
         references.ort_batch1_p50_ms[name] = ort_latency_ms(path, args.provider)
         for api in ("gan.v1", "v2"):
             for concurrency in args.concurrency:
-                rows.append(
-                    Row(name, api, concurrency, drive(target, api, name, infos[name], concurrency, args.seconds))
-                )
+                load = drive(target, api, name, infos[name], Client(concurrency, args.channels), args.seconds)
+                rows.append(Row(name, api, concurrency, load))
                 print(format_row(rows[-1], references), flush=True)
     null_info: dict[str, object] = {"latent_dim": 64, "conditional": True}
     for concurrency in sorted({1, 64} & set(args.concurrency)):
-        rows.append(
-            Row("null", "v2", concurrency, drive(null_target, "v2", "null", null_info, concurrency, args.seconds))
-        )
+        load = drive(null_target, "v2", "null", null_info, Client(concurrency, args.channels), args.seconds)
+        rows.append(Row("null", "v2", concurrency, load))
         print(format_row(rows[-1], references), flush=True)
     return rows, references
 

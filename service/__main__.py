@@ -13,6 +13,7 @@ from pathlib import Path
 from service.errors import ModelLoadError
 from service.server import start_server
 from service.settings import Settings, SettingsError, load_settings
+from service.workers import READY_PREFIX, Supervisor, exit_with_parent
 
 log = logging.getLogger("service")
 
@@ -45,6 +46,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--intra-op-threads", type=int, help="default onnxruntime threads per session (0: its default)")
     parser.add_argument("--max-batch-size", type=int, help="default samples per session run (64)")
     parser.add_argument("--max-queue-delay-ms", type=float, help="default wait for a fuller batch (2.0)")
+    parser.add_argument("--workers", type=int, help="server processes sharing the gRPC port (1)")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
 
@@ -55,7 +57,10 @@ async def run(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    print(f"gan-serve: ready on port {server.grpc_port} (metrics on {server.metrics_port})", flush=True)
+    if settings.worker_index is None:
+        print(f"gan-serve: ready on port {server.grpc_port} (metrics on {server.metrics_port})", flush=True)
+    else:
+        print(f"{READY_PREFIX} {settings.worker_index}: ready on port {server.grpc_port}", flush=True)
     await stopping.wait()
     log.info("shutting down: finishing accepted requests within %.1f s", settings.grace_period_s)
     await server.stop()
@@ -69,7 +74,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"gan-serve: error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    worker = "" if settings.worker_index is None else f"worker {settings.worker_index} "
+    logging.basicConfig(level=settings.log_level, format=f"%(asctime)s %(levelname)s {worker}%(name)s: %(message)s")
+    if settings.workers > 1 and settings.worker_index is None:
+        try:
+            return Supervisor(settings, list(sys.argv[1:] if argv is None else argv)).run()
+        except OSError as exc:
+            print(f"gan-serve: error: {exc}", file=sys.stderr)
+            return 1
+    if settings.worker_index is not None:
+        exit_with_parent()
     try:
         asyncio.run(run(settings))
     except (ModelLoadError, OSError) as exc:

@@ -1,5 +1,10 @@
 """Prometheus collectors, registered on a registry the caller owns (tests use a fresh one).
 
+With several workers (service/workers.py) every worker writes these into prometheus_client's
+multiprocess folder and the supervisor serves their sum; gauges say how they combine
+(in flight and queues: summed over live workers; ready: the least ready worker; model
+ready: any worker). Without workers the mode is ignored.
+
 Units follow Prometheus conventions: seconds, samples, `_total` counters. Label values
 are bounded: `model` only takes names of models in the repository (or "unknown"),
 `method` the RPC names, `reason` the fixed set in REASONS, `phase` input/infer/output.
@@ -53,6 +58,7 @@ class Metrics:
             "gan_requests_in_flight",
             "gRPC requests being handled now.",
             ["method"],
+            multiprocess_mode="livesum",
             registry=registry,
         )
         self.request_duration = Histogram(
@@ -99,23 +105,27 @@ class Metrics:
             "gan_queue_depth_samples",
             "Samples waiting in the batcher of each model version.",
             ["model", "version"],
+            multiprocess_mode="livesum",
             registry=registry,
         )
         self.queue_capacity = Gauge(
             "gan_queue_capacity_samples",
             "Samples the batcher of each model version may queue (max_queue_size) before refusing requests.",
             ["model", "version"],
+            multiprocess_mode="livesum",
             registry=registry,
         )
         self.server_ready = Gauge(
             "gan_server_ready",
             "1 while every model the repository should serve has a ready version (strict readiness), else 0.",
+            multiprocess_mode="livemin",
             registry=registry,
         )
         self.model_ready = Gauge(
             "gan_model_ready",
             "1 for every model version that is loaded and serving, with the provider it runs on.",
             ["model", "version", "provider"],
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self.load_duration = Histogram(

@@ -380,8 +380,10 @@ class Repository:
     def _retire(self, name: str, versions: list[ModelVersion]) -> None:
         """Drain and release versions no longer served, in the background."""
         for mv in versions:
+            labels = (name, str(mv.version), mv.runtime.provider)
+            self._metrics.model_ready.labels(*labels).set(0)  # with workers, /metrics keeps a worker's last value
             with contextlib.suppress(KeyError):
-                self._metrics.model_ready.remove(name, str(mv.version), mv.runtime.provider)
+                self._metrics.model_ready.remove(*labels)
             task = asyncio.get_running_loop().create_task(mv.batcher.close(), name=f"retire-{name}-{mv.version}")
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)

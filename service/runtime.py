@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,6 +185,7 @@ def load_runtime(path: Path, settings: Settings, instances: int = 1, intra_op_th
     """Open `path` `instances` times with the configured providers and describe its tensors."""
     choice = choose_providers(settings)
     threads = settings.intra_op_threads if intra_op_threads is None else intra_op_threads
+    threads = threads or worker_threads(settings)
     sessions = [_open(path, settings, choice, threads) for _ in range(instances)]
     first = sessions[0]
     inputs = _specs(path, "input", [(i.name, i.type, i.shape) for i in first.get_inputs()])
@@ -213,6 +215,15 @@ def load_runtime(path: Path, settings: Settings, instances: int = 1, intra_op_th
     )
     _log_provider(runtime, choice, settings)
     return runtime
+
+
+def worker_threads(settings: Settings) -> int:
+    """Threads per session when none are configured: onnxruntime's default (0: one per core) for
+    one server process; with several workers, their share of the cores, so that N workers do not
+    start N thread pools of every core each and fight over them."""
+    if settings.workers <= 1:
+        return 0
+    return max(1, (os.cpu_count() or 1) // settings.workers)
 
 
 def session_options(settings: Settings, threads: int) -> ort.SessionOptions:

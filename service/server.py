@@ -42,7 +42,8 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
     return [
         ("grpc.max_send_message_length", settings.max_reply_mib * 2**20),
         ("grpc.max_receive_message_length", settings.max_request_mib * 2**20),
-        ("grpc.so_reuseport", 0),
+        # Only the workers of one supervisor share a port (service/workers.py checks it is free first).
+        ("grpc.so_reuseport", 0 if settings.worker_index is None else 1),
     ]
 
 
@@ -58,7 +59,7 @@ class RunningServer:
     health: health.aio.HealthServicer
     metrics: Metrics
     guard: CallGuard
-    _metrics_http: tuple[WSGIServer, Thread]
+    _metrics_http: tuple[WSGIServer, Thread] | None  # None in a worker: its supervisor serves /metrics
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def stop(self, grace: float | None = None) -> None:
@@ -75,10 +76,11 @@ class RunningServer:
         await self.guard.wait_for_running_calls(min(self.settings.drain_refuse_s, grace_s), deadline)
         await self.grpc_server.stop(max(0.0, deadline - loop.time()))
         await self.repository.close()
-        http_server, thread = self._metrics_http
-        http_server.shutdown()
-        http_server.server_close()
-        thread.join(timeout=5)
+        if self._metrics_http is not None:
+            http_server, thread = self._metrics_http
+            http_server.shutdown()
+            http_server.server_close()
+            thread.join(timeout=5)
 
     async def wait(self) -> None:
         await self.grpc_server.wait_for_termination()
@@ -139,18 +141,21 @@ async def start_server(settings: Settings, registry: CollectorRegistry | None = 
         tls = tls if credentials else ""
         raise OSError(f"cannot bind gRPC port {settings.host}:{settings.grpc_port}; is it in use? (GAN_GRPC_PORT){tls}")
 
-    metrics_http = start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.registry)
+    metrics_http = None
+    if settings.worker_index is None:
+        metrics_http = start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.registry)
     await server.start()
     await _set_health(health_servicer, repository.ready())
     await health_servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     metrics.server_ready.set(1 if repository.ready() else 0)
-    metrics_port = metrics_http[0].server_port
+    metrics_port = metrics_http[0].server_port if metrics_http is not None else 0
     running = RunningServer(
         settings, server, grpc_port, metrics_port, repository, health_servicer, metrics, guard, metrics_http
     )
     repository.on_change = running.publish_health
     collector.settle()  # what start-up loaded lives as long as the server: out of the collector's way
-    log.info("serving gRPC on %s:%d, metrics on %s:%d", settings.host, grpc_port, settings.host, running.metrics_port)
+    metrics_at = f"{settings.host}:{metrics_port}" if metrics_http is not None else "the supervisor"
+    log.info("serving gRPC on %s:%d, metrics on %s", settings.host, grpc_port, metrics_at)
     return running
 
 

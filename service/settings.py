@@ -92,6 +92,15 @@ class Settings(BaseSettings):
     drain_refuse_s: float = Field(
         1.0, ge=0, le=600, description="On SIGTERM, answer new calls UNAVAILABLE for at least this long, then close"
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Server processes sharing the gRPC port (SO_REUSEPORT): each takes its own client connections",
+    )
+    worker_index: int | None = Field(
+        None, ge=0, description="Set by gan-serve for each of its workers (not by hand): share the port, no /metrics"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
@@ -100,6 +109,11 @@ class Settings(BaseSettings):
             raise ValueError("tls_cert_file and tls_key_file: give both to serve TLS, or neither")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("tls_client_ca_file: mutual TLS needs tls_cert_file and tls_key_file too")
+        if self.workers > 1 and self.model_control_mode == "explicit":
+            raise ValueError(
+                "model_control_mode explicit needs workers 1 (GAN_MODEL_CONTROL_MODE, GAN_WORKERS): a load or unload "
+                "request would reach one worker only; with several workers use poll"
+            )
         return self
 
 

@@ -1,0 +1,214 @@
+"""Several server processes on one gRPC port (`GAN_WORKERS` > 1): the supervisor.
+
+One Python process answers at most a few thousand calls a second, whatever the hardware: its
+event loop runs gRPC's per-call work one call at a time (on an H100 the single process served
+~2,000 one-sample calls/s while onnxruntime could compute 67,000 samples/s). With `workers` N,
+`gan-serve` becomes a supervisor that starts N complete servers (`python -m service` with
+`worker_index` set). They bind the same port with SO_REUSEPORT, so the kernel spreads client
+*connections* across them: a client with one channel talks to one worker, many clients (or a
+client with several channels) use them all. What the supervisor does:
+
+- checks that the port is free before any worker binds it (SO_REUSEPORT would otherwise let a
+  stale server share it silently);
+- serves /metrics for all workers: they write their metrics into a shared folder
+  (prometheus_client's multiprocess mode) and counters and histograms are summed;
+- prints its ready line once every worker is ready;
+- restarts a worker that dies, after a pause;
+- on SIGTERM or SIGINT passes SIGTERM on: every worker drains (new calls UNAVAILABLE, accepted
+  ones answered) and the supervisor exits 0 when all of them did.
+
+Each worker loads every model itself (memory and, on a GPU, a CUDA context per worker) and
+batches only its own calls. Explicit model control is refused with several workers (a load
+request would reach one of them); poll mode keeps them all in step with the disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+READY_PREFIX = "gan-serve worker"
+RESTART_PAUSE_S = 1.0
+START_TIMEOUT_S = 600.0  # loading and warming every model; a worker that takes longer is stopped
+
+
+@dataclass
+class Worker:
+    index: int
+    process: subprocess.Popen[str]
+    ready: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, argv: list[str]) -> None:
+        self.settings = settings
+        self._argv = argv
+        self._port = 0
+        self._metrics_dir, self._own_metrics_dir = metrics_folder()
+        self._workers: list[Worker] = []
+        self._stopping = threading.Event()
+
+    def run(self) -> int:
+        """Start the workers, serve /metrics, supervise until SIGTERM; the exit code."""
+        try:
+            self._port = reserve_port(self.settings.host, self.settings.grpc_port)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, self._on_signal)
+            self._workers = [self._start(index) for index in range(self.settings.workers)]
+            if not self._wait_until_ready():
+                self._stop_workers()
+                return 1
+            metrics_port = serve_metrics(self._metrics_dir, self.settings.host, self.settings.metrics_port)
+            print(f"gan-serve: ready on port {self._port} (metrics on {metrics_port})", flush=True)
+            log.info("%d workers serving gRPC on %s:%d", len(self._workers), self.settings.host, self._port)
+            self._supervise()
+            return self._stop_workers()
+        finally:
+            if self._own_metrics_dir:
+                shutil.rmtree(self._metrics_dir, ignore_errors=True)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._stopping.set()
+
+    def _start(self, index: int) -> Worker:
+        command = [sys.executable, "-m", "service", *self._argv, "--grpc-port", str(self._port)]
+        env = {**os.environ, METRICS_DIR_ENV: str(self._metrics_dir), "GAN_WORKER_INDEX": str(index)}
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True, start_new_session=True)
+        worker = Worker(index, process)
+        threading.Thread(target=_follow_output, args=(worker,), daemon=True, name=f"worker-{index}-out").start()
+        log.info("started worker %d (pid %d)", index, process.pid)
+        return worker
+
+    def _wait_until_ready(self) -> bool:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not all(worker.ready.is_set() for worker in self._workers):
+            failed = [w for w in self._workers if w.process.poll() is not None]
+            if failed or self._stopping.is_set() or time.monotonic() > deadline:
+                why = f"worker {failed[0].index} exited with code {failed[0].process.returncode}" if failed else ""
+                print(f"gan-serve: error: the workers did not all start; {why or 'stopped'}", file=sys.stderr)
+                return False
+            time.sleep(0.05)
+        return True
+
+    def _supervise(self) -> None:
+        """Until a stop signal: replace workers that die."""
+        while not self._stopping.wait(0.2):
+            for position, worker in enumerate(self._workers):
+                if worker.process.poll() is None:
+                    continue
+                log.error(
+                    "worker %d (pid %d) exited with code %s; restarting it",
+                    worker.index,
+                    worker.pid,
+                    worker.process.returncode,
+                )
+                mark_dead(self._metrics_dir, worker.pid)
+                if self._stopping.wait(RESTART_PAUSE_S):
+                    return
+                self._workers[position] = self._start(worker.index)
+
+    def _stop_workers(self) -> int:
+        """SIGTERM every worker, wait out its drain; 0 when every one exited 0."""
+        for worker in self._workers:
+            if worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.settings.grace_period_s + self.settings.drain_refuse_s + 10
+        codes = []
+        for worker in self._workers:
+            try:
+                codes.append(worker.process.wait(max(0.1, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                log.error("worker %d (pid %d) did not stop in time; killing it", worker.index, worker.pid)
+                worker.process.kill()
+                codes.append(worker.process.wait())
+        log.info("all workers stopped (exit codes %s)", codes)
+        return 0 if all(code == 0 for code in codes) else 1
+
+
+def metrics_folder() -> tuple[Path, bool]:
+    """Where the workers write their metrics, and whether it is ours to delete at exit.
+
+    PROMETHEUS_MULTIPROC_DIR when the operator set it (its old files are removed: they would
+    be added to the new counts), else a new temporary folder.
+    """
+    given = os.environ.get(METRICS_DIR_ENV)
+    if not given:
+        return Path(tempfile.mkdtemp(prefix="gan-metrics-")), True
+    folder = Path(given)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()
+    return folder, False
+
+
+def reserve_port(host: str, port: int) -> int:
+    """The port the workers will share: `port`, checked free, or a free one when it is 0.
+
+    Raises OSError naming the setting when it is taken: the workers bind with SO_REUSEPORT,
+    which would let them share a port with another server of the same user without a word.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise OSError(f"cannot bind gRPC port {host}:{port}; is it in use? (GAN_GRPC_PORT): {exc}") from None
+        return int(probe.getsockname()[1])
+
+
+def serve_metrics(folder: Path, host: str, port: int) -> int:
+    """/metrics summing every worker's metrics; the port it listens on."""
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(folder))
+    server, _ = start_http_server(port, addr=host, registry=registry)
+    return int(server.server_port)
+
+
+def mark_dead(folder: Path, pid: int) -> None:
+    """Drop a dead worker's live gauges (in flight, queue depth, readiness) from /metrics."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, str(folder))
+
+
+def exit_with_parent() -> None:
+    """In a worker: get SIGTERM (and so drain) if the supervisor dies, even by SIGKILL (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+
+
+def _follow_output(worker: Worker) -> None:
+    """A worker's stdout: its ready line sets `ready`; anything else is passed through."""
+    assert worker.process.stdout is not None
+    for line in worker.process.stdout:
+        if line.startswith(READY_PREFIX):
+            worker.ready.set()
+        else:
+            sys.stdout.write(line)

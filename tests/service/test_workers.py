@@ -1,0 +1,172 @@
+"""gan-serve --workers: several processes on one port, one /metrics, one drain, crashed workers replaced."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from gan.v1 import generator_pb2 as pb
+from gan.v1 import generator_pb2_grpc as pb_grpc
+from tests.service.test_repository_live import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT workers: Linux")
+
+
+@dataclass
+class Supervisor:
+    process: subprocess.Popen[str]
+    port: int
+    metrics_port: int
+    metrics_dir: Path
+
+    def workers(self) -> list[int]:
+        """Pids of the worker processes running now."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+        return [int(pid) for pid in children]
+
+    def scrape(self) -> str:
+        return urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).read().decode()
+
+
+def start(model_repository: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--model-repository", str(model_repository)]
+    return subprocess.Popen(
+        [*command, *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "GAN_PROVIDER": "cpu", **(env or {})},
+    )
+
+
+@contextmanager
+def supervisor(model_repository: Path, tmp_path: Path, workers: int = 2) -> Iterator[Supervisor]:
+    metrics_dir = tmp_path / "metrics"
+    process = start(
+        model_repository,
+        *("--workers", str(workers), "--grpc-port", "0", "--metrics-port", "0"),
+        env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "GAN_DRAIN_REFUSE_S": "0"},
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = re.search(r"ready on port (\d+) \(metrics on (\d+)\)", line)
+        if match is None:
+            process.kill()
+            raise AssertionError(f"gan-serve --workers did not start: {line!r} {process.communicate()[1]}")
+        yield Supervisor(process, int(match.group(1)), int(match.group(2)), metrics_dir)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+
+
+def generate_on_new_connections(port: int, connections: int, calls_each: int) -> int:
+    """Generate calls over `connections` separate TCP connections; the number answered."""
+    answered = 0
+    for index in range(connections):
+        # A channel of its own subchannel pool opens its own connection (grpc shares them otherwise).
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+            stub = pb_grpc.GeneratorServiceStub(channel)
+            for seed in range(calls_each):
+                stub.Generate(pb.GenerateRequest(model="noise", count=2, seed=index * 1000 + seed), timeout=30)
+                answered += 1
+    return answered
+
+
+def generate_calls_counted(metrics_text: str) -> float:
+    match = re.search(r'^gan_requests_total\{code="OK",method="Generate",model="noise"\} (\S+)$', metrics_text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def counted_by(pid: int, metrics_dir: Path, tmp_path: Path) -> float:
+    """The Generate calls one worker counted: its own metric files, summed alone."""
+    alone = Path(tempfile.mkdtemp(dir=tmp_path, prefix=f"worker-{pid}-"))
+    for path in metrics_dir.glob(f"*_{pid}.db"):
+        shutil.copy(path, alone / path.name)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(alone))
+    return generate_calls_counted(generate_latest(registry).decode())
+
+
+def test_workers_share_the_port_and_their_metrics_add_up(model_repository: Path, tmp_path: Path) -> None:
+    with supervisor(model_repository, tmp_path) as server:
+        workers = server.workers()
+        assert len(workers) == 2
+        sent = generate_on_new_connections(server.port, connections=16, calls_each=10)
+        per_worker = [counted_by(pid, server.metrics_dir, tmp_path) for pid in workers]
+        metrics = server.scrape()
+    assert sent == 160
+    assert all(count > 0 for count in per_worker), per_worker  # the kernel spread the connections
+    assert sum(per_worker) == sent
+    assert generate_calls_counted(metrics) == sent  # one /metrics for all workers
+    assert re.search(r"^gan_server_ready 1\.0$", metrics, re.M)
+    ready_line = r'^gan_model_ready\{model="noise",provider="CPUExecutionProvider",version="1"\} 1\.0$'
+    assert re.search(ready_line, metrics, re.M)
+
+
+def test_a_worker_that_dies_is_replaced(model_repository: Path, tmp_path: Path) -> None:
+    with supervisor(model_repository, tmp_path) as server:
+        first, second = server.workers()
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: first not in server.workers() and len(server.workers()) == 2, "a replacement worker")
+        replacement = next(pid for pid in server.workers() if pid != second)
+
+        def replacement_serves() -> bool:
+            assert generate_on_new_connections(server.port, connections=4, calls_each=1) == 4
+            return counted_by(replacement, server.metrics_dir, tmp_path) > 0
+
+        wait_for(replacement_serves, "the replacement worker to answer calls")
+
+
+def test_sigterm_drains_every_worker_and_exits_zero(model_repository: Path, tmp_path: Path) -> None:
+    with supervisor(model_repository, tmp_path) as server:
+        workers = server.workers()
+        generate_on_new_connections(server.port, connections=4, calls_each=2)
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=60) == 0
+        assert all(not Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def test_workers_stop_when_the_supervisor_is_killed(model_repository: Path, tmp_path: Path) -> None:
+    with supervisor(model_repository, tmp_path) as server:
+        workers = server.workers()
+        server.process.kill()
+        wait_for(lambda: all(not Path(f"/proc/{pid}").exists() for pid in workers), "orphaned workers to exit")
+
+
+def test_explicit_model_control_needs_one_worker(model_repository: Path) -> None:
+    process = start(model_repository, "--workers", "2", "--model-control-mode", "explicit", "--grpc-port", "0")
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert "GAN_WORKERS" in err and "GAN_MODEL_CONTROL_MODE" in err
+
+
+def test_a_port_in_use_is_refused_before_any_worker_starts(model_repository: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = start(model_repository, "--workers", "2", "--grpc-port", str(port), "--metrics-port", "0")
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert "GAN_GRPC_PORT" in err and "in use" in err
