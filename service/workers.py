@@ -44,7 +44,9 @@ log = logging.getLogger(__name__)
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 READY_PREFIX = "gan-serve worker"
-RESTART_PAUSE_S = 1.0
+RESTART_PAUSE_S = 1.0  # before restarting a worker; doubled (up to MAX_RESTART_PAUSE_S) while they die young
+MAX_RESTART_PAUSE_S = 30.0
+YOUNG_S = 10.0  # a worker that dies sooner than this after its start did not get going
 START_TIMEOUT_S = 600.0  # loading and warming every model; a worker that takes longer is stopped
 
 
@@ -53,6 +55,8 @@ class Worker:
     index: int
     process: subprocess.Popen[str]
     ready: threading.Event = field(default_factory=threading.Event)
+    started_at: float = field(default_factory=time.monotonic)
+    restart_pause_s: float = RESTART_PAUSE_S  # what the next restart of this slot waits
 
     @property
     def pid(self) -> int:
@@ -123,9 +127,13 @@ class Supervisor:
                     worker.process.returncode,
                 )
                 mark_dead(self._metrics_dir, worker.pid)
-                if self._stopping.wait(RESTART_PAUSE_S):
+                pause = worker.restart_pause_s
+                if self._stopping.wait(pause):
                     return
+                young = time.monotonic() - pause - worker.started_at < YOUNG_S
                 self._workers[position] = self._start(worker.index)
+                if young:  # crashing at start (a bad model, say): back off instead of spinning
+                    self._workers[position].restart_pause_s = min(2 * pause, MAX_RESTART_PAUSE_S)
 
     def _stop_workers(self) -> int:
         """SIGTERM every worker, wait out its drain; 0 when every one exited 0."""
