@@ -1,6 +1,7 @@
 """Mode coverage on Ring-8 and Grid-25: the plain GAN against the project's shipped recipe.
 
     .venv/bin/python bench/mode_coverage.py [--seeds 5] [--workers 2] [--json figures.json]
+    .venv/bin/python bench/mode_coverage.py --recipes plain pacgan4 --steps 400000 --seeds 1   # the paper's length
 
 Trains every (configuration, mixture, seed) with the configs under training/configs/
 (ring8_plain.yaml, grid25_plain.yaml: the PacGAN paper's plain GAN, a 4x400 batch-norm MLP
@@ -12,6 +13,8 @@ spread (standard deviation) and minimum of modes covered, the high-quality share
 reverse KL, and the wall time, and checks the shipped recipe against the targets:
 Ring-8 all 8 modes in every seed, >= 95 % HQ, KL <= 0.05; Grid-25 >= 24.5 modes on average and
 never below 23, >= 90 % HQ, KL <= 0.10. Exits 1 with --strict when a target is missed.
+The recipe pacgan4 is the plain GAN with the paper's packed discriminator (4 samples per
+decision); with --steps 400000 the plain and pacgan4 rows are the paper's full-length setting.
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ sys.path.insert(0, str(ROOT))
 
 CONFIGS = {  # (recipe, mixture) -> config file
     (recipe, mixture): ROOT / "training" / "configs" / f"{mixture}{suffix}.yaml"
-    for recipe, suffix in (("plain", "_plain"), ("shipped", ""))
+    for recipe, suffix in (("plain", "_plain"), ("pacgan4", "_plain"), ("shipped", ""))
     for mixture in ("ring8", "grid25")
 }
+OVERRIDES = {"pacgan4": ["model.pack=4"]}  # the paper's PacGAN4: the plain GAN with a packed discriminator
 SAMPLE_SEED = 10_000  # the latents scored are drawn from their own seed, not the training noise
 
 
@@ -52,8 +56,10 @@ class Result:
     seconds: float
 
 
-def run_one(recipe: str, mixture: str, seed: int, workdir: str) -> Result:
-    """Train one configuration with one seed on one CPU thread, then score 2,500 samples."""
+def run_one(
+    recipe: str, mixture: str, seed: int, workdir: str, steps: int | None = None, device: str = "cpu"
+) -> Result:
+    """Train one configuration with one seed on one CPU thread (or `device`), then score 2,500 samples."""
     import torch
 
     torch.set_num_threads(1)
@@ -62,7 +68,10 @@ def run_one(recipe: str, mixture: str, seed: int, workdir: str) -> Result:
     from training.train import generate, train
 
     out = Path(workdir) / f"{recipe}-{mixture}-{seed}"
-    config = load_config(CONFIGS[recipe, mixture], [f"seed={seed}", f"out_dir={out}", "device=cpu"])
+    overrides = [f"seed={seed}", f"out_dir={out}", f"device={device}", *OVERRIDES.get(recipe, [])]
+    if steps is not None:  # checkpoints and sample plots at every eighth of the run
+        overrides += [f"steps={steps}", f"checkpoint_every={max(1, steps // 8)}", f"sample_every={max(1, steps // 8)}"]
+    config = load_config(CONFIGS[recipe, mixture], overrides)
     started = time.perf_counter()
     result = train(config, progress=False)
     seconds = time.perf_counter() - started
@@ -134,7 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="runs at a time, one thread each")
-    parser.add_argument("--recipes", nargs="+", choices=["plain", "shipped"], default=["plain", "shipped"])
+    parser.add_argument("--recipes", nargs="+", choices=["plain", "pacgan4", "shipped"], default=["plain", "shipped"])
+    parser.add_argument("--steps", type=int, help="train every run this long (default: each config's own steps)")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for the paper's full length on a GPU")
     parser.add_argument("--mixtures", nargs="+", choices=["ring8", "grid25"], default=["ring8", "grid25"])
     parser.add_argument("--json", type=Path, help="also write every run's figures here")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
@@ -147,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     results: list[Result] = []
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        futures = [pool.submit(run_one, *job, workdir) for job in jobs]
+        futures = [pool.submit(run_one, *job, workdir, args.steps, args.device) for job in jobs]
         for future in as_completed(futures):
             r = future.result()
             results.append(r)
