@@ -82,7 +82,13 @@ class Supervisor:
             if not self._wait_until_ready():
                 self._stop_workers()
                 return 1
-            metrics_port = serve_metrics(self._metrics_dir, self.settings.host, self.settings.metrics_port)
+            try:
+                metrics_port = serve_metrics(self._metrics_dir, self.settings.host, self.settings.metrics_port)
+            except OSError as exc:
+                self._stop_workers()
+                port = self.settings.metrics_port
+                why = f"cannot serve /metrics on port {port}; is it in use? (GAN_METRICS_PORT): {exc}"
+                raise OSError(why) from None
             print(f"gan-serve: ready on port {self._port} (metrics on {metrics_port})", flush=True)
             log.info("%d workers serving gRPC on %s:%d", len(self._workers), self.settings.host, self._port)
             self._supervise()

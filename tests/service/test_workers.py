@@ -170,3 +170,14 @@ def test_a_port_in_use_is_refused_before_any_worker_starts(model_repository: Pat
         _, err = process.communicate(timeout=60)
     assert process.returncode == 1
     assert "GAN_GRPC_PORT" in err and "in use" in err
+
+
+def test_a_metrics_port_in_use_stops_the_workers_and_says_so(model_repository: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = start(model_repository, "--workers", "2", "--grpc-port", "0", "--metrics-port", str(port))
+        _, err = process.communicate(timeout=120)
+    assert process.returncode == 1
+    assert "GAN_METRICS_PORT" in err and "all workers stopped" in err
