@@ -142,7 +142,7 @@ def target_failures(mixture: str, results: list[Result]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="runs at a time, one thread each")
+    parser.add_argument("--workers", type=int, help="runs at a time, one thread each (default: cores; 1 on a GPU)")
     parser.add_argument("--recipes", nargs="+", choices=["plain", "pacgan4", "shipped"], default=["plain", "shipped"])
     parser.add_argument("--steps", type=int, help="train every run this long (default: each config's own steps)")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for the paper's full length on a GPU")
@@ -150,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write every run's figures here")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
+    if args.workers is None:  # one process per core on the CPU; on a GPU, one run at a time
+        args.workers = (os.cpu_count() or 1) if args.device == "cpu" else 1
 
     jobs = [(r, m, s) for r in args.recipes for m in args.mixtures for s in range(args.seeds)]
     jobs.sort(key=lambda job: job[0] != "plain")  # the slower plain runs first, so the pool ends together

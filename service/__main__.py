@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from service.errors import ModelLoadError
-from service.server import start_server
 from service.settings import Settings, SettingsError, load_settings
-from service.workers import READY_PREFIX, Supervisor, exit_with_parent
+from service.workers import METRICS_DIR_ENV, READY_PREFIX, SUPERVISOR_PID_ENV, Supervisor, exit_with_parent
 
 log = logging.getLogger("service")
 
@@ -52,6 +52,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 async def run(settings: Settings) -> None:
+    from service.server import start_server  # onnxruntime and grpc: after a worker's parent-death signal is set
+
     server = await start_server(settings)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -68,6 +70,8 @@ async def run(settings: Settings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if os.environ.get(SUPERVISOR_PID_ENV):
+        exit_with_parent()  # before anything slow: a worker must not outlive its supervisor
     args = parse_args(argv)
     try:
         settings = load_settings(**{key: value for key, value in vars(args).items()})
@@ -82,8 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as exc:
             print(f"gan-serve: error: {exc}", file=sys.stderr)
             return 1
-    if settings.worker_index is not None:
-        exit_with_parent()
+    if settings.worker_index is None and os.environ.get(METRICS_DIR_ENV):
+        print(
+            f"gan-serve: error: {METRICS_DIR_ENV} is set; gan-serve sets it for its own workers (GAN_WORKERS > 1). "
+            "Unset it: a single server process serves its own /metrics",
+            file=sys.stderr,
+        )
+        return 2
     try:
         asyncio.run(run(settings))
     except (ModelLoadError, OSError) as exc:

@@ -2,8 +2,8 @@
 
 With several workers (service/workers.py) every worker writes these into prometheus_client's
 multiprocess folder and the supervisor serves their sum; gauges say how they combine
-(in flight and queues: summed over live workers; ready: the least ready worker; model
-ready: any worker). Without workers the mode is ignored.
+(in flight and queues: summed over live workers; server and model ready: the least ready
+worker). Without workers the mode is ignored.
 
 Units follow Prometheus conventions: seconds, samples, `_total` counters. Label values
 are bounded: `model` only takes names of models in the repository (or "unknown"),
@@ -12,6 +12,8 @@ are bounded: `model` only takes names of models in the repository (or "unknown")
 
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -125,7 +127,7 @@ class Metrics:
             "gan_model_ready",
             "1 for every model version that is loaded and serving, with the provider it runs on.",
             ["model", "version", "provider"],
-            multiprocess_mode="livemax",
+            multiprocess_mode="livemin",
             registry=registry,
         )
         self.load_duration = Histogram(
@@ -145,6 +147,26 @@ class Metrics:
         # Label children per (method, model, code): labels() validates and locks on every call,
         # which adds up at thousands of requests per second. The label sets are bounded.
         self._request_children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
+
+    def retire(self, model: str, version: int, provider: str) -> None:
+        """A version left service: its readiness and queue gauges go to 0, and their series away.
+
+        With workers (prometheus_client's multiprocess mode) a series cannot be removed, only
+        zeroed: /metrics would otherwise keep the worker's last value for a version it dropped.
+        """
+        labels = (model, str(version))
+        for gauge, values in ((self.model_ready, (*labels, provider)), (self.queue_depth, labels)):
+            gauge.labels(*values).set(0)
+        self.queue_capacity.labels(*labels).set(0)
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            return
+        for gauge, values in (
+            (self.model_ready, (*labels, provider)),
+            (self.queue_depth, labels),
+            (self.queue_capacity, labels),
+        ):
+            with contextlib.suppress(KeyError):
+                gauge.remove(*values)
 
     def observer(self, model: str, version: int, stats: VersionStats, queue_capacity: int) -> VersionObserver:
         """The batcher-side view of these metrics for one model version."""

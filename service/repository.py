@@ -14,7 +14,6 @@ in place and is reported (RepositoryIndex, ModelReady, gan_model_load_failures_t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -149,6 +148,7 @@ class Repository:
             await self.close()
             raise ModelLoadError(f"model repository {self._root} holds no loadable model")
         self._started = True
+        self._loaded_since_settled = False  # start_server settles the collector once everything is up
         if self._settings.model_control_mode == "poll":
             self._poller = asyncio.get_running_loop().create_task(self._poll(), name="repository-poll")
 
@@ -380,10 +380,7 @@ class Repository:
     def _retire(self, name: str, versions: list[ModelVersion]) -> None:
         """Drain and release versions no longer served, in the background."""
         for mv in versions:
-            labels = (name, str(mv.version), mv.runtime.provider)
-            self._metrics.model_ready.labels(*labels).set(0)  # with workers, /metrics keeps a worker's last value
-            with contextlib.suppress(KeyError):
-                self._metrics.model_ready.remove(*labels)
+            self._metrics.retire(name, mv.version, mv.runtime.provider)
             task = asyncio.get_running_loop().create_task(mv.batcher.close(), name=f"retire-{name}-{mv.version}")
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)

@@ -223,7 +223,7 @@ def worker_threads(settings: Settings) -> int:
     start N thread pools of every core each and fight over them."""
     if settings.workers <= 1:
         return 0
-    return max(1, (os.cpu_count() or 1) // settings.workers)
+    return max(1, len(os.sched_getaffinity(0)) // settings.workers)  # the cores this process may use
 
 
 def session_options(settings: Settings, threads: int) -> ort.SessionOptions:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,7 +55,9 @@ class Settings(BaseSettings):
     graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
         "all", description="onnxruntime graph optimisation level"
     )
-    intra_op_threads: int = Field(0, ge=0, description="Default onnxruntime intra-op threads; 0 = its default")
+    intra_op_threads: int = Field(
+        0, ge=0, description="Default onnxruntime intra-op threads; 0 = its default (with workers: a share of cores)"
+    )
     instances: int = Field(1, ge=1, le=64, description="Default onnxruntime sessions per model version")
     intra_op_spinning: bool = Field(
         False, description="Let onnxruntime's idle threads spin (lower latency alone, steals CPU from gRPC when busy)"
@@ -109,6 +112,8 @@ class Settings(BaseSettings):
             raise ValueError("tls_cert_file and tls_key_file: give both to serve TLS, or neither")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("tls_client_ca_file: mutual TLS needs tls_cert_file and tls_key_file too")
+        if self.workers > 1 and not sys.platform.startswith("linux"):
+            raise ValueError("workers (GAN_WORKERS): several workers need Linux (SO_REUSEPORT, parent-death signal)")
         if self.workers > 1 and self.model_control_mode == "explicit":
             raise ValueError(
                 "model_control_mode explicit needs workers 1 (GAN_MODEL_CONTROL_MODE, GAN_WORKERS): a load or unload "

@@ -43,6 +43,7 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+SUPERVISOR_PID_ENV = "GAN_SUPERVISOR_PID"  # set in each worker: it exits if its supervisor is gone
 READY_PREFIX = "gan-serve worker"
 RESTART_PAUSE_S = 1.0  # before restarting a worker; doubled (up to MAX_RESTART_PAUSE_S) while they die young
 MAX_RESTART_PAUSE_S = 30.0
@@ -56,7 +57,9 @@ class Worker:
     process: subprocess.Popen[str]
     ready: threading.Event = field(default_factory=threading.Event)
     started_at: float = field(default_factory=time.monotonic)
-    restart_pause_s: float = RESTART_PAUSE_S  # what the next restart of this slot waits
+    restart_pause_s: float = RESTART_PAUSE_S  # how long this slot waits before a restart if this worker dies
+    restart_at: float | None = None  # set when it died: when its replacement starts
+    died_young: bool = False
 
     @property
     def pid(self) -> int:
@@ -73,22 +76,16 @@ class Supervisor:
         self._stopping = threading.Event()
 
     def run(self) -> int:
-        """Start the workers, serve /metrics, supervise until SIGTERM; the exit code."""
+        """Serve /metrics, start the workers, supervise until SIGTERM; the exit code."""
         try:
             self._port = reserve_port(self.settings.host, self.settings.grpc_port)
+            metrics_port = serve_metrics(self._metrics_dir, self.settings.host, self.settings.metrics_port)
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, self._on_signal)
             self._workers = [self._start(index) for index in range(self.settings.workers)]
             if not self._wait_until_ready():
-                self._stop_workers()
-                return 1
-            try:
-                metrics_port = serve_metrics(self._metrics_dir, self.settings.host, self.settings.metrics_port)
-            except OSError as exc:
-                self._stop_workers()
-                port = self.settings.metrics_port
-                why = f"cannot serve /metrics on port {port}; is it in use? (GAN_METRICS_PORT): {exc}"
-                raise OSError(why) from None
+                code = self._stop_workers()
+                return code if self._stopping.is_set() else 1
             print(f"gan-serve: ready on port {self._port} (metrics on {metrics_port})", flush=True)
             log.info("%d workers serving gRPC on %s:%d", len(self._workers), self.settings.host, self._port)
             self._supervise()
@@ -98,11 +95,17 @@ class Supervisor:
                 shutil.rmtree(self._metrics_dir, ignore_errors=True)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._stopping.is_set():  # a second Ctrl-C or SIGTERM: do not wait for the drain
+            log.warning("second stop signal: killing the workers")
+            for worker in self._workers:
+                if worker.process.poll() is None:
+                    worker.process.kill()
         self._stopping.set()
 
     def _start(self, index: int) -> Worker:
         command = [sys.executable, "-m", "service", *self._argv, "--grpc-port", str(self._port)]
         env = {**os.environ, METRICS_DIR_ENV: str(self._metrics_dir), "GAN_WORKER_INDEX": str(index)}
+        env[SUPERVISOR_PID_ENV] = str(os.getpid())
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True, start_new_session=True)
         worker = Worker(index, process)
         threading.Thread(target=_follow_output, args=(worker,), daemon=True, name=f"worker-{index}-out").start()
@@ -113,48 +116,57 @@ class Supervisor:
         deadline = time.monotonic() + START_TIMEOUT_S
         while not all(worker.ready.is_set() for worker in self._workers):
             failed = [w for w in self._workers if w.process.poll() is not None]
-            if failed or self._stopping.is_set() or time.monotonic() > deadline:
+            if self._stopping.is_set():
+                print("gan-serve: stopped before the workers were ready", file=sys.stderr)
+                return False
+            if failed or time.monotonic() > deadline:
                 why = f"worker {failed[0].index} exited with code {failed[0].process.returncode}" if failed else ""
-                print(f"gan-serve: error: the workers did not all start; {why or 'stopped'}", file=sys.stderr)
+                print(f"gan-serve: error: the workers did not all start; {why or 'timed out'}", file=sys.stderr)
                 return False
             time.sleep(0.05)
         return True
 
     def _supervise(self) -> None:
-        """Until a stop signal: replace workers that die."""
+        """Until a stop signal: notice workers that die at once, replace each after its slot's pause."""
         while not self._stopping.wait(0.2):
+            now = time.monotonic()
             for position, worker in enumerate(self._workers):
                 if worker.process.poll() is None:
                     continue
-                log.error(
-                    "worker %d (pid %d) exited with code %s; restarting it",
-                    worker.index,
-                    worker.pid,
-                    worker.process.returncode,
-                )
-                mark_dead(self._metrics_dir, worker.pid)
-                pause = worker.restart_pause_s
-                if self._stopping.wait(pause):
-                    return
-                young = time.monotonic() - pause - worker.started_at < YOUNG_S
-                self._workers[position] = self._start(worker.index)
-                if young:  # crashing at start (a bad model, say): back off instead of spinning
-                    self._workers[position].restart_pause_s = min(2 * pause, MAX_RESTART_PAUSE_S)
+                if worker.restart_at is None:
+                    self._buried(worker, now)
+                elif now >= worker.restart_at:
+                    self._workers[position] = self._replace(worker)
+
+    def _buried(self, worker: Worker, now: float) -> None:
+        code = worker.process.returncode
+        log.error("worker %d (pid %d) exited with code %s; restarting it", worker.index, worker.pid, code)
+        mark_dead(self._metrics_dir, worker.pid)  # its in-flight, queue and ready gauges leave /metrics now
+        worker.died_young = now - worker.started_at < YOUNG_S
+        worker.restart_at = now + worker.restart_pause_s
+
+    def _replace(self, dead: Worker) -> Worker:
+        replacement = self._start(dead.index)
+        if dead.died_young:  # crashing at start (a bad model, say): back off instead of spinning
+            replacement.restart_pause_s = min(2 * dead.restart_pause_s, MAX_RESTART_PAUSE_S)
+        return replacement
 
     def _stop_workers(self) -> int:
-        """SIGTERM every worker, wait out its drain; 0 when every one exited 0."""
-        for worker in self._workers:
-            if worker.process.poll() is None:
-                worker.process.send_signal(signal.SIGTERM)
+        """SIGTERM every running worker, wait out its drain; 0 when every one stopped cleanly."""
+        running = [w for w in self._workers if w.process.poll() is None]
+        for worker in running:
+            worker.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.settings.grace_period_s + self.settings.drain_refuse_s + 10
         codes = []
-        for worker in self._workers:
+        for worker in running:
             try:
-                codes.append(worker.process.wait(max(0.1, deadline - time.monotonic())))
+                code = worker.process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 log.error("worker %d (pid %d) did not stop in time; killing it", worker.index, worker.pid)
                 worker.process.kill()
-                codes.append(worker.process.wait())
+                code = worker.process.wait()
+            # One still loading has no handler yet, so SIGTERM ends it at once: that is a clean stop too.
+            codes.append(0 if code == -signal.SIGTERM and not worker.ready.is_set() else code)
         log.info("all workers stopped (exit codes %s)", codes)
         return 0 if all(code == 0 for code in codes) else 1
 
@@ -162,16 +174,19 @@ class Supervisor:
 def metrics_folder() -> tuple[Path, bool]:
     """Where the workers write their metrics, and whether it is ours to delete at exit.
 
-    PROMETHEUS_MULTIPROC_DIR when the operator set it (its old files are removed: they would
-    be added to the new counts), else a new temporary folder.
+    PROMETHEUS_MULTIPROC_DIR when the operator set it (a folder for this server alone: its old
+    files are removed, they would be added to the new counts), else a new temporary folder.
     """
     given = os.environ.get(METRICS_DIR_ENV)
     if not given:
         return Path(tempfile.mkdtemp(prefix="gan-metrics-")), True
     folder = Path(given)
-    folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob("*.db"):
-        stale.unlink()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):
+            stale.unlink()
+    except OSError as exc:
+        raise OSError(f"{METRICS_DIR_ENV}={given}: cannot use it for the workers' metrics: {exc}") from None
     return folder, False
 
 
@@ -183,6 +198,8 @@ def reserve_port(host: str, port: int) -> int:
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As servers do: a port whose old connections linger in TIME_WAIT (a restart) is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:
@@ -197,7 +214,10 @@ def serve_metrics(folder: Path, host: str, port: int) -> int:
 
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(folder))
-    server, _ = start_http_server(port, addr=host, registry=registry)
+    try:
+        server, _ = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise OSError(f"cannot serve /metrics on {host}:{port}; is it in use? (GAN_METRICS_PORT): {exc}") from None
     return int(server.server_port)
 
 
@@ -209,13 +229,15 @@ def mark_dead(folder: Path, pid: int) -> None:
 
 
 def exit_with_parent() -> None:
-    """In a worker: get SIGTERM (and so drain) if the supervisor dies, even by SIGKILL (Linux)."""
-    if not sys.platform.startswith("linux"):
-        return
+    """In a worker, first thing: get SIGTERM (and so drain) if the supervisor dies, even by SIGKILL;
+    exit at once if it is already gone (it died before this ran)."""
     import ctypes
 
     pr_set_pdeathsig = 1
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+    supervisor = os.environ.get(SUPERVISOR_PID_ENV)
+    if supervisor and os.getppid() != int(supervisor):
+        sys.exit(1)
 
 
 def _follow_output(worker: Worker) -> None:

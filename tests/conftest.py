@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -69,6 +70,7 @@ class ServerThread:
         self._call(self.server.stop(grace=5))
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
+        gc.unfreeze()  # the server froze the whole test process's objects (service/collector.py)
 
     @property
     def target(self) -> str:

@@ -24,14 +24,17 @@ def _cycle() -> _Node:
 
 def test_settle_freezes_what_lives_and_frees_what_was_released_since() -> None:
     kept = _cycle()
-    collector.settle()
-    assert gc.get_freeze_count() > 0
-    frozen_ref = weakref.ref(kept)
-    del kept
-    gc.collect()
-    assert frozen_ref() is not None  # a frozen cycle survives ordinary collections...
-    collector.settle()
-    assert frozen_ref() is None  # ...until the next settle, which unfreezes before collecting
+    try:
+        collector.settle()
+        assert gc.get_freeze_count() > 0
+        frozen_ref = weakref.ref(kept)
+        del kept
+        gc.collect()
+        assert frozen_ref() is not None  # a frozen cycle survives ordinary collections...
+        collector.settle()
+        assert frozen_ref() is None  # ...until the next settle, which unfreezes before collecting
+    finally:
+        gc.unfreeze()
 
 
 def test_the_server_freezes_start_up_objects_and_releases_retired_versions(
