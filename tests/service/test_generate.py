@@ -91,17 +91,19 @@ def test_seed_gives_identical_samples_whatever_the_batch(
 
 def test_concurrent_requests_are_batched(stub: pb_grpc.GeneratorServiceStub, server: ServerThread) -> None:
     before = scrape(server)
-    # All 64 calls leave at once (gRPC futures), so they are in the server together.
+    # A large request keeps the model busy (4 runs of 64) while 64 one-sample calls arrive, so
+    # they wait together even on a loaded machine where they would otherwise trickle in one by one.
+    busy = stub.Generate.future(pb.GenerateRequest(model="digits", count=256, seed=0), timeout=30)
     calls = [stub.Generate.future(pb.GenerateRequest(model="digits", count=1, seed=s), timeout=30) for s in range(64)]
     replies = [call.result() for call in calls]
-    assert len(replies) == 64
+    assert len(replies) == 64 and busy.result().shape[0] == 256
     after = scrape(server)
     runs = (
         after['gan_batch_size_samples_count{model="digits"}'] - before['gan_batch_size_samples_count{model="digits"}']
     )
     samples = after['gan_batch_size_samples_sum{model="digits"}'] - before['gan_batch_size_samples_sum{model="digits"}']
-    assert samples == 64
-    assert runs < 64, "64 concurrent one-sample requests should share session runs"
+    assert samples == 256 + 64
+    assert runs < 4 + 64 / 2, "64 concurrent one-sample requests should share session runs"
 
 
 def test_metrics_count_requests_and_samples(stub: pb_grpc.GeneratorServiceStub, server: ServerThread) -> None:
