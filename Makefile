@@ -58,7 +58,7 @@ bench-tabular:
 	test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
 	.venv-bench/bin/python -m pip install --quiet torch==2.13.0 ctgan==0.12.1 sdmetrics==0.32.0 \
 	  scikit-learn scipy pydantic pyyaml tqdm pillow "grpcio>=1.85.1,<2" "protobuf>=7.35.1,<8"
-	PYTHONPATH=. .venv-bench/bin/python bench/tabular.py
+	PYTHONPATH=. .venv-bench/bin/python bench/tabular.py --seeds 0 1 2
 
 clean:
 	rm -rf $(VENV) runs .mypy_cache .ruff_cache .pytest_cache

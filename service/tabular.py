@@ -12,6 +12,12 @@ logits each column owns:
   component); the value is mean[k] + alpha * 4 * std[k] for the arg-max component k, clipped to
   the range seen in training, rounded for integers; with `missing`, 2 more logits (present, missing).
 - categorical / boolean: one logit per category (the last one is "missing" when the column has gaps).
+
+`discrete` lists the one-hot blocks of the condition vector, in order, each with its name, size
+and training counts: a categorical or boolean column's categories, or, marked `"indicator":
+"missing"`, a number column's (present, missing) pair. Models exported before the indicators
+existed list categories only and are served unchanged. Users condition on categories alone: the
+indicators steer training and keep the table's share of gaps when rows are drawn.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ class TabularSpec:
     """Everything needed to turn a tabular generator's logits into rows."""
 
     layout: Layout
-    discrete: list[dict[str, Any]]  # per categorical/boolean column: name, size, frequencies (training counts)
+    discrete: list[dict[str, Any]]  # per condition block: name, size, frequencies (training counts)[, indicator]
     latent_dim: int
 
     @property
@@ -96,17 +102,23 @@ def parse_conditions(spec: TabularSpec, conditions: Mapping[str, Any]) -> list[t
     """(discrete column index, category index, name) per condition; ConditionError naming what is wrong."""
     parsed = []
     kinds = {str(column["name"]): column for column in spec.layout}
-    discrete = [str(column["name"]) for column in spec.discrete]
+    categorical = category_blocks(spec)
     for name, value in conditions.items():
         if name not in kinds:
             raise ConditionError(f"condition {name}: no such column; columns: {spec.columns}")
-        if name not in discrete:
+        if name not in categorical:
             raise ConditionError(f"condition {name}: only categorical and boolean columns can be conditioned on")
         labels = [str(category) for category in kinds[name]["categories"]]
         if str(value) not in labels:
             raise ConditionError(f"condition {name}={value!r}: unknown value; known: {labels}")
-        parsed.append((discrete.index(name), labels.index(str(value)), name))
+        parsed.append((categorical[name], labels.index(str(value)), name))
     return parsed
+
+
+def category_blocks(spec: TabularSpec) -> dict[str, int]:
+    """Column name -> index in `spec.discrete` of the block holding its categories. A number's
+    missing indicator shares its column's name but is no category, so it is left out."""
+    return {str(block["name"]): index for index, block in enumerate(spec.discrete) if "indicator" not in block}
 
 
 def plan_round(

@@ -1,10 +1,18 @@
-"""Conditional vectors and training-by-sampling over the categorical columns (the CTGAN idea).
+"""Conditional vectors and training-by-sampling (the CTGAN idea), over the categorical and
+boolean columns and the missing indicators of number columns with gaps.
 
-Each training row gets a condition: one categorical column chosen uniformly, one of its
-categories chosen with probability proportional to log(1 + frequency), and a real row that has
-that category. Rare categories are so seen far more often than their share of the table, and
-the generator learns to produce them on request. Generation (service/tabular.py) draws the
-categories with their true frequencies instead, which keeps the table's proportions.
+Each training row gets a condition: one of these blocks chosen uniformly, one of its values, and
+a real row that has that value. A category is chosen with probability proportional to
+log(1 + frequency): rare categories are so seen far more often than their share of the table,
+and the generator learns to produce them on request. An indicator (present or missing) is
+chosen with its true frequency, so its rows are the table's rows in their own proportions: it
+is not there to be asked for (users condition on categories only) but to tell the generator,
+and the critic through the condition, which rows have the gap. Where a gap means something,
+as a salary missing exactly for the students not placed, the generator is so trained on that
+link directly; boosted like a category, the gap side of every such indicator was over-drawn
+(45 % of those conditions instead of 31 % on student placements) and pair trends fell to the
+independent-columns floor. Generation (service/tabular.py) draws every block's values with
+their true frequencies, which keeps the table's proportions.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ class ConditionSampler:
         rows = np.empty(batch, dtype=np.int64)
         for index, column in enumerate(self.discrete):
             chosen = np.flatnonzero(columns == index)
-            weights = np.log1p(column.frequencies)
+            weights = training_weights(column)
             picked = rng.choice(column.size, size=len(chosen), p=weights / weights.sum())
             categories[chosen] = picked
             for category in np.unique(picked):  # a real row holding the category, for every row asking for it
@@ -56,3 +64,9 @@ class ConditionSampler:
     def _empty(self, count: int) -> Conditions:
         zeros = np.zeros(count, dtype=np.int64)
         return Conditions(np.zeros((count, 0), dtype=np.float32), zeros, zeros)
+
+
+def training_weights(column: DiscreteColumn) -> np.ndarray:
+    """How often each value of a block is asked for in training (unnormalised): log-frequency
+    for categories, the true frequency for missing indicators (see the module docstring)."""
+    return column.frequencies if column.indicator else np.log1p(column.frequencies)

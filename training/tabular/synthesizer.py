@@ -121,7 +121,7 @@ def train_table(table: pd.DataFrame, config: TabularConfig, progress: bool = Fal
     rng = np.random.default_rng(config.seed)
     specs = infer_schema(table, config.columns, config.max_categories)
     transformer = TableTransformer.fit(table, specs, config.seed)
-    encoded = transformer.encode(table, config.seed)
+    encoded = transformer.encode(table)
     discrete = transformer.discrete_columns(encoded)
     sampler = ConditionSampler(discrete, rows=len(table))
     spans = transformer.spans()
@@ -174,7 +174,7 @@ def train_table(table: pd.DataFrame, config: TabularConfig, progress: bool = Fal
             update_ema(ema, generator, ema_decay(config.ema_decay, step))
     spec = TabularSpec(
         layout=transformer.layout(),
-        discrete=[{"name": c.name, "size": c.size, "frequencies": c.frequencies.tolist()} for c in discrete],
+        discrete=[column.spec_entry() for column in discrete],
         latent_dim=config.latent_dim,
     )
     return Synthesizer((ema or generator).cpu().eval(), spec, config)

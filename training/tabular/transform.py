@@ -2,7 +2,7 @@
 
 A continuous (or integer) column is fitted with a variational Gaussian mixture (scikit-learn's
 BayesianGaussianMixture, a Dirichlet-process prior, so unneeded components get no weight).
-Each value becomes the one-hot of a component k drawn from its posterior, plus a scalar
+Each value becomes the one-hot of its most likely component k, plus a scalar
 alpha = (x - mean_k) / (4 std_k) in [-1, 1]: a multi-modal or long-tailed column turns into
 pieces a tanh output can draw (the idea of CTGAN's mode-specific normalisation, Xu et al. 2019).
 A categorical or boolean column becomes a one-hot; missing values are a category of their own,
@@ -28,13 +28,24 @@ FIT_ROWS = 20_000  # the mixture is fitted on at most this many values of a colu
 
 @dataclass(frozen=True)
 class DiscreteColumn:
-    """A categorical or boolean column: where its one-hot sits, and which rows hold each category."""
+    """A one-hot block that conditions can fix: where it sits, and which rows hold each of its values.
+
+    Either a categorical or boolean column's categories, or (`indicator` "missing") the
+    present/missing pair of a number column with gaps: whether a value is there at all is as
+    discrete a fact as a category, and often the one that ties a row together.
+    """
 
     name: str
     start: int
     size: int
     rows_by_category: tuple[np.ndarray, ...]  # row indices of each category
     frequencies: np.ndarray  # (size,) counts
+    indicator: str | None = None  # None: the column's categories; "missing": a number's present/missing pair
+
+    def spec_entry(self) -> dict[str, Any]:
+        """Its entry in the exported spec's `discrete` list (service/tabular.py reads it)."""
+        entry: dict[str, Any] = {"name": self.name, "size": self.size, "frequencies": self.frequencies.tolist()}
+        return entry if self.indicator is None else {**entry, "indicator": self.indicator}
 
 
 class TableTransformer:
@@ -56,27 +67,34 @@ class TableTransformer:
     def spans(self) -> list[Span]:
         return spans(self._layout)
 
-    def encode(self, table: pd.DataFrame, seed: int = 0) -> np.ndarray:
+    def encode(self, table: pd.DataFrame) -> np.ndarray:
         """(N, width) float32: what the discriminator sees for real rows."""
-        rng = np.random.default_rng(seed)
-        blocks = [_encode_column(table[column["name"]], column, rng) for column in self._layout]
+        blocks = [_encode_column(table[column["name"]], column) for column in self._layout]
         return np.concatenate(blocks, axis=1).astype(np.float32)
 
     def discrete_columns(self, matrix: np.ndarray) -> list[DiscreteColumn]:
-        """The categorical and boolean columns of an encoded table, for conditional sampling."""
+        """The one-hot blocks of an encoded table that conditions range over, in column order: the
+        categorical and boolean columns, and the present/missing pair of each number with gaps."""
         found, start = [], 0
         for column in self._layout:
             width = int(column["width"])
             if column["kind"] in ("categorical", "boolean"):
-                chosen = matrix[:, start : start + width].argmax(axis=1)
-                rows = tuple(np.flatnonzero(chosen == k) for k in range(width))
-                counts = np.array([len(r) for r in rows], dtype=np.float64)
-                found.append(DiscreteColumn(column["name"], start, width, rows, counts))
+                found.append(_discrete(column["name"], matrix, start, width))
+            elif column["missing"]:
+                pair = start + width - 2  # the present/missing pair closes a number's block
+                found.append(_discrete(column["name"], matrix, pair, 2, indicator="missing"))
             start += width
         return found
 
     def decode(self, matrix: np.ndarray) -> pd.DataFrame:
         return pd.DataFrame(decode(matrix, self._layout))
+
+
+def _discrete(name: str, matrix: np.ndarray, start: int, size: int, indicator: str | None = None) -> DiscreteColumn:
+    chosen = matrix[:, start : start + size].argmax(axis=1)
+    rows = tuple(np.flatnonzero(chosen == k) for k in range(size))
+    counts = np.array([len(r) for r in rows], dtype=np.float64)
+    return DiscreteColumn(name, start, size, rows, counts, indicator)
 
 
 def _fit_column(values: pd.Series, spec: ColumnSpec, seed: int) -> dict[str, Any]:
@@ -125,7 +143,7 @@ def _fit_modes(numbers: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, 
     return means, np.maximum(stds, spread * 1e-3), weights
 
 
-def _encode_column(values: pd.Series, column: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
+def _encode_column(values: pd.Series, column: dict[str, Any]) -> np.ndarray:
     rows = len(values)
     missing = values.isna().to_numpy()
     block = np.zeros((rows, int(column["width"])), dtype=np.float64)
@@ -136,7 +154,7 @@ def _encode_column(values: pd.Series, column: dict[str, Any], rng: np.random.Gen
         return block
     means, stds = np.asarray(column["means"]), np.asarray(column["stds"])
     numbers = np.where(missing, means[0], values.to_numpy(dtype=np.float64, na_value=np.nan))
-    mode = _draw_modes(numbers, means, stds, np.asarray(column["weights"]), rng)
+    mode = _most_likely_modes(numbers, means, stds, np.asarray(column["weights"]))
     block[:, 0] = np.clip((numbers - means[mode]) / (ALPHA_SCALE * stds[mode]), -0.99, 0.99)
     block[np.arange(rows), 1 + mode] = 1.0
     if column["missing"]:
@@ -144,17 +162,17 @@ def _encode_column(values: pd.Series, column: dict[str, Any], rng: np.random.Gen
     return block
 
 
-def _draw_modes(
-    numbers: np.ndarray, means: np.ndarray, stds: np.ndarray, weights: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
-    """A component per value, drawn from its posterior under the mixture, as CTGAN does."""
+def _most_likely_modes(numbers: np.ndarray, means: np.ndarray, stds: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The component with the highest posterior for each value.
+
+    CTGAN draws a component from the posterior instead, so two rows with the same value may get
+    different one-hots. The critic judges the generator's probabilities (models.activate), which
+    a generator can only match where every block of a real row follows from its values: with
+    drawn components, breast cancer's column shapes fell from 0.92 to 0.85.
+    """
     z = (numbers[:, None] - means[None, :]) / stds[None, :]
     log_p = -0.5 * z**2 - np.log(stds)[None, :] + np.log(weights)[None, :]
-    log_p -= log_p.max(axis=1, keepdims=True)
-    p = np.exp(log_p)
-    p /= p.sum(axis=1, keepdims=True)
-    cumulative = p.cumsum(axis=1)
-    return np.minimum((cumulative < rng.random((len(numbers), 1))).sum(axis=1), len(means) - 1)
+    return log_p.argmax(axis=1)
 
 
 def _plain(value: Any) -> Any:
