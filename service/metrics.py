@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from service.batcher import BatchTimings
 from service.statistics import VersionStats
+from service.workers import METRICS_DIR_ENV
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
@@ -155,18 +156,14 @@ class Metrics:
         zeroed: /metrics would otherwise keep the worker's last value for a version it dropped.
         """
         labels = (model, str(version))
-        for gauge, values in ((self.model_ready, (*labels, provider)), (self.queue_depth, labels)):
-            gauge.labels(*values).set(0)
-        self.queue_capacity.labels(*labels).set(0)
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            return
-        for gauge, values in (
-            (self.model_ready, (*labels, provider)),
-            (self.queue_depth, labels),
-            (self.queue_capacity, labels),
-        ):
-            with contextlib.suppress(KeyError):
-                gauge.remove(*values)
+        series = ((self.model_ready, (*labels, provider)), (self.queue_depth, labels), (self.queue_capacity, labels))
+        multiprocess = bool(os.environ.get(METRICS_DIR_ENV))
+        for gauge, values in series:
+            if multiprocess:
+                gauge.labels(*values).set(0)
+            else:
+                with contextlib.suppress(KeyError):
+                    gauge.remove(*values)
 
     def observer(self, model: str, version: int, stats: VersionStats, queue_capacity: int) -> VersionObserver:
         """The batcher-side view of these metrics for one model version."""
