@@ -15,6 +15,8 @@ Ring-8 all 8 modes in every seed, >= 95 % HQ, KL <= 0.05; Grid-25 >= 24.5 modes 
 never below 23, >= 90 % HQ, KL <= 0.10. Exits 1 with --strict when a target is missed.
 The recipe pacgan4 is the plain GAN with the paper's packed discriminator (4 samples per
 decision); with --steps 400000 the plain and pacgan4 rows are the paper's full-length setting.
+plain-maxout and pacgan4-maxout swap the leaky-ReLU discriminator units for the paper's maxout
+units (5 pieces, model.d_maxout=5).
 """
 
 from __future__ import annotations
@@ -36,10 +38,21 @@ sys.path.insert(0, str(ROOT))
 
 CONFIGS = {  # (recipe, mixture) -> config file
     (recipe, mixture): ROOT / "training" / "configs" / f"{mixture}{suffix}.yaml"
-    for recipe, suffix in (("plain", "_plain"), ("pacgan4", "_plain"), ("shipped", ""))
+    for recipe, suffix in (
+        ("plain", "_plain"),
+        ("pacgan4", "_plain"),
+        ("plain-maxout", "_plain"),
+        ("pacgan4-maxout", "_plain"),
+        ("shipped", ""),
+    )
     for mixture in ("ring8", "grid25")
 }
-OVERRIDES = {"pacgan4": ["model.pack=4"]}  # the paper's PacGAN4: the plain GAN with a packed discriminator
+MAXOUT = ["model.d_maxout=5"]  # the paper's discriminator: maxout units of 5 pieces in place of leaky ReLU
+OVERRIDES = {  # the paper's PacGAN4: the plain GAN with a packed discriminator
+    "pacgan4": ["model.pack=4"],
+    "plain-maxout": MAXOUT,
+    "pacgan4-maxout": ["model.pack=4", *MAXOUT],
+}
 SAMPLE_SEED = 10_000  # the latents scored are drawn from their own seed, not the training noise
 
 
@@ -110,7 +123,7 @@ def summary_line(recipe: str, mixture: str, results: list[Result]) -> str:
     seconds = [r.seconds for r in results]
     spread = statistics.pstdev
     return (
-        f"{recipe:>8} {mixture:>7} seeds {len(results)}  modes {statistics.mean(modes):5.2f} ±{spread(modes):4.2f} "
+        f"{recipe:>14} {mixture:>7} seeds {len(results)}  modes {statistics.mean(modes):5.2f} ±{spread(modes):4.2f} "
         f"min {min(modes):2d}/{results[0].modes}  "
         f"HQ {statistics.mean(hq):5.1f} % ±{spread(hq):4.1f} min {min(hq):5.1f}  "
         f"KL {statistics.mean(kl):.3f} ±{spread(kl):.3f} max {max(kl):.3f}  "
@@ -143,7 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--workers", type=int, help="runs at a time, one thread each (default: cores; 1 on a GPU)")
-    parser.add_argument("--recipes", nargs="+", choices=["plain", "pacgan4", "shipped"], default=["plain", "shipped"])
+    recipes = sorted({recipe for recipe, _ in CONFIGS})
+    parser.add_argument("--recipes", nargs="+", choices=recipes, default=["plain", "shipped"])
     parser.add_argument("--steps", type=int, help="train every run this long (default: each config's own steps)")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for the paper's full length on a GPU")
     parser.add_argument("--mixtures", nargs="+", choices=["ring8", "grid25"], default=["ring8", "grid25"])
@@ -165,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             r = future.result()
             results.append(r)
             print(
-                f"  {r.recipe:>8} {r.mixture:>7} seed {r.seed}: {r.modes_covered}/{r.modes} modes, "
+                f"  {r.recipe:>14} {r.mixture:>7} seed {r.seed}: {r.modes_covered}/{r.modes} modes, "
                 f"{100 * r.hq_share:5.1f} % HQ, KL {r.reverse_kl:.3f}, {r.seconds:.0f} s",
                 flush=True,
             )

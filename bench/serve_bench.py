@@ -1,7 +1,7 @@
 """Serving benchmark: the real server against in-process onnxruntime and a null V2 server.
 
     .venv/bin/python bench/serve_bench.py [--seconds 4] [--concurrency 1 8 32 64] [--provider auto]
-                                          [--workers 1] [--channels 1]
+                                          [--workers 1] [--channels 1] [--client raw|tritonclient|both]
 
 It exports two generators through our own export step (weights from one training step;
 speed does not depend on them): the standard 64x64 RGB DCGAN (ngf=64, about 3.6 M
@@ -14,6 +14,12 @@ measures two references and prints the ratios to them:
   (the compute ceiling);
 - a null V2 server that answers ModelInfer at once with a fixed reply, driven by the same
   client (the ceiling of Python gRPC plus the load client on these cores).
+
+The V2 rows and the null server can be driven by two clients (--client): `raw`, our own
+grpc.aio stubs (the lightest Python client, so the harshest null reference), and
+`tritonclient`, the stock tritonclient[grpc] asyncio client that Triton users run (from
+.venv-tritonclient, built on first use; tests/tritonclient/drive.py load). The digits/null
+ratio is taken between rows of the same client. gan.v1 rows always use the raw client.
 
 The client, server and references share the machine's cores, as the targets assume.
 With --workers N the server runs N processes on its port (gan-serve --workers); they share
@@ -353,6 +359,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--channels", type=int, default=1, help="connections the load client spreads its clients over (null server too)"
     )
+    parser.add_argument(
+        "--client",
+        choices=["raw", "tritonclient", "both"],
+        default="raw",
+        help="load client of the V2 and null rows: our grpc.aio stubs, the stock tritonclient, or both",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
 
@@ -389,11 +401,13 @@ class Row:
     api: str
     concurrency: int
     load: Load
+    client: str = "raw"
 
     def as_dict(self) -> dict[str, object]:
         load = self.load
-        return {"model": self.model, "api": self.api, "concurrency": self.concurrency, "samples_per_s": load.rate,
-                "p50_ms": load.percentile(50), "p99_ms": load.percentile(99), "errors": load.errors}  # fmt: skip
+        return {"model": self.model, "api": self.api, "client": self.client, "concurrency": self.concurrency,
+                "samples_per_s": load.rate, "p50_ms": load.percentile(50), "p99_ms": load.percentile(99),
+                "errors": load.errors}  # fmt: skip
 
 
 @dataclass
@@ -415,24 +429,63 @@ def measure(
         path = repository / name / "1" / "model.onnx"
         references.ort_samples_per_s[name] = ort_reference(path, args.provider, [1, 8, 32, 64], min(args.seconds, 2))
         references.ort_batch1_p50_ms[name] = ort_latency_ms(path, args.provider)
-        for api in ("gan.v1", "v2"):
+        for api, client in api_clients(args.client):
             for concurrency in args.concurrency:
-                load = drive(target, api, name, infos[name], Client(concurrency, args.channels), args.seconds)
-                rows.append(Row(name, api, concurrency, load))
+                load = drive_with(
+                    client, target, api, name, infos[name], Client(concurrency, args.channels), args.seconds
+                )
+                rows.append(Row(name, api, concurrency, load, client))
                 print(format_row(rows[-1], references), flush=True)
     null_info: dict[str, object] = {"latent_dim": 64, "conditional": True}
-    for concurrency in sorted({1, 64} & set(args.concurrency)):
-        load = drive(null_target, "v2", "null", null_info, Client(concurrency, args.channels), args.seconds)
-        rows.append(Row("null", "v2", concurrency, load))
-        print(format_row(rows[-1], references), flush=True)
+    for client in clients(args.client):
+        for concurrency in sorted({1, 64} & set(args.concurrency)):
+            load = drive_with(
+                client, null_target, "v2", "null", null_info, Client(concurrency, args.channels), args.seconds
+            )
+            rows.append(Row("null", "v2", concurrency, load, client))
+            print(format_row(rows[-1], references), flush=True)
     return rows, references
+
+
+def clients(choice: str) -> list[str]:
+    return ["raw", "tritonclient"] if choice == "both" else [choice]
+
+
+def api_clients(choice: str) -> list[tuple[str, str]]:
+    """(api, client) pairs to drive: gan.v1 only speaks through our stubs; V2 through each chosen client."""
+    return [("gan.v1", "raw"), *(("v2", client) for client in clients(choice))]
+
+
+def drive_with(
+    client_kind: str, target: str, api: str, model: str, info: dict[str, object], client: Client, seconds: float
+) -> Load:
+    if client_kind == "raw":
+        return drive(target, api, model, info, client, seconds)
+    return drive_tritonclient(target, model, info, client.concurrency, seconds)
+
+
+def drive_tritonclient(target: str, model: str, info: dict[str, object], concurrency: int, seconds: float) -> Load:
+    """The same closed loops with the stock tritonclient asyncio client, in its own virtualenv."""
+    from tests.tritonclient import venv
+
+    latent_dim = int(str(info["latent_dim"]))
+    feeds = [{"name": "latent", "datatype": "FP32", "shape": [1, latent_dim], "data": [0.0] * latent_dim}]
+    if info["conditional"]:
+        name, datatype, sevens = class_feed(info, np.array([7]))
+        feeds.append({"name": name, "datatype": datatype, "shape": list(sevens.shape), "data": sevens.ravel().tolist()})
+    command = [str(venv.tritonclient_python()), str(venv.DRIVER), "load", target, model, str(concurrency)]
+    done = subprocess.run([*command, str(seconds), json.dumps(feeds)], capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise SystemExit(f"the tritonclient load client failed:\n{done.stderr[-3000:]}")
+    seen = json.loads(done.stdout)
+    return Load(seen["requests"], seen["seconds"], seen["latencies_ms"], seen["errors"])
 
 
 def format_row(row: Row, references: References) -> str:
     ceiling = references.ceiling(row.model)
     ratio = f"{row.load.rate / ceiling:.2f}" if ceiling else "-"
     return (
-        f"{row.model:>8} {row.api:>6} c={row.concurrency:<3} {row.load.rate:9.1f} samples/s  "
+        f"{row.model:>8} {row.api:>6} {row.client:>12} c={row.concurrency:<3} {row.load.rate:9.1f} samples/s  "
         f"p50 {row.load.percentile(50):7.2f} ms  p99 {row.load.percentile(99):7.2f} ms  "
         f"x ort-ceiling {ratio}  errors {row.load.errors}"
     )
@@ -442,14 +495,20 @@ Check = tuple[str, float, float, str]  # label, value, bound, ">=" or "<="
 
 
 def target_checks(rows: list[Row], references: References) -> list[Check]:
-    def find(model: str, api: str, concurrency: int) -> Load | None:
-        return next((r.load for r in rows if (r.model, r.api, r.concurrency) == (model, api, concurrency)), None)
+    def find(model: str, api: str, client: str, concurrency: int) -> Load | None:
+        key = (model, api, client, concurrency)
+        return next((r.load for r in rows if (r.model, r.api, r.client, r.concurrency) == key), None)
 
     checks: list[Check] = []
     ceiling = references.ceiling("dcgan64")
-    null = find("null", "v2", 64)
-    for api in ("gan.v1", "v2"):
-        c32, c1, d64 = find("dcgan64", api, 32), find("dcgan64", api, 1), find("digits", api, 64)
+    for api, client in sorted({(r.api, r.client) for r in rows if r.model != "null"}):
+        null = find("null", "v2", client, 64)
+        c32, c1, d64 = (
+            find("dcgan64", api, client, 32),
+            find("dcgan64", api, client, 1),
+            find("digits", api, client, 64),
+        )
+        api = api if client == "raw" else f"{api} ({client})"
         if c32 and ceiling:
             checks.append((f"{api} dcgan64 c=32 samples/s / best in-process ort", c32.rate / ceiling, 0.75, ">="))
             checks.append((f"{api} dcgan64 c=32 p99 / p50", c32.percentile(99) / c32.percentile(50), 3.0, "<="))

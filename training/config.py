@@ -63,6 +63,9 @@ class ModelConfig(_Frozen):
     g_batch_norm: bool = True  # mlp: batch normalisation in the generator (the dcgan generator always has it)
     d_width: int | None = Field(None, ge=4, le=4096)  # the discriminator's own width (dcgan: channels); None = width
     d_depth: int | None = Field(None, ge=1, le=16)  # mlp: the discriminator's hidden layers; None = depth
+    d_maxout: int = Field(
+        1, ge=1, le=16
+    )  # mlp: maxout pieces per discriminator unit (PacGAN's 2-D setup: 5); 1 = leaky ReLU
     embed_dim: int = Field(32, ge=1, le=1024)  # label embedding size of a conditional generator
     minibatch_std: bool = True  # discriminator sees batch statistics: discourages mode collapse
     spectral_norm: bool = False  # spectral normalisation of every discriminator weight (Miyato et al. 2018)
@@ -137,6 +140,8 @@ class TrainConfig(_Frozen):
             raise ValueError(f"model.arch: {self.data.source} holds 2-D points, which need model.arch=mlp")
         if not points and arch == "mlp":
             raise ValueError(f"model.arch: mlp is for 2-D points (data.source=ring8 or grid25), not {self.data.source}")
+        if arch != "mlp" and self.model.d_maxout > 1:
+            raise ValueError("model.d_maxout: maxout units belong to the mlp discriminator; set model.d_maxout=1")
         if points and self.optim.diffaugment:
             raise ValueError("optim.diffaugment: DiffAugment transforms images; leave it empty for 2-D points")
         return self

@@ -119,10 +119,22 @@ class VectorMinibatchStd(nn.Module):
         return torch.cat([x, std], dim=1)
 
 
-class MLPDiscriminator(nn.Module):
-    """(N, dim) points -> (N,) logits: `depth` hidden layers of `width` leaky-ReLU units."""
+class Maxout(nn.Module):
+    """A linear layer whose `width` units each output the largest of `pieces` affine maps (Goodfellow et al. 2013)."""
 
-    def __init__(self, dim: int, width: int, depth: int, minibatch_std: bool, batch_norm: bool):
+    def __init__(self, inputs: int, width: int, pieces: int):
+        super().__init__()
+        self.width, self.pieces = width, pieces
+        self.linear = nn.Linear(inputs, width * pieces)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x).view(x.shape[0], self.width, self.pieces).amax(dim=2)
+
+
+class MLPDiscriminator(nn.Module):
+    """(N, dim) points -> (N,) logits: `depth` hidden layers of `width` leaky-ReLU or maxout (`maxout` pieces) units."""
+
+    def __init__(self, dim: int, width: int, depth: int, minibatch_std: bool, batch_norm: bool, maxout: int = 1):
         super().__init__()
         layers: list[nn.Module] = []
         inputs = dim
@@ -130,9 +142,13 @@ class MLPDiscriminator(nn.Module):
             if minibatch_std and index == depth - 1:  # batch statistics before the last hidden layer
                 layers.append(VectorMinibatchStd())
                 inputs += 1
-            layers += [nn.Linear(inputs, width)]
-            layers += [nn.BatchNorm1d(width)] if batch_norm and index > 0 else []
-            layers += [nn.LeakyReLU(0.2, inplace=True)]
+            if maxout > 1:
+                layers += [Maxout(inputs, width, maxout)]
+                layers += [nn.BatchNorm1d(width)] if batch_norm and index > 0 else []
+            else:
+                layers += [nn.Linear(inputs, width)]
+                layers += [nn.BatchNorm1d(width)] if batch_norm and index > 0 else []
+                layers += [nn.LeakyReLU(0.2, inplace=True)]
             inputs = width
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(inputs, 1)
@@ -163,7 +179,8 @@ def build_discriminator(config: TrainConfig, num_classes: int) -> nn.Module:
     width = model.d_width or model.width
     if model.arch == "mlp":
         dim = POINT_DIM * model.pack  # PacGAN: packed points concatenated
-        return MLPDiscriminator(dim, width, model.d_depth or model.depth, model.minibatch_std, model.d_batch_norm)
+        depth = model.d_depth or model.depth
+        return MLPDiscriminator(dim, width, depth, model.minibatch_std, model.d_batch_norm, model.d_maxout)
     return Discriminator(
         width=width,
         channels=config.data.channels * config.model.pack,  # PacGAN: packed samples side by side as channels

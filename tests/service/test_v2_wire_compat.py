@@ -1,17 +1,13 @@
 """Wire compatibility with Triton: the stock tritonclient drives the real server unchanged.
 
 tritonclient pins protobuf < 7 and the project runs protobuf 7, so it lives in its own
-virtualenv, .venv-tritonclient, which this module creates on first use (from PyPI) and
-rebuilds when tests/tritonclient/requirements.txt changes.
+virtualenv, .venv-tritonclient (tests/tritonclient/venv.py builds it on first use).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,35 +18,20 @@ import pytest
 from inference import grpc_service_pb2 as v2
 from inference import grpc_service_pb2_grpc as v2_grpc
 from tests.conftest import ServerThread
-
-ROOT = Path(__file__).resolve().parents[2]
-REQUIREMENTS = ROOT / "tests" / "tritonclient" / "requirements.txt"
-DRIVER = ROOT / "tests" / "tritonclient" / "drive.py"
-VENV = ROOT / ".venv-tritonclient"
+from tests.tritonclient import venv
 
 
 def tritonclient_python() -> Path:
-    """The python of a virtualenv holding the pinned tritonclient, created if missing or stale."""
-    python = VENV / "bin" / "python"
-    stamp = VENV / ".requirements-sha256"
-    wanted = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
-    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
-        return python
-    shutil.rmtree(VENV, ignore_errors=True)
-    steps = [
-        [sys.executable, "-m", "venv", str(VENV)],
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", str(REQUIREMENTS)],
-    ]
-    for step in steps:
-        done = subprocess.run(step, capture_output=True, text=True, timeout=600)
-        if done.returncode != 0:
-            pytest.fail(f"could not build {VENV} for tritonclient ({' '.join(step)}):\n{done.stderr[-3000:]}")
-    stamp.write_text(wanted)
-    return python
+    try:
+        return venv.tritonclient_python()
+    except venv.VenvError as exc:
+        pytest.fail(str(exc))
 
 
 def drive(*args: str) -> Any:
-    done = subprocess.run([str(tritonclient_python()), str(DRIVER), *args], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [str(tritonclient_python()), str(venv.DRIVER), *args], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout)
 

@@ -117,3 +117,31 @@ def test_the_discriminator_width_is_set_on_its_own() -> None:
     mlp = load_config(None, [*POINTS, "model.d_width=40", "model.d_depth=3"])
     layers = [m for m in build_discriminator(mlp, 0).modules() if isinstance(m, torch.nn.Linear)]
     assert [layer.out_features for layer in layers] == [40, 40, 40, 1]
+
+
+def test_maxout_discriminator_units_take_the_largest_of_their_pieces(tmp_path: Path) -> None:
+    from training.models import Maxout, build_discriminator
+
+    config = load_config(
+        None,
+        [
+            *POINTS,
+            "model.d_width=6",
+            "model.d_depth=2",
+            "model.d_maxout=5",
+            "model.pack=4",
+            "model.minibatch_std=false",
+        ],
+    )
+    critic = build_discriminator(config, 0)
+    units = [m for m in critic.modules() if isinstance(m, Maxout)]
+    assert [(unit.linear.in_features, unit.linear.out_features) for unit in units] == [(8, 30), (6, 30)]
+    assert not any(isinstance(m, torch.nn.LeakyReLU) for m in critic.modules())
+    unit = units[0]
+    points = torch.randn(3, 8)
+    pieces = unit.linear(points).view(3, 6, 5)
+    assert torch.equal(unit(points), pieces.max(dim=2).values)
+    assert critic(points, torch.zeros(3)).shape == (3,)
+    train(points_config(tmp_path, "steps=4", "model.d_maxout=5", "model.pack=4"), progress=False)  # trains
+    with pytest.raises(ConfigError, match=r"model\.d_maxout"):
+        load_config(None, ["model.d_maxout=5"])  # DCGAN images: maxout is the MLP discriminator's

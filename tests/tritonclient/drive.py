@@ -3,6 +3,8 @@ with the stock tritonclient and prints what it saw as JSON.
 
     python drive.py descriptors          tritonclient's own V2 message descriptors
     python drive.py calls HOST:PORT       every call of the V2 API we implement
+    python drive.py load HOST:PORT MODEL CONCURRENCY SECONDS INPUTS_JSON
+                                          closed-loop load for bench/serve_bench.py --client tritonclient
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from typing import Any
 
 import numpy as np
@@ -99,6 +102,62 @@ def calls(target: str) -> dict[str, Any]:
     }
 
 
+async def load(
+    target: str, model: str, concurrency: int, seconds: float, feeds: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """`concurrency` closed loops of tritonclient's asyncio infer for `seconds` after a 1 s warm-up.
+
+    `feeds`: [{"name", "datatype", "shape", "data"}] of one request; the first input is the latent,
+    given 64 different values in turn so replies are not identical.
+    """
+    import tritonclient.grpc.aio as aio_client
+    from tritonclient.utils import InferenceServerException, triton_to_np_dtype
+
+    arrays = [
+        np.array(feed["data"], dtype=triton_to_np_dtype(feed["datatype"])).reshape(feed["shape"]) for feed in feeds
+    ]
+    rng = np.random.default_rng(0)
+    latents = [np.asarray(rng.standard_normal(arrays[0].shape), dtype=arrays[0].dtype) for _ in range(64)]
+    latencies: list[float] = []
+    errors = 0
+    measuring = stop = False
+
+    def request(index: int) -> list[Any]:
+        made = []
+        for feed, array in zip(feeds, [latents[index % 64], *arrays[1:]], strict=True):
+            made.append(aio_client.InferInput(feed["name"], list(array.shape), feed["datatype"]))
+            made[-1].set_data_from_numpy(array)
+        return made
+
+    async with aio_client.InferenceServerClient(target) as client:
+
+        async def loop(index: int) -> None:
+            nonlocal errors
+            while not stop:
+                index += 1
+                started = time.perf_counter()
+                try:
+                    await client.infer(model, request(index), client_timeout=30)
+                except InferenceServerException:
+                    errors += 1
+                    continue
+                if measuring:
+                    latencies.append((time.perf_counter() - started) * 1000)
+
+        tasks = [asyncio.ensure_future(loop(i * 1_000_000)) for i in range(concurrency)]
+        await asyncio.sleep(1.0)
+        measuring, started = True, time.perf_counter()
+        await asyncio.sleep(seconds)
+        measuring, elapsed = False, time.perf_counter() - started
+        stop = True
+        await asyncio.gather(*tasks)
+    return {"requests": len(latencies), "seconds": elapsed, "latencies_ms": latencies, "errors": errors}
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
-    print(json.dumps(descriptors() if mode == "descriptors" else calls(sys.argv[2])))
+    if mode == "load":
+        target, model, concurrency, seconds, feeds = sys.argv[2:7]
+        print(json.dumps(asyncio.run(load(target, model, int(concurrency), float(seconds), json.loads(feeds)))))
+    else:
+        print(json.dumps(descriptors() if mode == "descriptors" else calls(sys.argv[2])))
