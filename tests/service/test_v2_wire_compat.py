@@ -17,7 +17,7 @@ import pytest
 
 from inference import grpc_service_pb2 as v2
 from inference import grpc_service_pb2_grpc as v2_grpc
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, scrape
 from tests.tritonclient import venv
 
 
@@ -119,3 +119,18 @@ def test_tritonclient_sees_our_errors(seen: dict[str, Any]) -> None:
     assert seen["wrong_shape"]["status"] == "StatusCode.INVALID_ARGUMENT"
     assert "latent" in seen["wrong_shape"]["message"]
     assert seen["unload"]["status"] == "StatusCode.FAILED_PRECONDITION"
+
+
+def test_tritonclient_load_loop_counts_what_the_server_answered(server: ServerThread) -> None:
+    """The closed loops bench/serve_bench.py --client tritonclient runs: every answer timed, none failed."""
+    key = 'gan_requests_total{code="OK",method="ModelInfer",model="digits"}'
+    before = scrape(server).get(key, 0.0)
+    feeds = [
+        {"name": "latent", "datatype": "FP32", "shape": [1, 8], "data": [0.0] * 8},
+        {"name": "class_weights", "datatype": "FP32", "shape": [1, 10], "data": [0.0] * 7 + [1.0, 0.0, 0.0]},
+    ]
+    seen = drive("load", server.target, "digits", "3", "0.5", json.dumps(feeds))
+    assert seen["errors"] == 0 and seen["requests"] > 0
+    assert len(seen["latencies_ms"]) == seen["requests"] and min(seen["latencies_ms"]) > 0
+    answered = scrape(server)[key] - before
+    assert answered >= seen["requests"]  # plus the warm-up second's calls, which are not timed
