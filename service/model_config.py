@@ -99,6 +99,7 @@ class ModelConfig(BaseModel):
             allowed_batch_sizes=sizes,
             merge=merge,
             inline_run_s=settings.inline_run_ms / 1000.0,
+            inline_alone_run_s=settings.inline_alone_run_ms / 1000.0,
         )
 
     @property

@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     inline_run_ms: float = Field(
         0.0, ge=0, le=1000, description="Session runs measured faster than this run on the event loop (0: never)"
     )
+    inline_alone_run_ms: float = Field(
+        5.0,
+        ge=0,
+        le=1000,
+        description="A lone request on an idle model runs on the event loop when measured faster than this (0: never)",
+    )
     max_queue_size: int = Field(4096, ge=1, description="Default queued samples before RESOURCE_EXHAUSTED")
     max_concurrent_calls: int = Field(
         1024, ge=1, le=1_000_000, description="Calls handled at once; more get RESOURCE_EXHAUSTED at once"

@@ -348,6 +348,45 @@ def test_runs_known_to_be_quick_run_on_the_loop_and_slow_ones_in_a_thread() -> N
     asyncio.run(main())
 
 
+def test_a_lone_request_on_an_idle_model_runs_on_the_loop_once_its_run_is_known_to_be_short() -> None:
+    async def main() -> None:
+        model = ThreadRecorder(slow_size=-1, fail_value=99.0)
+        policy = BatchPolicy(1, 0.0, 100, inline_alone_run_s=0.1)
+        batcher = Batcher("fake", [model], policy, clock=FakeClock())
+        batcher.start()
+        loop_thread = threading.current_thread().name
+        try:
+            await batcher.submit(rows(0, 1))  # not measured yet: a thread
+            await batcher.submit(rows(1, 1))  # alone and known to be short: the loop
+            together = await asyncio.gather(batcher.submit(rows(2, 1)), batcher.submit(rows(3, 1)))
+            assert [float(r["double"][0]) for r in together] == [4.0, 6.0]
+            await batcher.submit(images(1.0, 1, 4))  # a new input shape is not measured yet: a thread
+            await batcher.submit(images(1.0, 1, 4))
+        finally:
+            await batcher.close()
+        on_loop = [name == loop_thread for name in model.threads]
+        # the first of the two together runs in a thread (another request waits), the second alone
+        assert on_loop == [False, True, False, True, False, True]
+
+    asyncio.run(main())
+
+
+def test_a_lone_request_whose_run_is_known_to_be_long_still_runs_in_a_thread() -> None:
+    async def main() -> None:
+        model = ThreadRecorder(slow_size=2, fail_value=99.0)  # 2-sample runs take 0.2 s
+        batcher = Batcher("fake", [model], BatchPolicy(2, 0.0, 100, inline_alone_run_s=0.1), clock=FakeClock())
+        batcher.start()
+        loop_thread = threading.current_thread().name
+        try:
+            for _ in range(3):
+                await batcher.submit(rows(0, 2))
+        finally:
+            await batcher.close()
+        assert all(name != loop_thread for name in model.threads) and len(model.threads) == 3
+
+    asyncio.run(main())
+
+
 def test_a_bad_request_fails_alone_not_the_requests_batched_with_it() -> None:
     async def main() -> None:
         model = ThreadRecorder(slow_size=-1, fail_value=99.0)
