@@ -188,7 +188,7 @@ class Batcher:
         count = _batch_length(inputs) if self.policy.merge else 1
         self.check_room(count)
         loop = asyncio.get_running_loop()
-        key = shape_key(inputs) if self.policy.merge else ()
+        key = shape_key(inputs)  # what may share a run, and what a run time is remembered for
         pending = _Pending(inputs, count, loop.create_future(), self._clock.now(), deadline, priority, key)
         self._queues[priority].append(pending)
         self._queued_samples += count
