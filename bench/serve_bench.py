@@ -19,7 +19,8 @@ The V2 rows and the null server can be driven by two clients (--client): `raw`, 
 grpc.aio stubs (the lightest Python client, so the harshest null reference), and
 `tritonclient`, the stock tritonclient[grpc] asyncio client that Triton users run (from
 .venv-tritonclient, built on first use; tests/tritonclient/drive.py load). The digits/null
-ratio is taken between rows of the same client. gan.v1 rows always use the raw client.
+ratio is taken between rows of the same client. gan.v1 rows always use the raw client, and
+tritonclient keeps its clients on one connection (--channels applies to the raw client).
 
 The client, server and references share the machine's cores, as the targets assume.
 With --workers N the server runs N processes on its port (gan-serve --workers); they share

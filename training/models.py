@@ -142,13 +142,9 @@ class MLPDiscriminator(nn.Module):
             if minibatch_std and index == depth - 1:  # batch statistics before the last hidden layer
                 layers.append(VectorMinibatchStd())
                 inputs += 1
-            if maxout > 1:
-                layers += [Maxout(inputs, width, maxout)]
-                layers += [nn.BatchNorm1d(width)] if batch_norm and index > 0 else []
-            else:
-                layers += [nn.Linear(inputs, width)]
-                layers += [nn.BatchNorm1d(width)] if batch_norm and index > 0 else []
-                layers += [nn.LeakyReLU(0.2, inplace=True)]
+            layers += [Maxout(inputs, width, maxout) if maxout > 1 else nn.Linear(inputs, width)]
+            layers += [nn.BatchNorm1d(width)] if batch_norm and index > 0 else []
+            layers += [] if maxout > 1 else [nn.LeakyReLU(0.2, inplace=True)]  # maxout units are their own activation
             inputs = width
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(inputs, 1)
