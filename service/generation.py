@@ -96,7 +96,9 @@ class GenerationService:
         if request.latents is None and seed is None:
             seed = random_seed()
         psi = check_truncation(request.truncation)
-        latents = self._latents(request, signature, count, seed) * np.float32(psi)
+        latents = self._latents(request, signature, count, seed)
+        if psi != 1.0:
+            latents = latents * np.float32(psi)
         labels = self._labels(request, model.name, signature, count, seed)
         inputs = {LATENT_INPUT: latents}
         if signature.conditional:

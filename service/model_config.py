@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from service.batcher import BatchPolicy, Priority
 from service.errors import ModelLoadError
 from service.layout import CONFIG_FILE
-from service.settings import Settings
+from service.settings import CPU_INLINE_RUN_MS, Settings
 
 
 class VersionPolicy(BaseModel):
@@ -88,7 +88,9 @@ class ModelConfig(BaseModel):
             raise ValueError(f"the largest allowed_batch_sizes ({max(sizes)}) must equal max_batch_size")
         return self
 
-    def batch_policy(self, settings: Settings, merge: bool = True) -> BatchPolicy:
+    def batch_policy(self, settings: Settings, merge: bool = True, on_cpu: bool = True) -> BatchPolicy:
+        """The batcher's policy: this config over the service settings. `on_cpu`: the sessions
+        run on the CPU provider, where quick runs go on the event loop unless set otherwise."""
         delay_ms = self.max_queue_delay_ms if self.max_queue_delay_ms is not None else settings.max_queue_delay_ms
         sizes = tuple(sorted(self.allowed_batch_sizes or ()))
         max_batch = self.max_batch_size or (sizes[-1] if sizes else settings.max_batch_size)
@@ -98,13 +100,19 @@ class ModelConfig(BaseModel):
             max_queue_size=self.max_queue_size or settings.max_queue_size,
             allowed_batch_sizes=sizes,
             merge=merge,
-            inline_run_s=settings.inline_run_ms / 1000.0,
+            inline_run_s=_inline_run_ms(settings, on_cpu) / 1000.0,
             inline_alone_run_s=settings.inline_alone_run_ms / 1000.0,
         )
 
     @property
     def priority(self) -> Priority:
         return Priority(self.default_priority)
+
+
+def _inline_run_ms(settings: Settings, on_cpu: bool) -> float:
+    if settings.inline_run_ms is not None:
+        return settings.inline_run_ms
+    return CPU_INLINE_RUN_MS if on_cpu else 0.0
 
 
 def read_model_config(model_dir: Path) -> ModelConfig:

@@ -28,7 +28,7 @@ from service.errors import InvalidInput, ModelLoadError, ModelNotFound, ModelUna
 from service.layout import CONFIG_FILE, MODEL_FILE, MODEL_NAME_RULE, is_model_name, version_dirs
 from service.metrics import Metrics
 from service.model_config import ModelConfig, read_model_config
-from service.runtime import ONNXRUNTIME_ERRORS, Runtime, load_runtime
+from service.runtime import CPU, ONNXRUNTIME_ERRORS, Runtime, load_runtime
 from service.settings import Settings
 from service.statistics import VersionStats
 from service.tensors import TensorSpec
@@ -348,7 +348,7 @@ class Repository:
         instances = config.instances or self._settings.instances
         path = self._root / name / str(version) / MODEL_FILE
         runtime = load_runtime(path, self._settings, instances, config.intra_op_threads)
-        policy = config.batch_policy(self._settings, merge=runtime.batched)
+        policy = config.batch_policy(self._settings, merge=runtime.batched, on_cpu=runtime.provider == CPU)
         warm_up(runtime, policy)
         stats = VersionStats()
         batcher = Batcher(

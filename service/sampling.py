@@ -7,6 +7,8 @@ the server that runs it.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 _LATENT_STREAM = 0
@@ -26,5 +28,6 @@ def labels_from_seed(seed: int, count: int, num_classes: int) -> np.ndarray:
 
 
 def random_seed() -> int:
-    """A fresh seed for requests that give none; returned to the client for reproducibility."""
-    return int(np.random.default_rng().integers(0, 2**63 - 1))
+    """A fresh seed in [0, 2**63) for requests that give none; returned to the client for reproducibility.
+    From the OS's entropy (new numpy generator per call would cost ~15 us of the event loop)."""
+    return int.from_bytes(os.urandom(8), "little") >> 1

@@ -223,8 +223,7 @@ def _generation_request(request: pb.GenerateRequest) -> GenerationRequest:
         raise ModelNotFound("model: the request names no model; ListModels shows the loaded ones")
     source = request.WhichOneof("source")
     latents = np.asarray(request.latents.values, dtype=np.float32) if source == "latents" else None
-    if request.output_format not in pb.OutputFormat.values():
-        raise InvalidInput(f"output_format: {request.output_format} is not one of {sorted(pb.OutputFormat.values())}")
+    _output_format(request.output_format)
     return GenerationRequest(
         model=request.model,
         version=_version(request.version),
@@ -237,9 +236,12 @@ def _generation_request(request: pb.GenerateRequest) -> GenerationRequest:
     )
 
 
+_OUTPUT_FORMATS = frozenset(pb.OutputFormat.values())  # values() builds a new list each call
+
+
 def _output_format(output_format: int) -> int:
-    if output_format not in pb.OutputFormat.values():
-        raise InvalidInput(f"output_format: {output_format} is not one of {sorted(pb.OutputFormat.values())}")
+    if output_format not in _OUTPUT_FORMATS:
+        raise InvalidInput(f"output_format: {output_format} is not one of {sorted(_OUTPUT_FORMATS)}")
     return pb.OUTPUT_FORMAT_FLOAT32 if output_format == pb.OUTPUT_FORMAT_UNSPECIFIED else output_format
 
 

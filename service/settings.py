@@ -9,6 +9,11 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# On the CPU the hand-off of a run to a worker thread costs about as much as a run of a
+# small model, and the loop would wait for the cores the run uses anyway; on a GPU the loop
+# would sit idle while the device computes, so runs always go to a thread there.
+CPU_INLINE_RUN_MS = 2.0
+
 
 class SettingsError(ValueError):
     """A setting has a value the service cannot start with; the message names it."""
@@ -72,8 +77,12 @@ class Settings(BaseSettings):
 
     max_batch_size: int = Field(64, ge=1, le=65536, description="Default samples per session run")
     max_queue_delay_ms: float = Field(2.0, ge=0, le=10_000, description="Default wait for company")
-    inline_run_ms: float = Field(
-        0.0, ge=0, le=1000, description="Session runs measured faster than this run on the event loop (0: never)"
+    inline_run_ms: float | None = Field(
+        None,
+        ge=0,
+        le=1000,
+        description="Session runs measured faster than this run on the event loop (0: never); "
+        f"unset: {CPU_INLINE_RUN_MS:g} ms on the CPU provider, never on a GPU",
     )
     inline_alone_run_ms: float = Field(
         5.0,
