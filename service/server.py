@@ -47,6 +47,26 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
+class GenericHandlersOnly:
+    """Adds services to a grpc.aio server as generic handlers only, not as registered methods.
+
+    grpc.aio keeps one pending call request per registered method and, for every call that
+    arrives, waits on all of them at once (asyncio.wait over ~25 futures for our services),
+    which the event loop pays per call. Served through generic handlers, all calls arrive
+    through one pending request; the method is then found by a dict lookup. Measured on 2
+    cores (digits, 64 clients): 4-6 % more calls per second, ~20 us less server CPU per call.
+    """
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: tuple[grpc.GenericRpcHandler, ...]) -> None:
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        """Ignored: the same handlers came in through add_generic_rpc_handlers."""
+
+
 @dataclass
 class RunningServer:
     """A started service; `stop` drains it."""
@@ -118,14 +138,15 @@ async def start_server(settings: Settings, registry: CollectorRegistry | None = 
         settings.translate_max_images, settings.translate_max_image_bytes, settings.translate_max_pixels
     )
     translation = TranslationService(repository, limits)
+    generic = GenericHandlersOnly(server)
     generator_pb2_grpc.add_GeneratorServiceServicer_to_server(
-        GeneratorServicer(repository, generation, translation, metrics, settings.max_count), server
+        GeneratorServicer(repository, generation, translation, metrics, settings.max_count), generic
     )
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        InferenceServicer(repository, metrics, settings), server
+        InferenceServicer(repository, metrics, settings), generic
     )
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, generic)
     names = [GENERATOR_SERVICE, INFERENCE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
     reflection.enable_server_reflection(names, server)
     address = f"{_host(settings.host)}:{settings.grpc_port}"

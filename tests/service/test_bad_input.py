@@ -77,6 +77,18 @@ def test_get_unknown_model(stub: pb_grpc.GeneratorServiceStub) -> None:
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND and "missing" in raised.value.details()
 
 
+@pytest.mark.parametrize(
+    "method", ["/gan.v1.GeneratorService/NoSuchMethod", "/inference.GRPCInferenceService/Nope", "/no.Such/Service"]
+)
+def test_an_unknown_method_gets_unimplemented(server: ServerThread, method: str) -> None:
+    """Every service is served through generic handlers (service/server.py): unknown paths still get UNIMPLEMENTED."""
+    with grpc.insecure_channel(server.target) as channel:
+        call = channel.unary_unary(method, request_serializer=bytes, response_deserializer=bytes)
+        with pytest.raises(grpc.RpcError) as raised:
+            call(b"", timeout=10)
+    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
 def test_server_still_serves_after_bad_requests(stub: pb_grpc.GeneratorServiceStub) -> None:
     reply = stub.Generate(pb.GenerateRequest(model="digits", count=2, seed=1), timeout=10)
     assert len(reply.labels) == 2
