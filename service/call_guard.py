@@ -7,13 +7,17 @@
 - While the server drains, new calls (health checks excepted) get UNAVAILABLE at once, so
   clients retry elsewhere, and the calls already running are counted until they finish.
 
-Wrapped handlers are cached per method, so the hot path costs one dict lookup.
+The guard wraps each handler once, when a service is added to the server (`GuardedServices`),
+rather than as a server interceptor: grpc.aio runs interceptors as coroutines on every call.
+GuardedServices also hands grpc every service as generic handlers, not registered methods:
+grpc.aio keeps one pending call request per registered method and waits on all of them for
+every call that arrives (asyncio.wait over ~25 futures here), while generic handlers share
+one. Measured on 2 cores (digits, 64 clients): 20-25 us less server CPU per call together.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -30,10 +34,9 @@ class _Undecodable:
 _ALWAYS_ADMITTED = "/grpc.health.v1.Health/"
 
 
-class CallGuard(grpc.aio.ServerInterceptor):
+class CallGuard:
     def __init__(self, metrics: Metrics, max_concurrent_calls: int) -> None:
         self._metrics = metrics
-        self._handlers: dict[str, grpc.RpcMethodHandler | None] = {}
         self._refusing = False
         self._max_calls = max_concurrent_calls
         self.in_flight = 0
@@ -72,18 +75,8 @@ class CallGuard(grpc.aio.ServerInterceptor):
             return grpc.StatusCode.DEADLINE_EXCEEDED, "deadline: it passed before the call started"
         return None
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method = details.method
-        if method not in self._handlers:
-            handler = await continuation(details)
-            self._handlers[method] = self._guard(method, handler) if handler is not None else None
-        return self._handlers[method]
-
-    def _guard(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """`handler` of the full method name `method`, behind the guard (unary calls only)."""
         behavior, deserialize = handler.unary_unary, handler.request_deserializer
         if behavior is None or deserialize is None:
             return handler  # streaming calls (health watch, reflection) keep grpc's own handling
@@ -116,3 +109,19 @@ class CallGuard(grpc.aio.ServerInterceptor):
                 gauge.dec()
 
         return grpc.unary_unary_rpc_method_handler(guarded, decode, handler.response_serializer)
+
+
+class GuardedServices:
+    """Stands in for the server when a generated `add_*Servicer_to_server` adds a service: every
+    method goes behind the call guard and into the server as part of one generic handler."""
+
+    def __init__(self, server: grpc.aio.Server, guard: CallGuard) -> None:
+        self._server = server
+        self._guard = guard
+
+    def add_generic_rpc_handlers(self, handlers: tuple[grpc.GenericRpcHandler, ...]) -> None:
+        """Ignored: generated code passes the same handlers to add_registered_method_handlers."""
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        guarded = {name: self._guard.wrap(f"/{service}/{name}", handler) for name, handler in handlers.items()}
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, guarded),))

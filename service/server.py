@@ -18,7 +18,7 @@ from gan.v1 import generator_pb2, generator_pb2_grpc
 from inference import grpc_service_pb2, grpc_service_pb2_grpc
 from service import collector
 from service.auth import TokenAuth, read_tokens
-from service.call_guard import CallGuard
+from service.call_guard import CallGuard, GuardedServices
 from service.generation import GenerationService
 from service.inference_servicer import InferenceServicer
 from service.metrics import Metrics
@@ -45,26 +45,6 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         # Only the workers of one supervisor share a port (service/workers.py checks it is free first).
         ("grpc.so_reuseport", 0 if settings.worker_index is None else 1),
     ]
-
-
-class GenericHandlersOnly:
-    """Adds services to a grpc.aio server as generic handlers only, not as registered methods.
-
-    grpc.aio keeps one pending call request per registered method and, for every call that
-    arrives, waits on all of them at once (asyncio.wait over ~25 futures for our services),
-    which the event loop pays per call. Served through generic handlers, all calls arrive
-    through one pending request; the method is then found by a dict lookup. Measured on 2
-    cores (digits, 64 clients): 4-6 % more calls per second, ~20 us less server CPU per call.
-    """
-
-    def __init__(self, server: grpc.aio.Server) -> None:
-        self._server = server
-
-    def add_generic_rpc_handlers(self, handlers: tuple[grpc.GenericRpcHandler, ...]) -> None:
-        self._server.add_generic_rpc_handlers(handlers)
-
-    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
-        """Ignored: the same handlers came in through add_generic_rpc_handlers."""
 
 
 @dataclass
@@ -128,7 +108,7 @@ async def start_server(settings: Settings, registry: CollectorRegistry | None = 
 
     try:
         guard = CallGuard(metrics, settings.max_concurrent_calls)
-        interceptors = interceptors_for(settings, metrics, guard)
+        interceptors = interceptors_for(settings, metrics)
     except OSError:
         await repository.close()
         raise
@@ -138,15 +118,15 @@ async def start_server(settings: Settings, registry: CollectorRegistry | None = 
         settings.translate_max_images, settings.translate_max_image_bytes, settings.translate_max_pixels
     )
     translation = TranslationService(repository, limits)
-    generic = GenericHandlersOnly(server)
+    services = GuardedServices(server, guard)
     generator_pb2_grpc.add_GeneratorServiceServicer_to_server(
-        GeneratorServicer(repository, generation, translation, metrics, settings.max_count), generic
+        GeneratorServicer(repository, generation, translation, metrics, settings.max_count), services
     )
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        InferenceServicer(repository, metrics, settings), generic
+        InferenceServicer(repository, metrics, settings), services
     )
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, generic)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, services)
     names = [GENERATOR_SERVICE, INFERENCE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
     reflection.enable_server_reflection(names, server)
     address = f"{_host(settings.host)}:{settings.grpc_port}"
@@ -180,13 +160,13 @@ async def start_server(settings: Settings, registry: CollectorRegistry | None = 
     return running
 
 
-def interceptors_for(settings: Settings, metrics: Metrics, guard: CallGuard) -> list[grpc.aio.ServerInterceptor]:
-    """Token authentication when a token file is set, then the call guard (decoding, admission)."""
+def interceptors_for(settings: Settings, metrics: Metrics) -> list[grpc.aio.ServerInterceptor]:
+    """Token authentication when a token file is set (the call guard wraps the handlers themselves)."""
     if settings.auth_token_file is None and settings.admin_token_file is None:
-        return [guard]
+        return []
     users = read_tokens(settings.auth_token_file, "auth_token_file") if settings.auth_token_file else ()
     admins = read_tokens(settings.admin_token_file, "admin_token_file") if settings.admin_token_file else ()
-    return [TokenAuth(users, admins, metrics), guard]  # the first one listed runs first
+    return [TokenAuth(users, admins, metrics)]
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
