@@ -127,7 +127,7 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
             except Exception:
                 model.stats.record_request(False, time.perf_counter() - started)
                 raise
-            self._metrics.samples.labels(model.name).inc(samples)
+            self._metrics.count_samples(model.name, samples)
             model.stats.record_request(True, time.perf_counter() - started)
             return reply
 

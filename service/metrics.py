@@ -148,6 +148,7 @@ class Metrics:
         # Label children per (method, model, code): labels() validates and locks on every call,
         # which adds up at thousands of requests per second. The label sets are bounded.
         self._request_children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
+        self._sample_children: dict[str, Any] = {}
 
     def retire(self, model: str, version: int, provider: str) -> None:
         """A version left service: its readiness and queue gauges go to 0, and their series away.
@@ -169,6 +170,13 @@ class Metrics:
         """The batcher-side view of these metrics for one model version."""
         self.queue_capacity.labels(model, str(version)).set(queue_capacity)
         return VersionObserver(self, model, version, stats)
+
+    def count_samples(self, model: str, samples: int) -> None:
+        """Samples returned to clients of `model` (the labelled counter looked up once per model)."""
+        child = self._sample_children.get(model)
+        if child is None:
+            child = self._sample_children[model] = self.samples.labels(model)
+        child.inc(samples)
 
     def count_request(self, method: str, model: str, code: str, seconds: float) -> None:
         key = (method, model, code)

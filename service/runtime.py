@@ -169,16 +169,24 @@ class Runtime:
     def provider(self) -> str:
         return self.sessions[0].provider
 
-    @property
+    @functools.cached_property
     def batched(self) -> bool:
         """Requests can be merged: every input and output has a variable leading axis."""
         return all(spec.batched for spec in (*self.inputs, *self.outputs))
 
+    @functools.cached_property
+    def _inputs_by_name(self) -> dict[str, TensorSpec]:
+        return {spec.name: spec for spec in self.inputs}
+
+    @functools.cached_property
+    def _outputs_by_name(self) -> dict[str, TensorSpec]:
+        return {spec.name: spec for spec in self.outputs}
+
     def input(self, name: str) -> TensorSpec | None:
-        return next((spec for spec in self.inputs if spec.name == name), None)
+        return self._inputs_by_name.get(name)
 
     def output(self, name: str) -> TensorSpec | None:
-        return next((spec for spec in self.outputs if spec.name == name), None)
+        return self._outputs_by_name.get(name)
 
 
 def load_runtime(path: Path, settings: Settings, instances: int = 1, intra_op_threads: int | None = None) -> Runtime:

@@ -130,14 +130,14 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
             for index, offset in enumerate(range(0, rows.count, chunk)):  # chunk k: the rows of seed + k
                 part = replace(rows, count=min(chunk, rows.count - offset), seed=seed + index)
                 result = await self._rows.generate(part, deadline_of(context))
-                self._metrics.samples.labels(result.model.name).inc(part.count)
+                self._metrics.count_samples(result.model.name, part.count)
                 await context.write(_rows_response(result, offset))
 
         return await self._observe("GenerateRowsStream", request.model, context, handle)
 
     def _served(self, model: ModelVersion, samples: int, started: float) -> None:
         """A call that succeeded: count its samples and record it in the model's statistics."""
-        self._metrics.samples.labels(model.name).inc(samples)
+        self._metrics.count_samples(model.name, samples)
         model.stats.record_request(True, time.perf_counter() - started)
 
     async def _observe(
