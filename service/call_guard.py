@@ -118,10 +118,21 @@ class GuardedServices:
     def __init__(self, server: grpc.aio.Server, guard: CallGuard) -> None:
         self._server = server
         self._guard = guard
+        self._unmatched = 0  # generic handlers seen without their registered methods yet
 
     def add_generic_rpc_handlers(self, handlers: tuple[grpc.GenericRpcHandler, ...]) -> None:
-        """Ignored: generated code passes the same handlers to add_registered_method_handlers."""
+        """Not added: generated code passes the same handlers to add_registered_method_handlers next."""
+        self._unmatched += 1
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self._unmatched -= 1
         guarded = {name: self._guard.wrap(f"/{service}/{name}", handler) for name, handler in handlers.items()}
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, guarded),))
+
+    def check_complete(self) -> None:
+        """Raise when a service came only as a generic handler (stubs from grpcio-tools before 1.62)."""
+        if self._unmatched:
+            raise RuntimeError(
+                "a gRPC service was added without its method handlers: regenerate its stubs with "
+                "grpcio-tools >= 1.62 (make proto)"
+            )

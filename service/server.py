@@ -127,6 +127,7 @@ async def start_server(settings: Settings, registry: CollectorRegistry | None = 
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, services)
+    services.check_complete()
     names = [GENERATOR_SERVICE, INFERENCE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
     reflection.enable_server_reflection(names, server)
     address = f"{_host(settings.host)}:{settings.grpc_port}"

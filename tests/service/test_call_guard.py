@@ -1,0 +1,46 @@
+"""GuardedServices: how services reach the gRPC server (generic handlers behind the call guard)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import pytest
+from prometheus_client import CollectorRegistry
+
+from inference import grpc_service_pb2_grpc as v2_grpc
+from service.call_guard import CallGuard, GuardedServices
+from service.metrics import Metrics
+
+
+class RecordingServer:
+    def __init__(self) -> None:
+        self.generic: list[grpc.GenericRpcHandler] = []
+
+    def add_generic_rpc_handlers(self, handlers: tuple[grpc.GenericRpcHandler, ...]) -> None:
+        self.generic.extend(handlers)
+
+
+class Details(grpc.HandlerCallDetails):
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.invocation_metadata: tuple[Any, ...] = ()
+
+
+def test_a_generated_service_arrives_as_one_generic_handler_of_guarded_methods() -> None:
+    server = RecordingServer()
+    services = GuardedServices(server, CallGuard(Metrics(CollectorRegistry()), 10))
+    v2_grpc.add_GRPCInferenceServiceServicer_to_server(v2_grpc.GRPCInferenceServiceServicer(), services)
+    services.check_complete()
+    assert len(server.generic) == 1
+    handler = server.generic[0].service(Details("/inference.GRPCInferenceService/ModelInfer"))
+    assert handler is not None and handler.unary_unary is not None
+    assert handler.unary_unary.__name__ == "guarded"  # behind the call guard
+    assert server.generic[0].service(Details("/inference.GRPCInferenceService/NoSuchMethod")) is None
+
+
+def test_stubs_that_add_only_a_generic_handler_are_refused_with_what_to_do() -> None:
+    services = GuardedServices(RecordingServer(), CallGuard(Metrics(CollectorRegistry()), 10))
+    services.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("old.Service", {}),))
+    with pytest.raises(RuntimeError, match=r"grpcio-tools >= 1\.62"):
+        services.check_complete()
