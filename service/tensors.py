@@ -6,6 +6,7 @@ The V2 protocol names data types with strings ("FP32", "INT64"); onnxruntime wit
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,9 +50,26 @@ class TensorSpec:
     datatype: str  # a V2 datatype name
     shape: tuple[int, ...]
 
-    @property
+    @functools.cached_property
     def dtype(self) -> np.dtype:
         return V2_DTYPES[self.datatype]
+
+    @functools.cached_property
+    def floating(self) -> bool:
+        return self.dtype.kind == "f"
+
+    @functools.cached_property
+    def _only_leading_variable(self) -> bool:
+        return self.batched and all(dim >= 0 for dim in self.shape[1:])
+
+    def fits(self, shape: tuple[int, ...]) -> bool:
+        """Whether a tensor of `shape` can be this one: as many axes, none negative, the fixed ones equal."""
+        if len(shape) != len(self.shape):
+            return False
+        if self._only_leading_variable:
+            return shape[0] >= 0 and shape[1:] == self.shape[1:]
+        pairs = zip(shape, self.shape, strict=True)
+        return all(dim >= 0 and (expected < 0 or dim == expected) for dim, expected in pairs)
 
     @property
     def batched(self) -> bool:

@@ -41,33 +41,47 @@ def decode_inputs(
     """The request's input tensors as arrays, checked against the model's inputs; a translator's
     images must also be of a size it runs, with at most `max_pixels` per input and output image."""
     raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
+    tensors = request.inputs
+    if raw and len(raw) != len(tensors):
         raise InvalidInput(
-            f"raw_input_contents: {len(raw)} buffers for {len(request.inputs)} inputs; send one buffer per input, "
+            f"raw_input_contents: {len(raw)} buffers for {len(tensors)} inputs; send one buffer per input, "
             "in the order of `inputs`"
         )
     arrays: dict[str, np.ndarray] = {}
-    for index, tensor in enumerate(request.inputs):
-        spec = runtime.input(tensor.name)
-        where = f"inputs[{index}] ({tensor.name!r})"
-        if spec is None:
-            expected = ", ".join(s.describe() for s in runtime.inputs)
-            raise InvalidInput(f"{where}.name: not an input of this model; its inputs: {expected}")
-        if tensor.name in arrays:
-            raise InvalidInput(f"{where}.name: the input is given twice")
-        shape = _check_shape(where, tensor.shape, spec)
-        _check_image_size(where, shape, spec, runtime, max_pixels)
-        array = _from_raw(where, raw[index], shape, spec) if raw else _from_contents(where, tensor, shape, spec)
-        _check_values(where, array, spec, runtime)
-        arrays[tensor.name] = array
-    missing = [spec.describe() for spec in runtime.inputs if spec.name not in arrays]
-    if missing:
+    for index, tensor in enumerate(tensors):
+        name = tensor.name
+        spec = runtime.input(name)
+        if spec is None or name in arrays:
+            raise _name_error(_where(index, name), spec, runtime)
+        shape = tuple(tensor.shape)
+        if not spec.fits(shape):
+            _check_shape(_where(index, name), shape, spec)
+        if runtime.translator is not None:
+            _check_image_size(_where(index, name), shape, spec, runtime, max_pixels)
+        array = _from_raw(index, raw[index], shape, spec) if raw else _from_contents(index, tensor, shape, spec)
+        _check_values(index, array, spec, runtime)
+        arrays[name] = array
+    if len(arrays) != len(runtime.inputs):
+        missing = [spec.describe() for spec in runtime.inputs if spec.name not in arrays]
         raise InvalidInput(f"inputs: missing {', '.join(missing)}")
     _check_batch(arrays, runtime, max_samples)
     return arrays
 
 
+def _where(index: int, name: str) -> str:
+    """How messages name an input tensor of the request."""
+    return f"inputs[{index}] ({name!r})"
+
+
+def _name_error(where: str, spec: TensorSpec | None, runtime: Runtime) -> InvalidInput:
+    if spec is None:
+        expected = ", ".join(s.describe() for s in runtime.inputs)
+        return InvalidInput(f"{where}.name: not an input of this model; its inputs: {expected}")
+    return InvalidInput(f"{where}.name: the input is given twice")
+
+
 def _check_shape(where: str, shape: Sequence[int], spec: TensorSpec) -> tuple[int, ...]:
+    """Raise, naming the axis, when `shape` does not fit the model's shape for the input."""
     given = tuple(int(dim) for dim in shape)
     if len(given) != len(spec.shape):
         raise InvalidInput(f"{where}.shape: {list(given)} has {len(given)} axes; the model expects {list(spec.shape)}")
@@ -97,17 +111,18 @@ def _check_image_size(
         )
 
 
-def _from_raw(where: str, buffer: bytes, shape: tuple[int, ...], spec: TensorSpec) -> np.ndarray:
+def _from_raw(index: int, buffer: bytes, shape: tuple[int, ...], spec: TensorSpec) -> np.ndarray:
     expected = math.prod(shape) * spec.dtype.itemsize
     if len(buffer) != expected:
         raise InvalidInput(
-            f"{where}: raw_input_contents holds {len(buffer)} bytes; shape {list(shape)} of {spec.datatype} "
-            f"needs {expected}"
+            f"{_where(index, spec.name)}: raw_input_contents holds {len(buffer)} bytes; shape {list(shape)} "
+            f"of {spec.datatype} needs {expected}"
         )
-    return np.frombuffer(buffer, dtype=spec.dtype).reshape(shape)
+    return np.ndarray(shape, spec.dtype, buffer)  # read-only, over the message's bytes
 
 
-def _from_contents(where: str, tensor: Any, shape: tuple[int, ...], spec: TensorSpec) -> np.ndarray:
+def _from_contents(index: int, tensor: Any, shape: tuple[int, ...], spec: TensorSpec) -> np.ndarray:
+    where = _where(index, spec.name)
     field = CONTENTS_FIELD.get(spec.datatype)
     if field is None:
         raise InvalidInput(f"{where}.contents: {spec.datatype} travels only as raw_input_contents")
@@ -122,27 +137,35 @@ def _from_contents(where: str, tensor: Any, shape: tuple[int, ...], spec: Tensor
         raise InvalidInput(f"{where}.contents.{field}: a value does not fit {spec.datatype}") from None
 
 
-def _check_values(where: str, array: np.ndarray, spec: TensorSpec, runtime: Runtime) -> None:
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
+def _check_values(index: int, array: np.ndarray, spec: TensorSpec, runtime: Runtime) -> None:
+    if spec.floating and not _all_finite(array):
         bad = int(np.flatnonzero(~np.isfinite(array.ravel()))[0])
-        raise InvalidInput(f"{where}: value {bad} is not finite; inputs must be finite numbers")
+        raise InvalidInput(f"{_where(index, spec.name)}: value {bad} is not finite; inputs must be finite numbers")
     signature = runtime.signature
-    if signature is not None and spec.name == LABEL_INPUT and array.size:
+    if spec.name == LABEL_INPUT and signature is not None and array.size:
         classes = len(signature.class_names)
         low, high = int(array.min()), int(array.max())
         if low < 0 or high >= classes:
+            bad = low if low < 0 else high
             raise InvalidInput(
-                f"{where}: label {low if low < 0 else high} is outside the model's classes 0..{classes - 1}"
+                f"{_where(index, spec.name)}: label {bad} is outside the model's classes 0..{classes - 1}"
             )
+
+
+def _all_finite(array: np.ndarray) -> bool:
+    """Whether every value is finite. The sum of squares (one BLAS call) is finite when they all
+    are, unless it overflows; only then, or when it is not, are the values checked one by one."""
+    return math.isfinite(np.vdot(array, array)) or bool(np.isfinite(array).all())
 
 
 def _check_batch(arrays: dict[str, np.ndarray], runtime: Runtime, max_samples: int) -> None:
     if not runtime.batched:
         return
-    lengths = {name: array.shape[0] for name, array in arrays.items()}
-    if len(set(lengths.values())) != 1:
-        raise InvalidInput(f"inputs: the leading (batch) axes differ: {lengths}; they must be equal")
-    samples = next(iter(lengths.values()))
+    lengths = [array.shape[0] for array in arrays.values()]
+    samples = lengths[0]
+    if lengths.count(samples) != len(lengths):
+        differ = {name: array.shape[0] for name, array in arrays.items()}
+        raise InvalidInput(f"inputs: the leading (batch) axes differ: {differ}; they must be equal")
     if not 1 <= samples <= max_samples:
         raise InvalidInput(f"inputs: batch of {samples} samples; send between 1 and {max_samples} per request")
 
