@@ -33,7 +33,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol
 
@@ -106,7 +106,9 @@ ShapeKey = tuple[tuple[str, tuple[int, ...]], ...]  # (input name, shape without
 
 def shape_key(inputs: Inputs) -> ShapeKey:
     """What requests must share to be stacked into one run: every input's non-batch shape."""
-    return tuple(sorted((name, tuple(array.shape[1:])) for name, array in inputs.items()))
+    key = [(name, array.shape[1:]) for name, array in inputs.items()]
+    key.sort()
+    return tuple(key)
 
 
 @dataclass(eq=False)
@@ -119,7 +121,7 @@ class _Pending:
     priority: Priority
     key: ShapeKey
     scheduled: int = 0  # samples already cut into batches
-    parts: dict[int, Outputs] = field(default_factory=dict)  # offset -> output rows
+    parts: dict[int, Outputs] | None = None  # offset -> output rows, for a request split across runs
     done: int = 0
 
     @property
@@ -436,6 +438,8 @@ def _deliver(batch: list[_Slice], outputs: Outputs) -> None:
         if whole:
             pending.future.set_result(rows)
             continue
+        if pending.parts is None:
+            pending.parts = {}
         pending.parts[piece.start] = rows
         pending.done += size
         if pending.done == pending.count:

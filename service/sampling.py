@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,15 @@ class _Streams(threading.local):
     def __init__(self) -> None:
         self.bits = np.random.Philox(key=0)
         self.generator = np.random.Generator(self.bits)
+        self.key = np.zeros(2, np.uint64)
+        self.start: Any = {  # Philox's state at the start of a stream; the state setter copies it
+            "bit_generator": "Philox",
+            "state": {"counter": np.zeros(4, np.uint64), "key": self.key},
+            "buffer": np.zeros(4, np.uint64),
+            "buffer_pos": 4,
+            "has_uint32": 0,
+            "uinteger": 0,
+        }
 
 
 _streams = _Streams()
@@ -30,15 +40,11 @@ _streams = _Streams()
 
 def stream(seed: int, stream_id: int) -> np.random.Generator:
     """This thread's generator, set to the start of stream `stream_id` of `seed` (any integer, taken mod 2**64)."""
-    _streams.bits.state = {
-        "bit_generator": "Philox",
-        "state": {"counter": np.zeros(4, np.uint64), "key": np.array([seed % _UINT64, stream_id], np.uint64)},
-        "buffer": np.zeros(4, np.uint64),
-        "buffer_pos": 4,
-        "has_uint32": 0,
-        "uinteger": 0,
-    }
-    return _streams.generator
+    streams = _streams
+    streams.key[0] = seed % _UINT64
+    streams.key[1] = stream_id
+    streams.bits.state = streams.start
+    return streams.generator
 
 
 def latents_from_seed(seed: int, count: int, latent_dim: int) -> np.ndarray:
@@ -47,8 +53,9 @@ def latents_from_seed(seed: int, count: int, latent_dim: int) -> np.ndarray:
 
 
 def labels_from_seed(seed: int, count: int, num_classes: int) -> np.ndarray:
-    """(count,) int64 labels drawn uniformly from [0, num_classes)."""
-    return stream(seed, _LABEL_STREAM).integers(0, num_classes, size=count, dtype=np.int64)
+    """(count,) int64 labels drawn uniformly from [0, num_classes) (floor of a uniform float64 times
+    num_classes: a third of Generator.integers' cost, with a bias below num_classes / 2**53)."""
+    return (stream(seed, _LABEL_STREAM).random(count) * num_classes).astype(np.int64)
 
 
 def random_seed() -> int:
