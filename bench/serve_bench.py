@@ -55,7 +55,7 @@ MODELS = {
     # name: (training overrides, config.json)
     "dcgan64": (
         ["data.image_size=64", "data.channels=3", "data.conditional=false", "model.width=64", "model.latent_dim=100"],
-        {"max_batch_size": 64, "max_queue_delay_ms": 5},
+        {"max_batch_size": 64, "max_queue_delay_ms": 5, "instances": 2},  # docs/operations.md, sizing item 5
     ),
     "digits": ([], {"max_batch_size": 64, "max_queue_delay_ms": 2}),
 }

@@ -281,6 +281,29 @@ def test_instances_run_batches_side_by_side() -> None:
     scenario(body, model=model, instances=2)
 
 
+def test_the_first_instance_takes_every_run_it_can_and_the_second_only_while_it_is_busy() -> None:
+    async def main() -> None:
+        first, second = FakeModel(gated=True), FakeModel()
+        batcher = Batcher("fake", [first, second], BatchPolicy(8, 0.0, 100), clock=FakeClock())
+        batcher.start()
+        first.gate.set()
+        for start in range(0, 6, 2):  # one after another: the first instance is always free
+            await batcher.submit(rows(start, 2))
+        assert (first.sizes, second.sizes) == ([2, 2, 2], [])
+        for _ in range(3):
+            first.entered.acquire()  # released by those three runs
+        first.gate.clear()
+        held = asyncio.ensure_future(batcher.submit(rows(6, 1)))
+        await asyncio.to_thread(first.entered.acquire)  # the first instance is running it now
+        assert (await batcher.submit(rows(7, 3)))["double"].tolist() == [14, 16, 18]
+        assert second.sizes == [3], "the second instance should take the run the busy first one cannot"
+        first.gate.set()
+        await held
+        await batcher.close()
+
+    asyncio.run(main())
+
+
 def test_without_merging_each_request_runs_alone_as_sent() -> None:
     async def body(batcher: Batcher, model: FakeModel, clock: FakeClock) -> None:
         results = await asyncio.gather(batcher.submit(rows(0, 3)), batcher.submit(rows(3, 2)))
