@@ -57,7 +57,7 @@ MODELS = {
         ["data.image_size=64", "data.channels=3", "data.conditional=false", "model.width=64", "model.latent_dim=100"],
         {"max_batch_size": 64, "max_queue_delay_ms": 5, "instances": 2},  # docs/operations.md, sizing item 5
     ),
-    "digits": ([], {"max_batch_size": 64, "max_queue_delay_ms": 2}),
+    "digits": ([], {"max_batch_size": 64, "max_queue_delay_ms": 2, "intra_op_threads": 1}),  # sizing item 5
 }
 
 
@@ -151,14 +151,17 @@ def median_run_ms(session: Any, feeds: dict[str, np.ndarray], repeats: int) -> f
 
 
 def open_session(path: Path, provider: str) -> Any:
-    """A session with the server's own options (threads, spinning, graph optimisation from GAN_*)."""
+    """A session with the server's own options: threads (the model's config.json, else GAN_*),
+    spinning and graph optimisation (GAN_*)."""
     import onnxruntime as ort
 
+    from service.model_config import read_model_config
     from service.runtime import choose_providers, session_options
     from service.settings import load_settings
 
     settings = load_settings().model_copy(update={"provider": provider})
-    options = session_options(settings, settings.intra_op_threads)
+    threads = read_model_config(path.parent.parent).intra_op_threads
+    options = session_options(settings, settings.intra_op_threads if threads is None else threads)
     providers = choose_providers(settings).providers
     return ort.InferenceSession(str(path), sess_options=options, providers=providers)
 
