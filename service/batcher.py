@@ -170,6 +170,7 @@ class Batcher:
         self._last_batch = 0
         self._last_finished_at = float("-inf")
         self._run_seconds: dict[tuple[int, ShapeKey], float] = {}  # (padded size, shapes) -> average run time
+        self._sample_seconds: float | None = None  # the cheapest of those runs per sample: the wait estimate
         self._running = 0  # runs in progress, on the loop or in a thread
         self._busy = [False] * len(self._runners)  # per instance: running a batch
 
@@ -193,6 +194,8 @@ class Batcher:
             raise BatcherClosed(f"model {self.name} is shutting down; retry on another replica")
         count = _batch_length(inputs) if self.policy.merge else 1
         self.check_room(count)
+        if deadline is not None:
+            self._check_deadline(count, deadline, priority)
         loop = asyncio.get_running_loop()
         key = shape_key(inputs)  # what may share a run, and what a run time is remembered for
         pending = _Pending(inputs, count, loop.create_future(), self._clock.now(), deadline, priority, key)
@@ -212,6 +215,24 @@ class Batcher:
             raise Overloaded(
                 f"model {self.name} has {self._queued_samples} samples queued and a limit of "
                 f"{self.policy.max_queue_size} (max_queue_size); retry later with backoff"
+            )
+
+    def _check_deadline(self, count: int, deadline: float, priority: Priority) -> None:
+        """Raise Overloaded when the samples queued ahead, and these, would take longer to run than
+        the time left before `deadline`, even at the cheapest per-sample cost seen so far: such a
+        request would only wait in the queue to expire, holding a place others could use."""
+        if self._sample_seconds is None:
+            return  # nothing has run yet: no estimate
+        ahead = self._queued_samples
+        if priority is Priority.HIGH:
+            ahead = sum(pending.waiting for pending in self._queues[Priority.HIGH])
+        needed = (ahead + count) * self._sample_seconds / len(self._runners)
+        left = deadline - self._clock.now()
+        if needed > left:
+            raise Overloaded(
+                f"model {self.name}: the {ahead} samples queued ahead and these {count} need at least "
+                f"{needed * 1000:.0f} ms to run, and the call's deadline is {max(left, 0.0) * 1000:.0f} ms away; "
+                "retry with backoff, with a longer deadline, or on another replica"
             )
 
     async def close(self) -> None:
@@ -391,6 +412,7 @@ class Batcher:
     def _remember_run(self, run: tuple[int, ShapeKey], seconds: float) -> None:
         previous = self._run_seconds.get(run)
         self._run_seconds[run] = seconds if previous is None else 0.8 * previous + 0.2 * seconds
+        self._sample_seconds = min(average / padded for (padded, _), average in self._run_seconds.items())
 
     def _report_depth(self) -> None:
         if self._observer is not None:

@@ -522,3 +522,34 @@ def test_a_large_request_split_across_runs_still_lets_other_shapes_wait_their_tu
         assert results[1]["double"].shape == (5, 2, 2)
 
     scenario(body, model=model, max_batch_size=4)
+
+
+def test_a_request_that_cannot_run_before_its_deadline_is_refused_at_once() -> None:
+    class SlowModel(FakeModel):
+        """Takes 20 ms a sample, in real time (what the batcher measures), once opened."""
+
+        def __call__(self, inputs: Mapping[str, np.ndarray]) -> Outputs:
+            time.sleep(0.02 * len(inputs["x"]))
+            return super().__call__(inputs)
+
+    async def body(batcher: Batcher, model: FakeModel, clock: FakeClock) -> None:
+        model.gate.set()
+        await batcher.submit(rows(0, 1))  # measured: at least 20 ms a sample
+        with pytest.raises(Overloaded, match=r"need at least \d+ ms to run.*deadline is 5 ms away"):
+            await batcher.submit(rows(1, 1), deadline=clock.now() + 0.005)
+        model.gate.clear()
+        held = asyncio.ensure_future(batcher.submit(rows(2, 1)))
+        await asyncio.to_thread(model.entered.acquire)
+        await asyncio.to_thread(model.entered.acquire)  # the second run holds the only instance
+        queued = [asyncio.ensure_future(batcher.submit(rows(3 + i, 1))) for i in range(10)]
+        await settle()
+        with pytest.raises(Overloaded, match="the 10 samples queued ahead and these 1"):
+            await batcher.submit(rows(20, 1), deadline=clock.now() + 0.1)
+        urgent = asyncio.ensure_future(batcher.submit(rows(21, 1), deadline=clock.now() + 0.1, priority=Priority.HIGH))
+        patient = asyncio.ensure_future(batcher.submit(rows(22, 1), deadline=clock.now() + 10))
+        await settle()
+        assert not urgent.done() and not patient.done(), "both fit their deadlines: they wait their turn"
+        model.gate.set()
+        await asyncio.gather(held, *queued, urgent, patient)
+
+    scenario(body, model=SlowModel(gated=True), max_queue_delay_s=0.0)
