@@ -8,6 +8,8 @@ shorter), so slerp keeps every step as typical as the endpoints.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 _PARALLEL = 1e-6  # below this sine of the angle, two directions count as parallel (or opposite)
@@ -52,10 +54,15 @@ def class_mix(start: int, end: int, classes: int, steps: int) -> np.ndarray:
 
 
 def one_hot(labels: np.ndarray, classes: int) -> np.ndarray:
-    """(N,) int labels -> (N, classes) float32 one-hot rows."""
-    rows = np.zeros((len(labels), classes), dtype=np.float32)
-    rows[np.arange(len(labels)), labels] = 1.0
-    return rows
+    """(N,) int labels -> (N, classes) float32 one-hot rows (a new array, gathered from the identity)."""
+    return _identity(classes)[labels]
+
+
+@functools.cache
+def _identity(classes: int) -> np.ndarray:
+    identity = np.eye(classes, dtype=np.float32)
+    identity.flags.writeable = False
+    return identity
 
 
 def _orthogonal(unit: np.ndarray) -> np.ndarray:
