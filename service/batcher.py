@@ -164,6 +164,7 @@ class Batcher:
         self._queues: dict[Priority, deque[_Pending]] = {level: deque() for level in Priority}
         self._queued_samples = 0
         self._wakeup = asyncio.Event()
+        self._wake_at = 1  # queued samples that wake a waiting worker: 1, or the company it waits for
         self._closing = False
         self._workers: list[asyncio.Task[None]] = []
         self._executor = ThreadPoolExecutor(max_workers=len(self._runners), thread_name_prefix=f"run-{name}")
@@ -202,7 +203,8 @@ class Batcher:
         self._queues[priority].append(pending)
         self._queued_samples += count
         self._report_depth()
-        self._wakeup.set()
+        if self._queued_samples >= self._wake_at:
+            self._wakeup.set()
         try:
             return await pending.future
         except asyncio.CancelledError:
@@ -267,6 +269,7 @@ class Batcher:
             if not batch:
                 continue
             self._busy[index] = True
+            self._wake_at = 1  # no one waits for company now: any arrival may go to a free instance
             if self._has_work():
                 self._wakeup.set()  # the next instance may take what is left
             try:
@@ -279,6 +282,7 @@ class Batcher:
     async def _wait_for_work(self, index: int) -> None:
         while not (self._has_work() and all(self._busy[:index])) and not self._closing:
             self._wakeup.clear()
+            self._wake_at = 1
             await self._wakeup.wait()
 
     def _company_target(self, now: float) -> int:
@@ -298,6 +302,7 @@ class Batcher:
             if remaining <= 0:
                 return
             self._wakeup.clear()
+            self._wake_at = self._company_target(now)
             if not await self._clock.wait(self._wakeup, remaining):
                 return
 

@@ -553,3 +553,27 @@ def test_a_request_that_cannot_run_before_its_deadline_is_refused_at_once() -> N
         await asyncio.gather(held, *queued, urgent, patient)
 
     scenario(body, model=SlowModel(gated=True), max_queue_delay_s=0.0)
+
+
+def test_a_free_instance_takes_a_new_request_while_the_first_runs_the_batch_it_waited_for() -> None:
+    async def main() -> None:
+        first, second = FakeModel(), FakeModel()
+        clock = FakeClock()
+        batcher = Batcher("fake", [first, second], BatchPolicy(8, DELAY, 100), clock=clock)
+        batcher.start()
+        await asyncio.gather(*(batcher.submit(rows(i, 1)) for i in range(4)))  # the last run served 4
+        first.entered.acquire()  # released by that run
+        first.gate.clear()
+        waiting = [asyncio.ensure_future(batcher.submit(rows(10 + i, 1))) for i in range(4)]
+        await asyncio.to_thread(first.entered.acquire)  # the first instance waited for 4 and runs them
+        assert first.sizes == [4, 4]
+        late = asyncio.ensure_future(batcher.submit(rows(20, 1)))
+        await settle()
+        clock.advance(DELAY)  # the second instance waits as long as any for company, then runs it alone
+        assert (await asyncio.wait_for(late, 5))["double"].tolist() == [40]
+        assert second.sizes == [1] and first.sizes == [4, 4]
+        first.gate.set()
+        await asyncio.gather(*waiting)
+        await batcher.close()
+
+    asyncio.run(main())
