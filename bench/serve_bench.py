@@ -158,12 +158,12 @@ def open_session(path: Path, provider: str) -> Any:
     import onnxruntime as ort
 
     from service.model_config import read_model_config
-    from service.runtime import choose_providers, session_options
+    from service.runtime import choose_providers, session_options, session_threads
     from service.settings import load_settings
 
     settings = load_settings().model_copy(update={"provider": provider})
-    threads = read_model_config(path.parent.parent).intra_op_threads
-    options = session_options(settings, settings.intra_op_threads if threads is None else threads)
+    threads = session_threads(settings, read_model_config(path.parent.parent).intra_op_threads)
+    options = session_options(settings, threads)
     providers = choose_providers(settings).providers
     return ort.InferenceSession(str(path), sess_options=options, providers=providers)
 

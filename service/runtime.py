@@ -192,8 +192,7 @@ class Runtime:
 def load_runtime(path: Path, settings: Settings, instances: int = 1, intra_op_threads: int | None = None) -> Runtime:
     """Open `path` `instances` times with the configured providers and describe its tensors."""
     choice = choose_providers(settings)
-    threads = settings.intra_op_threads if intra_op_threads is None else intra_op_threads
-    threads = threads or worker_threads(settings)
+    threads = session_threads(settings, intra_op_threads)
     sessions = [_open(path, settings, choice, threads) for _ in range(instances)]
     first = sessions[0]
     inputs = _specs(path, "input", [(i.name, i.type, i.shape) for i in first.get_inputs()])
@@ -223,6 +222,13 @@ def load_runtime(path: Path, settings: Settings, instances: int = 1, intra_op_th
     )
     _log_provider(runtime, choice, settings)
     return runtime
+
+
+def session_threads(settings: Settings, configured: int | None) -> int:
+    """Intra-op threads of each session: the model's config.json (`configured`), else
+    GAN_INTRA_OP_THREADS, else `worker_threads`."""
+    threads = settings.intra_op_threads if configured is None else configured
+    return threads or worker_threads(settings)
 
 
 def worker_threads(settings: Settings) -> int:

@@ -68,8 +68,14 @@ class TensorSpec:
             return False
         if self._only_leading_variable:
             return shape[0] >= 0 and shape[1:] == self.shape[1:]
-        pairs = zip(shape, self.shape, strict=True)
-        return all(dim >= 0 and (expected < 0 or dim == expected) for dim, expected in pairs)
+        return self.misfit_axis(shape) is None
+
+    def misfit_axis(self, shape: tuple[int, ...]) -> int | None:
+        """The first axis of `shape` (as many axes as this one) that is negative or differs from a fixed one."""
+        for axis, (dim, expected) in enumerate(zip(shape, self.shape, strict=True)):
+            if dim < 0 or (expected >= 0 and dim != expected):
+                return axis
+        return None
 
     @property
     def batched(self) -> bool:

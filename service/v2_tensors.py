@@ -7,7 +7,6 @@ client sees exactly which part of its ModelInferRequest to fix.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -80,15 +79,13 @@ def _name_error(where: str, spec: TensorSpec | None, runtime: Runtime) -> Invali
     return InvalidInput(f"{where}.name: the input is given twice")
 
 
-def _check_shape(where: str, shape: Sequence[int], spec: TensorSpec) -> tuple[int, ...]:
+def _check_shape(where: str, shape: tuple[int, ...], spec: TensorSpec) -> None:
     """Raise, naming the axis, when `shape` does not fit the model's shape for the input."""
-    given = tuple(int(dim) for dim in shape)
-    if len(given) != len(spec.shape):
-        raise InvalidInput(f"{where}.shape: {list(given)} has {len(given)} axes; the model expects {list(spec.shape)}")
-    for axis, (dim, expected) in enumerate(zip(given, spec.shape, strict=True)):
-        if dim < 0 or (expected >= 0 and dim != expected):
-            raise InvalidInput(f"{where}.shape[{axis}]: {dim} does not fit the model's shape {list(spec.shape)}")
-    return given
+    if len(shape) != len(spec.shape):
+        raise InvalidInput(f"{where}.shape: {list(shape)} has {len(shape)} axes; the model expects {list(spec.shape)}")
+    axis = spec.misfit_axis(shape)
+    if axis is not None:
+        raise InvalidInput(f"{where}.shape[{axis}]: {shape[axis]} does not fit the model's shape {list(spec.shape)}")
 
 
 def _check_image_size(
