@@ -4,12 +4,11 @@
                                        [--model digits] [--count 1] [--workers 1] [--channels 1]
 
 It builds the model (serve_bench.build_repository), gives it a config.json with a bounded
-queue (max_queue_size samples; beyond it a call gets RESOURCE_EXHAUSTED at once) and one
-onnxruntime thread fewer than the cores (--intra-op-threads), and serves it with gan-serve in
-its own process. Admission control runs on the event loop: when onnxruntime's threads take
-every core, the loop that reads and refuses calls gets only a share of one, and refusals wait
-behind it (on 2 cores, DCGAN-64: rejections p50 ~100 ms with 2 threads, ~10-25 ms with 1).
-Then:
+queue (max_queue_size samples; beyond it a call gets RESOURCE_EXHAUSTED at once), and
+serves it with gan-serve in its own process. Admission control runs on the event loop: when
+onnxruntime's threads take every core, the loop that reads and refuses calls gets only a share
+of one and refusals wait behind it, which is why the server's default threads leave it a core
+(--intra-op-threads 2 on 2 cores shows the difference). Then:
 
 1. capacity: closed-loop gan.v1 Generate calls of --count samples at --concurrency for
    --capacity-seconds;
@@ -119,8 +118,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--intra-op-threads",
         type=int,
-        default=max(1, len(os.sched_getaffinity(0)) - 1),
-        help="onnxruntime threads of the model (default: one fewer than the cores, leaving one to the event loop)",
+        default=0,
+        help="the model's onnxruntime threads (0: the server's default, the cores less one for the event loop)",
     )
     parser.add_argument("--workers", type=int, default=1, help="gan-serve --workers: server processes on the port")
     parser.add_argument("--channels", type=int, default=1, help="connections the load is spread over")

@@ -10,8 +10,9 @@ process and drives them with closed-loop gRPC clients (one client process, N cor
 one sample per request) through gan.v1 Generate and V2 ModelInfer. In the same run it
 measures two references and prints the ratios to them:
 
-- onnxruntime called in-process on the same file with the same threads at each batch size
-  (the compute ceiling);
+- onnxruntime called in-process on the same file with the same threads at each batch size,
+  with as many sessions running side by side as the server has instances of the model (the
+  compute ceiling);
 - a null V2 server that answers ModelInfer at once with a fixed reply, driven by the same
   client (the ceiling of Python gRPC plus the load client on these cores).
 
@@ -41,6 +42,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,12 +119,24 @@ def class_feed(info: dict[str, object], labels: np.ndarray) -> tuple[str, str, n
 # --- references --------------------------------------------------------------------------------
 
 
-def ort_reference(path: Path, provider: str, batch_sizes: Sequence[int], seconds: float) -> dict[int, float]:
-    """Samples/s of onnxruntime in-process at each batch size, with the server's session options."""
-    session = open_session(path, provider)
-    print(f"in-process onnxruntime on {path.parent.parent.name} runs on {session.get_providers()[0]}", flush=True)
+def ort_reference(
+    path: Path, provider: str, batch_sizes: Sequence[int], seconds: float, workers: int = 1
+) -> dict[int, float]:
+    """Samples/s of onnxruntime in-process at each batch size, with the server's session options:
+    as many sessions as the server's `workers` run instances of the model, each running back to
+    back in its own thread (onnxruntime releases the GIL while it runs), as the server's do."""
+    sessions = [open_session(path, provider, workers) for _ in range(model_instances(path) * workers)]
+    where = f"{len(sessions)} session(s) on {sessions[0].get_providers()[0]}"
+    print(f"in-process onnxruntime on {path.parent.parent.name}: {where}", flush=True)
     info = describe(path)
-    return {batch: samples_per_second(session, feeds_for(info, batch), batch, seconds) for batch in batch_sizes}
+    return {batch: side_by_side(sessions, feeds_for(info, batch), batch, seconds) for batch in batch_sizes}
+
+
+def side_by_side(sessions: Sequence[Any], feeds: dict[str, np.ndarray], batch: int, seconds: float) -> float:
+    """Samples/s of `sessions` running `feeds` back to back at the same time, one thread each."""
+    with ThreadPoolExecutor(len(sessions)) as pool:
+        rates = [pool.submit(samples_per_second, session, feeds, batch, seconds) for session in sessions]
+        return sum(rate.result() for rate in rates)
 
 
 def samples_per_second(session: Any, feeds: dict[str, np.ndarray], batch: int, seconds: float) -> float:
@@ -135,8 +149,8 @@ def samples_per_second(session: Any, feeds: dict[str, np.ndarray], batch: int, s
     return runs * batch / (time.perf_counter() - started)
 
 
-def ort_latency_ms(path: Path, provider: str, repeats: int = 300) -> float:
-    session = open_session(path, provider)
+def ort_latency_ms(path: Path, provider: str, workers: int = 1, repeats: int = 300) -> float:
+    session = open_session(path, provider, workers)
     return median_run_ms(session, feeds_for(describe(path), 1), repeats)
 
 
@@ -152,20 +166,33 @@ def median_run_ms(session: Any, feeds: dict[str, np.ndarray], repeats: int) -> f
     return statistics.median(times)
 
 
-def open_session(path: Path, provider: str) -> Any:
-    """A session with the server's own options: threads (the model's config.json, else GAN_*),
-    spinning and graph optimisation (GAN_*)."""
+def open_session(path: Path, provider: str, workers: int = 1) -> Any:
+    """A session with the options of a server of `workers` processes: threads (the model's
+    config.json, else GAN_*, else the server's default for its workers and the model's
+    instances), spinning and graph optimisation (GAN_*)."""
     import onnxruntime as ort
 
     from service.model_config import read_model_config
     from service.runtime import choose_providers, session_options, session_threads
-    from service.settings import load_settings
 
-    settings = load_settings().model_copy(update={"provider": provider})
-    threads = session_threads(settings, read_model_config(path.parent.parent).intra_op_threads)
-    options = session_options(settings, threads)
+    settings = _settings(provider, workers)
+    configured = read_model_config(path.parent.parent).intra_op_threads
+    options = session_options(settings, session_threads(settings, configured, model_instances(path)))
     providers = choose_providers(settings).providers
     return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+
+
+def model_instances(path: Path) -> int:
+    """How many sessions the server opens for the model at `path` (its config.json, else GAN_INSTANCES)."""
+    from service.model_config import read_model_config
+
+    return read_model_config(path.parent.parent).instances or _settings("cpu", 1).instances
+
+
+def _settings(provider: str, workers: int) -> Any:
+    from service.settings import load_settings
+
+    return load_settings().model_copy(update={"provider": provider, "workers": workers})
 
 
 def feeds_for(info: dict[str, object], batch: int) -> dict[str, np.ndarray]:
@@ -433,8 +460,9 @@ def measure(
     references = References({}, {})
     for name in args.models:
         path = repository / name / "1" / "model.onnx"
-        references.ort_samples_per_s[name] = ort_reference(path, args.provider, [1, 8, 32, 64], min(args.seconds, 2))
-        references.ort_batch1_p50_ms[name] = ort_latency_ms(path, args.provider)
+        rates = ort_reference(path, args.provider, [1, 8, 32, 64], min(args.seconds, 2), args.workers)
+        references.ort_samples_per_s[name] = rates
+        references.ort_batch1_p50_ms[name] = ort_latency_ms(path, args.provider, args.workers)
         for api, client in api_clients(args.client):
             for concurrency in args.concurrency:
                 load = drive_with(
@@ -527,7 +555,7 @@ def target_checks(rows: list[Row], references: References) -> list[Check]:
 
 
 def report(rows: list[Row], references: References) -> list[Check]:
-    print("\nreferences (onnxruntime in-process, same file, the server's session options):")
+    print("\nreferences (onnxruntime in-process, same file, the server's session options and instances side by side):")
     for model, rates in references.ort_samples_per_s.items():
         batches = ", ".join(f"batch {b}: {v:.1f}" for b, v in rates.items())
         print(f"  {model}: samples/s {batches}; batch-1 p50 {references.ort_batch1_p50_ms[model]:.3f} ms")

@@ -192,7 +192,7 @@ class Runtime:
 def load_runtime(path: Path, settings: Settings, instances: int = 1, intra_op_threads: int | None = None) -> Runtime:
     """Open `path` `instances` times with the configured providers and describe its tensors."""
     choice = choose_providers(settings)
-    threads = session_threads(settings, intra_op_threads)
+    threads = session_threads(settings, intra_op_threads, instances)
     sessions = [_open(path, settings, choice, threads) for _ in range(instances)]
     first = sessions[0]
     inputs = _specs(path, "input", [(i.name, i.type, i.shape) for i in first.get_inputs()])
@@ -224,20 +224,24 @@ def load_runtime(path: Path, settings: Settings, instances: int = 1, intra_op_th
     return runtime
 
 
-def session_threads(settings: Settings, configured: int | None) -> int:
+def session_threads(settings: Settings, configured: int | None, instances: int = 1) -> int:
     """Intra-op threads of each session: the model's config.json (`configured`), else
-    GAN_INTRA_OP_THREADS, else `worker_threads`."""
+    GAN_INTRA_OP_THREADS, else (either one 0) `default_threads`."""
     threads = settings.intra_op_threads if configured is None else configured
-    return threads or worker_threads(settings)
+    return threads or default_threads(settings, instances)
 
 
-def worker_threads(settings: Settings) -> int:
-    """Threads per session when none are configured: onnxruntime's default (0: one per core) for
-    one server process; with several workers, their share of the cores, so that N workers do not
-    start N thread pools of every core each and fight over them."""
-    if settings.workers <= 1:
-        return 0
-    return max(1, len(os.sched_getaffinity(0)) // settings.workers)  # the cores this process may use
+def default_threads(settings: Settings, instances: int) -> int:
+    """Threads per session when none are configured: the cores this process may use, shared by the
+    workers, less one core for each worker's event loop, shared by the model's instances; at least one.
+
+    The event loop reads, admits and answers every call. When onnxruntime's threads take every
+    core, it gets only a share of one, and under overload refusals wait behind it and calls
+    expire unread (docs/operations.md, sizing item 4). N workers, or N instances, do not each
+    start a thread pool of every core and fight over them.
+    """
+    cores = len(os.sched_getaffinity(0))  # the cores this process may use
+    return max(1, (cores // max(1, settings.workers) - 1) // max(1, instances))
 
 
 def session_options(settings: Settings, threads: int) -> ort.SessionOptions:

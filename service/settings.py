@@ -61,7 +61,10 @@ class Settings(BaseSettings):
         "all", description="onnxruntime graph optimisation level"
     )
     intra_op_threads: int = Field(
-        0, ge=0, description="Default onnxruntime intra-op threads; 0 = its default (with workers: a share of cores)"
+        0,
+        ge=0,
+        description="Default onnxruntime intra-op threads; 0 = the cores less one for the event loop, "
+        "shared by workers and instances",
     )
     instances: int = Field(1, ge=1, le=64, description="Default onnxruntime sessions per model version")
     intra_op_spinning: bool = Field(

@@ -7,8 +7,9 @@ from pathlib import Path
 import onnx
 import pytest
 
+from service import runtime as runtime_module
 from service.errors import ModelLoadError
-from service.runtime import CPU, CUDA, TENSORRT, choose_providers, load_runtime
+from service.runtime import CPU, CUDA, TENSORRT, choose_providers, load_runtime, session_threads
 from service.settings import load_settings
 from tests.service.onnx_models import write_custom_op_model, write_doubler
 
@@ -54,6 +55,24 @@ def test_on_this_machine_auto_runs_on_cpu_and_records_the_reason(tmp_path: Path)
         pytest.skip("this machine has a working CUDA provider")
     assert runtime.provider == CPU and runtime.fallback_reason
     assert len(runtime.sessions) == 2 and runtime.batched and runtime.signature is None
+
+
+@pytest.mark.parametrize(
+    ("cores", "workers", "instances", "threads"),
+    [(16, 1, 1, 15), (16, 1, 2, 7), (16, 4, 1, 3), (2, 1, 1, 1), (2, 1, 2, 1), (2, 2, 1, 1), (1, 1, 1, 1)],
+)
+def test_default_threads_leave_each_event_loop_a_core_and_share_the_rest(
+    monkeypatch: pytest.MonkeyPatch, cores: int, workers: int, instances: int, threads: int
+) -> None:
+    monkeypatch.setattr(runtime_module.os, "sched_getaffinity", lambda pid: set(range(cores)))
+    assert session_threads(load_settings(workers=workers), None, instances) == threads
+    assert session_threads(load_settings(workers=workers), 0, instances) == threads  # config.json's 0 too
+
+
+def test_configured_threads_win_over_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime_module.os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert session_threads(load_settings(intra_op_threads=4), None, 2) == 4  # GAN_INTRA_OP_THREADS
+    assert session_threads(load_settings(intra_op_threads=4), 2, 2) == 2  # the model's config.json first
 
 
 def test_a_model_with_a_custom_operator_is_refused_not_given_a_library(tmp_path: Path) -> None:
