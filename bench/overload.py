@@ -14,7 +14,10 @@ of one and refusals wait behind it, which is why the server's default threads le
    --capacity-seconds;
 2. overload: open-loop Generate calls (issued on a fixed schedule whatever the replies, each
    with a --deadline) at --factor times that capacity for --seconds, while the server's RSS
-   is sampled every 100 ms.
+   is sampled every 100 ms;
+3. refusal floor: the same rate of calls that each ask for more samples than the queue holds,
+   so that every one is refused before any compute: the rejection latency of Python gRPC
+   (server and load client) on these cores with nothing else running, from the same run.
 
 It prints the offered and achieved issue rates, admitted (OK), rejected
 (RESOURCE_EXHAUSTED) and other outcomes per second, their latencies, the share of
@@ -94,10 +97,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         capacity = measure_capacity(server, info, args)
         run = overload(server, info, capacity * args.factor, args)
         recovered = measure(server, info, args, concurrency=8, seconds=2.0)
+        floor = refusal_floor(server, info, capacity * args.factor, args)
     finally:
         exit_code = server.stop()
     failed = report(run, capacity, args)
     print(f"\nafter the overload: closed loop c=8 for 2 s: {recovered.tally().describe()}")
+    print_floor(floor, run.result)
     print(f"server exit code {exit_code}; server log: {server.log_path}")
     return 1 if failed else 0
 
@@ -186,6 +191,27 @@ def overload(server: Server, info: dict[str, object], rate: float, args: argpars
     handled = requests_by_code(server.metrics(), "Generate")
     handled.subtract(handled_before)
     return Overload(result, memory, +handled, other_share, (server_cores, load_cores))
+
+
+def refusal_floor(server: Server, info: dict[str, object], rate: float, args: argparse.Namespace) -> LoadResult:
+    """The same open-loop rate of calls that are all refused before any compute (each asks for
+    more samples than the queue holds): what rejections cost on these cores with nothing running."""
+    samples = args.max_queue_size + 1
+    print(f"refusal floor: open loop at {rate:.0f} calls/s of {samples} samples each (all refused) ...", flush=True)
+    seconds = min(args.seconds, 5.0)
+    spec = LoadSpec(
+        server.target, info, (("gan.v1", samples),), args.deadline, seconds=seconds, rate=rate, model=args.model
+    )
+    return run_load(replace(spec, channels=args.channels))
+
+
+def print_floor(floor: LoadResult, during: LoadResult) -> None:
+    refused = [o.latency_s for o in floor.outcomes if o.code == REJECTED]
+    rejected = [o.latency_s for o in during.outcomes if o.code == REJECTED]
+    rate = floor.issued / floor.elapsed_s
+    print(f"refusal floor: {rate:.0f} calls/s all refused, no compute running: {floor.tally().describe()}")
+    print(f"  rejected latency: {latencies(refused)}  (during the overload: {latencies(rejected)})")
+    print("  the floor is Python gRPC (server and load client) on these cores; the rest is sharing them with compute")
 
 
 def report(run: Overload, capacity: float, args: argparse.Namespace) -> bool:
