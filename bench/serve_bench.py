@@ -185,8 +185,9 @@ def open_session(path: Path, provider: str, workers: int = 1) -> Any:
 def model_instances(path: Path) -> int:
     """How many sessions the server opens for the model at `path` (its config.json, else GAN_INSTANCES)."""
     from service.model_config import read_model_config
+    from service.settings import load_settings
 
-    return read_model_config(path.parent.parent).instances or _settings("cpu", 1).instances
+    return read_model_config(path.parent.parent).instances or load_settings().instances
 
 
 def _settings(provider: str, workers: int) -> Any:
