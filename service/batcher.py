@@ -18,9 +18,13 @@ answered coming back), so closed-loop traffic settles into full batches.
 Runs execute in worker threads so the event loop keeps serving gRPC, except runs that
 have been measured to take less than `inline_run_s` at their batch size and input shapes:
 handing those to a thread and back costs about as much as the run itself, so they run on the
-loop. A lone request on an idle model (nothing else queued or running) also runs on the loop
-when its run has been measured under `inline_alone_run_s`: with nothing to overlap, the
-hand-off would only add its latency (about 0.15 ms on 2 CPU cores).
+loop. A lone request on an idle model (it came while the worker waited for work, and nothing
+else is queued or running) also runs on the loop when its run has been measured under
+`inline_alone_run_s`: with nothing to overlap, the hand-off would only add its latency (about
+0.15 ms on 2 CPU cores). A request already waiting when a run ends is not alone, even if no
+other is queued: more calls may be waiting unread in gRPC, and a run on the loop would keep
+them unread (under overload with a tiny queue, back-to-back runs on the loop took two thirds
+of its time and calls expired before they were read).
 
 There is no gRPC here: callers await `submit` and get arrays back or a ServiceError.
 """
@@ -260,7 +264,7 @@ class Batcher:
 
     async def _work(self, index: int, runner: RunBatch) -> None:
         while True:
-            await self._wait_for_work(index)
+            waited = await self._wait_for_work(index)
             if not self._has_work() and self._closing:
                 self._wakeup.set()  # let the other workers see the end too
                 return
@@ -273,17 +277,21 @@ class Batcher:
             if self._has_work():
                 self._wakeup.set()  # the next instance may take what is left
             try:
-                inline = await self._run(runner, batch)
+                inline = await self._run(runner, batch, waited)
             finally:
                 self._busy[index] = False
             if inline:
                 await _let_arrivals_queue()  # an inline run held the loop: let requests that came meanwhile in
 
-    async def _wait_for_work(self, index: int) -> None:
+    async def _wait_for_work(self, index: int) -> bool:
+        """Return once this worker may take work; True when it had to wait for it (it was idle)."""
+        waited = False
         while not (self._has_work() and all(self._busy[:index])) and not self._closing:
             self._wakeup.clear()
             self._wake_at = 1
+            waited = True
             await self._wakeup.wait()
+        return waited
 
     def _company_target(self, now: float) -> int:
         """Samples worth waiting for: what the last run served, unless the model went idle."""
@@ -350,13 +358,14 @@ class Batcher:
             )
         return True
 
-    async def _run(self, runner: RunBatch, batch: list[_Slice]) -> bool:
-        """Run one batch and deliver its rows; True when it ran on the event loop."""
+    async def _run(self, runner: RunBatch, batch: list[_Slice], arrived_idle: bool) -> bool:
+        """Run one batch and deliver its rows; True when it ran on the event loop. `arrived_idle`:
+        the worker was waiting for work when this batch's request came."""
         started = self._clock.now()
         waits = [started - piece.pending.enqueued_at for piece in batch if piece.start == 0]
         samples = sum(piece.stop - piece.start for piece in batch)
         padded = self.policy.padded_size(samples) if self.policy.merge else samples
-        alone = len(batch) == 1 and self._queued_samples == 0 and self._running == 0
+        alone = arrived_idle and len(batch) == 1 and self._queued_samples == 0 and self._running == 0
         inline = self._runs_inline(padded, batch[0].pending.key, alone)
         self._running += 1
         try:

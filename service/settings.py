@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # On the CPU the hand-off of a run to a worker thread costs about as much as a run of a
 # small model, and the loop would wait for the cores the run uses anyway; on a GPU the loop
 # would sit idle while the device computes, so runs always go to a thread there.
-CPU_INLINE_RUN_MS = 2.0
+CPU_INLINE_RUN_MS = 1.0
 
 
 class SettingsError(ValueError):

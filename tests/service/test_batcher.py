@@ -388,8 +388,33 @@ def test_a_lone_request_on_an_idle_model_runs_on_the_loop_once_its_run_is_known_
         finally:
             await batcher.close()
         on_loop = [name == loop_thread for name in model.threads]
-        # the first of the two together runs in a thread (another request waits), the second alone
-        assert on_loop == [False, True, False, True, False, True]
+        # of the two together, the first runs in a thread (another request waits) and so does the
+        # second: it was already waiting when the first run ended, so the model was never idle
+        assert on_loop == [False, True, False, False, False, True]
+
+    asyncio.run(main())
+
+
+def test_a_request_that_came_during_a_run_is_not_alone_even_with_nothing_else_queued() -> None:
+    """Under overload with a tiny queue, calls read during a run are either queued or refused,
+    so the queue never shows more than one; running each on the loop would keep the rest unread."""
+
+    async def main() -> None:
+        model = ThreadRecorder(slow_size=2, fail_value=99.0)  # 2-sample runs take 0.2 s, in a thread
+        batcher = Batcher("fake", [model], BatchPolicy(2, 0.0, 100, inline_alone_run_s=0.1), clock=FakeClock())
+        batcher.start()
+        loop_thread = threading.current_thread().name
+        try:
+            await batcher.submit(rows(0, 1))  # measured: a thread
+            slow = asyncio.create_task(batcher.submit(rows(1, 2)))
+            await asyncio.sleep(0.05)  # the slow run has started
+            during = await batcher.submit(rows(3, 1))  # came while it ran: a thread, though alone in the queue
+            await slow
+            assert float(during["double"][0]) == 6.0
+            await batcher.submit(rows(4, 1))  # came to an idle model: the loop
+        finally:
+            await batcher.close()
+        assert [name == loop_thread for name in model.threads] == [False, False, False, True]
 
     asyncio.run(main())
 
