@@ -166,17 +166,7 @@ def capacity_concurrency(args: argparse.Namespace) -> int:
 def overload(server: Server, info: dict[str, object], rate: float, args: argparse.Namespace) -> Overload:
     what = f"open loop at {rate:.0f} calls/s for {args.seconds:g} s, deadline {args.deadline:g} s"
     print(f"overload: {what} ...", flush=True)
-    spec = LoadSpec(
-        server.target,
-        info,
-        (("gan.v1", args.count),),
-        args.deadline,
-        seconds=args.seconds,
-        rate=rate,
-        drain_s=args.deadline + 5,
-        model=args.model,
-        channels=args.channels,
-    )
+    spec = open_loop(server, info, args.count, rate, args.seconds, args)
     handled_before = requests_by_code(server.metrics(), "Generate")
     before = server.rss_mib() or float("nan")
     with RssSampler(server.pid, 0.1) as sampler, LoadProcess(spec) as load:
@@ -198,11 +188,24 @@ def refusal_floor(server: Server, info: dict[str, object], rate: float, args: ar
     more samples than the queue holds): what rejections cost on these cores with nothing running."""
     samples = args.max_queue_size + 1
     print(f"refusal floor: open loop at {rate:.0f} calls/s of {samples} samples each (all refused) ...", flush=True)
-    seconds = min(args.seconds, 5.0)
-    spec = LoadSpec(
-        server.target, info, (("gan.v1", samples),), args.deadline, seconds=seconds, rate=rate, model=args.model
+    return run_load(open_loop(server, info, samples, rate, min(args.seconds, 5.0), args))
+
+
+def open_loop(
+    server: Server, info: dict[str, object], samples: int, rate: float, seconds: float, args: argparse.Namespace
+) -> LoadSpec:
+    """gan.v1 Generate calls of `samples` issued at `rate` per second for `seconds`, each with --deadline."""
+    return LoadSpec(
+        server.target,
+        info,
+        (("gan.v1", samples),),
+        args.deadline,
+        seconds=seconds,
+        rate=rate,
+        drain_s=args.deadline + 5,
+        model=args.model,
+        channels=args.channels,
     )
-    return run_load(replace(spec, channels=args.channels))
 
 
 def print_floor(floor: LoadResult, during: LoadResult) -> None:
