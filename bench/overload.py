@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="overload-"))
     config = {
-        "max_batch_size": args.max_batch_size,
+        "max_batch_size": args.max_batch_size or MODELS[args.model][1]["max_batch_size"],
         "max_queue_delay_ms": 2,
         "max_queue_size": args.max_queue_size,
         "intra_op_threads": args.intra_op_threads,
@@ -119,7 +119,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", choices=sorted(MODELS), default="digits")
     parser.add_argument("--count", type=int, default=1, help="samples per Generate call")
     parser.add_argument("--max-queue-size", type=int, default=256, help="the model's queue bound, in samples")
-    parser.add_argument("--max-batch-size", type=int, default=64)
+    parser.add_argument(
+        "--max-batch-size", type=int, help="default: serve_bench's for the model (64 for digits, 16 for dcgan64)"
+    )
     parser.add_argument(
         "--intra-op-threads",
         type=int,
