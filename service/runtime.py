@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -240,8 +241,27 @@ def default_threads(settings: Settings, instances: int) -> int:
     expire unread (docs/operations.md, sizing item 4). N workers, or N instances, do not each
     start a thread pool of every core and fight over them.
     """
-    cores = len(os.sched_getaffinity(0))  # the cores this process may use
-    return max(1, (cores // max(1, settings.workers) - 1) // max(1, instances))
+    return max(1, (usable_cores() // max(1, settings.workers) - 1) // max(1, instances))
+
+
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max <period>"
+
+
+def usable_cores() -> int:
+    """The cores this process may use: its CPU affinity, capped by its cgroup's CPU quota (a
+    container's CPU limit, which the affinity does not show), rounded up."""
+    cores = len(os.sched_getaffinity(0))
+    quota = _cgroup_cpu_quota()
+    return cores if quota is None else max(1, min(cores, math.ceil(quota)))
+
+
+def _cgroup_cpu_quota() -> float | None:
+    """CPUs' worth of time per period the cgroup allows, or None without a limit (or cgroup v2)."""
+    try:
+        limit, period = CGROUP_CPU_MAX.read_text().split()[:2]
+        return None if limit == "max" else int(limit) / int(period)
+    except (OSError, ValueError):
+        return None
 
 
 def session_options(settings: Settings, threads: int) -> ort.SessionOptions:

@@ -65,12 +65,23 @@ def test_default_threads_leave_each_event_loop_a_core_and_share_the_rest(
     monkeypatch: pytest.MonkeyPatch, cores: int, workers: int, instances: int, threads: int
 ) -> None:
     monkeypatch.setattr(runtime_module.os, "sched_getaffinity", lambda pid: set(range(cores)))
+    monkeypatch.setattr(runtime_module, "CGROUP_CPU_MAX", Path("/nonexistent/cpu.max"))  # no container limit
     assert session_threads(load_settings(workers=workers), None, instances) == threads
     assert session_threads(load_settings(workers=workers), 0, instances) == threads  # config.json's 0 too
 
 
-def test_configured_threads_win_over_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("cpu_max", "cores"), [("200000 100000", 2), ("150000 100000", 2), ("max 100000", 16)])
+def test_a_container_cpu_limit_caps_the_cores_the_default_shares(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cpu_max: str, cores: int
+) -> None:
     monkeypatch.setattr(runtime_module.os, "sched_getaffinity", lambda pid: set(range(16)))
+    (tmp_path / "cpu.max").write_text(cpu_max + "\n")
+    monkeypatch.setattr(runtime_module, "CGROUP_CPU_MAX", tmp_path / "cpu.max")
+    assert runtime_module.usable_cores() == cores
+    assert session_threads(load_settings(), None) == max(1, cores - 1)
+
+
+def test_configured_threads_win_over_the_default() -> None:
     assert session_threads(load_settings(intra_op_threads=4), None, 2) == 4  # GAN_INTRA_OP_THREADS
     assert session_threads(load_settings(intra_op_threads=4), 2, 2) == 2  # the model's config.json first
 
