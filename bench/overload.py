@@ -60,6 +60,7 @@ from _harness import (
 from serve_bench import MODELS
 
 REJECTED = "RESOURCE_EXHAUSTED"
+MAX_COUNT = 1024  # the server's default GAN_MAX_COUNT: larger Generate calls are INVALID_ARGUMENT
 
 
 @dataclass(frozen=True)
@@ -97,12 +98,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         capacity = measure_capacity(server, info, args)
         run = overload(server, info, capacity * args.factor, args)
         recovered = measure(server, info, args, concurrency=8, seconds=2.0)
-        floor = refusal_floor(server, info, capacity * args.factor, args)
+        floor = refusal_floor(server, info, capacity * args.factor, args) if floor_possible(args) else None
     finally:
         exit_code = server.stop()
     failed = report(run, capacity, args)
     print(f"\nafter the overload: closed loop c=8 for 2 s: {recovered.tally().describe()}")
-    print_floor(floor, run.result)
+    if floor is not None:
+        print_floor(floor, run.result)
     print(f"server exit code {exit_code}; server log: {server.log_path}")
     return 1 if failed else 0
 
@@ -183,6 +185,14 @@ def overload(server: Server, info: dict[str, object], rate: float, args: argpars
     handled = requests_by_code(server.metrics(), "Generate")
     handled.subtract(handled_before)
     return Overload(result, memory, +handled, other_share, (server_cores, load_cores))
+
+
+def floor_possible(args: argparse.Namespace) -> bool:
+    """The floor's calls ask for one sample more than the queue holds, within GAN_MAX_COUNT (1024)."""
+    if args.max_queue_size < MAX_COUNT:
+        return True
+    print(f"refusal floor skipped: --max-queue-size {args.max_queue_size} + 1 is above GAN_MAX_COUNT ({MAX_COUNT})")
+    return False
 
 
 def refusal_floor(server: Server, info: dict[str, object], rate: float, args: argparse.Namespace) -> LoadResult:

@@ -187,7 +187,7 @@ def model_instances(path: Path) -> int:
     from service.model_config import read_model_config
     from service.settings import load_settings
 
-    return read_model_config(path.parent.parent).instances or load_settings().instances
+    return read_model_config(path.parent.parent).sessions(load_settings())
 
 
 def _settings(provider: str, workers: int) -> Any:

@@ -43,7 +43,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--repository-poll-s", type=float, help="seconds between repository scans in poll mode (5)")
     parser.add_argument("--instances", type=int, help="default onnxruntime sessions per model version (1)")
-    parser.add_argument("--intra-op-threads", type=int, help="default onnxruntime threads per session (0: its default)")
+    parser.add_argument(
+        "--intra-op-threads",
+        type=int,
+        help="default onnxruntime threads per session (0: the cores less one per worker, shared by instances)",
+    )
     parser.add_argument("--max-batch-size", type=int, help="default samples per session run (64)")
     parser.add_argument("--max-queue-delay-ms", type=float, help="default wait for a fuller batch (2.0)")
     parser.add_argument("--workers", type=int, help="server processes sharing the gRPC port (1)")

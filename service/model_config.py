@@ -104,6 +104,10 @@ class ModelConfig(BaseModel):
             inline_alone_run_s=settings.inline_alone_run_ms / 1000.0,
         )
 
+    def sessions(self, settings: Settings) -> int:
+        """onnxruntime sessions (instances) of each version: this config's, else GAN_INSTANCES."""
+        return self.instances or settings.instances
+
     @property
     def priority(self) -> Priority:
         return Priority(self.default_priority)

@@ -345,7 +345,7 @@ class Repository:
 
     def _load_version(self, name: str, version: int, config: ModelConfig, fingerprint: Fingerprint) -> ModelVersion:
         """In a worker thread: open the sessions, warm every allowed batch size."""
-        instances = config.instances or self._settings.instances
+        instances = config.sessions(self._settings)
         path = self._root / name / str(version) / MODEL_FILE
         runtime = load_runtime(path, self._settings, instances, config.intra_op_threads)
         policy = config.batch_policy(self._settings, merge=runtime.batched, on_cpu=runtime.provider == CPU)

@@ -245,22 +245,28 @@ def default_threads(settings: Settings, instances: int) -> int:
 
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max <period>"
+CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")  # cgroup v1: cpu.cfs_quota_us (-1: no limit), cpu.cfs_period_us
 
 
 def usable_cores() -> int:
-    """The cores this process may use: its CPU affinity, capped by its cgroup's CPU quota (a
-    container's CPU limit, which the affinity does not show), rounded up."""
-    cores = len(os.sched_getaffinity(0))
+    """The cores this process may use: its CPU affinity, capped by the CPU quota of the cgroup it
+    sees at /sys/fs/cgroup (a container's CPU limit, which the affinity does not show), rounded up."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     quota = _cgroup_cpu_quota()
     return cores if quota is None else max(1, min(cores, math.ceil(quota)))
 
 
 def _cgroup_cpu_quota() -> float | None:
-    """CPUs' worth of time per period the cgroup allows, or None without a limit (or cgroup v2)."""
+    """CPUs' worth of time per period the cgroup allows; None when it sets no limit or there is no
+    cgroup file to read (a limit on a parent cgroup, or one outside a cgroup namespace, is not seen)."""
     try:
-        limit, period = CGROUP_CPU_MAX.read_text().split()[:2]
-        return None if limit == "max" else int(limit) / int(period)
-    except (OSError, ValueError):
+        if CGROUP_CPU_MAX.exists():
+            limit, period = CGROUP_CPU_MAX.read_text().split()[:2]
+        else:
+            limit = (CGROUP_V1_CPU / "cpu.cfs_quota_us").read_text().strip()
+            period = (CGROUP_V1_CPU / "cpu.cfs_period_us").read_text().strip()
+        return None if limit in ("max", "-1") else int(limit) / int(period)
+    except (OSError, ValueError, ArithmeticError):
         return None
 
 

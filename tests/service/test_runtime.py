@@ -59,18 +59,32 @@ def test_on_this_machine_auto_runs_on_cpu_and_records_the_reason(tmp_path: Path)
 
 @pytest.mark.parametrize(
     ("cores", "workers", "instances", "threads"),
-    [(16, 1, 1, 15), (16, 1, 2, 7), (16, 4, 1, 3), (2, 1, 1, 1), (2, 1, 2, 1), (2, 2, 1, 1), (1, 1, 1, 1)],
+    [
+        (16, 1, 1, 15),
+        (16, 1, 2, 7),
+        (16, 4, 1, 3),
+        (2, 1, 1, 1),
+        (2, 1, 2, 1),
+        (2, 2, 1, 1),
+        (1, 1, 1, 1),
+        (2, 4, 1, 1),
+    ],
 )
 def test_default_threads_leave_each_event_loop_a_core_and_share_the_rest(
     monkeypatch: pytest.MonkeyPatch, cores: int, workers: int, instances: int, threads: int
 ) -> None:
     monkeypatch.setattr(runtime_module.os, "sched_getaffinity", lambda pid: set(range(cores)))
     monkeypatch.setattr(runtime_module, "CGROUP_CPU_MAX", Path("/nonexistent/cpu.max"))  # no container limit
-    assert session_threads(load_settings(workers=workers), None, instances) == threads
-    assert session_threads(load_settings(workers=workers), 0, instances) == threads  # config.json's 0 too
+    monkeypatch.setattr(runtime_module, "CGROUP_V1_CPU", Path("/nonexistent/cpu"))
+    settings = load_settings(workers=workers, intra_op_threads=0)
+    assert session_threads(settings, None, instances) == threads
+    assert session_threads(settings, 0, instances) == threads  # config.json's 0 too
 
 
-@pytest.mark.parametrize(("cpu_max", "cores"), [("200000 100000", 2), ("150000 100000", 2), ("max 100000", 16)])
+@pytest.mark.parametrize(
+    ("cpu_max", "cores"),
+    [("200000 100000", 2), ("150000 100000", 2), ("50000 100000", 1), ("max 100000", 16), ("", 16), ("2 0", 16)],
+)
 def test_a_container_cpu_limit_caps_the_cores_the_default_shares(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cpu_max: str, cores: int
 ) -> None:
@@ -78,12 +92,25 @@ def test_a_container_cpu_limit_caps_the_cores_the_default_shares(
     (tmp_path / "cpu.max").write_text(cpu_max + "\n")
     monkeypatch.setattr(runtime_module, "CGROUP_CPU_MAX", tmp_path / "cpu.max")
     assert runtime_module.usable_cores() == cores
-    assert session_threads(load_settings(), None) == max(1, cores - 1)
+    assert session_threads(load_settings(workers=1, intra_op_threads=0), None) == max(1, cores - 1)
+
+
+@pytest.mark.parametrize(("quota", "cores"), [("300000", 3), ("-1", 16)])
+def test_a_cgroup_v1_cpu_limit_counts_too(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, quota: str, cores: int
+) -> None:
+    monkeypatch.setattr(runtime_module.os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.setattr(runtime_module, "CGROUP_CPU_MAX", tmp_path / "absent")
+    (tmp_path / "cpu.cfs_quota_us").write_text(quota + "\n")
+    (tmp_path / "cpu.cfs_period_us").write_text("100000\n")
+    monkeypatch.setattr(runtime_module, "CGROUP_V1_CPU", tmp_path)
+    assert runtime_module.usable_cores() == cores
 
 
 def test_configured_threads_win_over_the_default() -> None:
-    assert session_threads(load_settings(intra_op_threads=4), None, 2) == 4  # GAN_INTRA_OP_THREADS
-    assert session_threads(load_settings(intra_op_threads=4), 2, 2) == 2  # the model's config.json first
+    settings = load_settings(workers=1, intra_op_threads=4)
+    assert session_threads(settings, None, 2) == 4  # GAN_INTRA_OP_THREADS
+    assert session_threads(settings, 2, 2) == 2  # the model's config.json first
 
 
 def test_a_model_with_a_custom_operator_is_refused_not_given_a_library(tmp_path: Path) -> None:
