@@ -2,9 +2,12 @@
 
 Retries are gRPC's own (a retry policy in the channel's service config), so they back off
 with jitter, respect the call's deadline and never resend a call the server has started to
-answer. They apply to UNAVAILABLE (server restarting, connection lost) and
-RESOURCE_EXHAUSTED (the server's queue is full); every gan.v1 call is safe to repeat, as
-the same seed gives the same samples.
+answer. They apply to UNAVAILABLE (server restarting, connection lost), RESOURCE_EXHAUSTED
+(the server's queue is full) and CANCELLED from the server: its gRPC core cancels calls it
+has received but not handed to the application when it shuts down (a call that races the
+server's GOAWAY on SIGTERM) or has more than grpc.server.max_pending_requests waiting. A call
+the client cancels itself is never retried. Every gan.v1 call is safe to repeat, as the same
+seed gives the same samples.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import grpc
 
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_RETRIES = 4  # attempts after the first; gRPC allows at most 5 attempts in all
-RETRYABLE_CODES = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
+RETRYABLE_CODES = ("UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED")
 SERVICES = ("gan.v1.GeneratorService",)
 _MESSAGE_LIMIT = 64 * 1024 * 1024
 
@@ -51,7 +54,7 @@ def _read(path: Path | None, field: str) -> bytes | None:
 
 
 def retry_service_config(retries: int) -> str:
-    """The channel service config: retry UNAVAILABLE and RESOURCE_EXHAUSTED with exponential backoff."""
+    """The channel service config: retry RETRYABLE_CODES with exponential backoff."""
     if not 0 <= retries <= 4:
         raise ValueError(f"retries: must be between 0 and 4 (gRPC allows 5 attempts in all), got {retries}")
     method_config: dict[str, object] = {"name": [{"service": name} for name in SERVICES]}

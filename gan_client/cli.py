@@ -31,7 +31,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="gan-client", description="Call a gan-serve service.")
     parser.add_argument("--target", default=default_target, help=f"host:port of the service ({default_target})")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="deadline per call, seconds (30)")
-    retries = f"retries of UNAVAILABLE and RESOURCE_EXHAUSTED, with backoff ({DEFAULT_RETRIES})"
+    retries = f"retries of UNAVAILABLE, RESOURCE_EXHAUSTED and the server's CANCELLED, with backoff ({DEFAULT_RETRIES})"
     parser.add_argument("--retries", type=int, default=DEFAULT_RETRIES, choices=range(5), metavar="0-4", help=retries)
     parser.add_argument("--wait-for-ready", action="store_true", help="wait (within --timeout) for a server to be up")
     parser.add_argument("--tls", action="store_true", help="use TLS with the system's root certificates")

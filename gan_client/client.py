@@ -110,9 +110,10 @@ class _Connection:
 
 
 class GeneratorClient(_Connection):
-    """A synchronous gan.v1 client. `retries` (0-4) repeats UNAVAILABLE and RESOURCE_EXHAUSTED
-    with exponential backoff; `wait_for_ready` makes calls wait (within their deadline) for a
-    server that is starting or restarting instead of failing at once."""
+    """A synchronous gan.v1 client. `retries` (0-4) repeats UNAVAILABLE, RESOURCE_EXHAUSTED and
+    the server's CANCELLED with exponential backoff (gan_client.channel); `wait_for_ready` makes
+    calls wait (within their deadline) for a server that is starting or restarting instead of
+    failing at once."""
 
     _open = staticmethod(open_channel)
 

@@ -44,7 +44,9 @@ def flaky() -> Iterator[tuple[Flaky, str]]:
     server.stop(0)
 
 
-@pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED])
+@pytest.mark.parametrize(
+    "code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED]
+)
 def test_retryable_failures_are_retried_until_success(flaky: tuple[Flaky, str], code: grpc.StatusCode) -> None:
     servicer, target = flaky
     servicer.code, servicer.failures = code, 2
