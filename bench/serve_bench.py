@@ -176,8 +176,8 @@ def open_session(path: Path, provider: str, workers: int = 1) -> Any:
     from service.runtime import choose_providers, session_options, session_threads
 
     settings = _settings(provider, workers)
-    configured = read_model_config(path.parent.parent).intra_op_threads
-    options = session_options(settings, session_threads(settings, configured, model_instances(path)))
+    config = read_model_config(path.parent.parent)
+    options = session_options(settings, session_threads(settings, config.intra_op_threads, config.sessions(settings)))
     providers = choose_providers(settings).providers
     return ort.InferenceSession(str(path), sess_options=options, providers=providers)
 
