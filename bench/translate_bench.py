@@ -33,8 +33,9 @@ from serve_bench import (
     Load,
     closed_loop,
     median_run_ms,
+    model_instances,
     open_session,
-    samples_per_second,
+    side_by_side,
     start_server,
 )
 
@@ -85,14 +86,15 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 
 def ort_reference(path: Path, provider: str, image: np.ndarray, seconds: float) -> tuple[dict[int, float], float]:
-    """In-process onnxruntime: images/s at each batch size of CONCURRENCY, and the batch-1 p50 in ms."""
-    session = open_session(path, provider)
+    """In-process onnxruntime: images/s at each batch size of CONCURRENCY (as many sessions side by side
+    as the server has instances of the model), and the batch-1 p50 in ms of one session."""
+    sessions = [open_session(path, provider) for _ in range(model_instances(path))]
     source = (image.astype(np.float32) / 127.5 - 1.0)[None]
     rates = {
-        batch: samples_per_second(session, {"source": np.repeat(source, batch, axis=0)}, batch, seconds)
+        batch: side_by_side(sessions, {"source": np.repeat(source, batch, axis=0)}, batch, seconds)
         for batch in CONCURRENCY
     }
-    return rates, median_run_ms(session, {"source": source}, 200)
+    return rates, median_run_ms(sessions[0], {"source": source}, 200)
 
 
 # --- the load client ---------------------------------------------------------------------------
