@@ -7,8 +7,9 @@ It builds the model (serve_bench.build_repository), gives it a config.json with 
 queue (max_queue_size samples; beyond it a call gets RESOURCE_EXHAUSTED at once), and
 serves it with gan-serve in its own process. Admission control runs on the event loop: when
 onnxruntime's threads take every core, the loop that reads and refuses calls gets only a share
-of one and refusals wait behind it, which is why the server's default threads leave it a core
-(--intra-op-threads 2 on 2 cores shows the difference). Then:
+of one and refusals wait behind it, so the model gets one onnxruntime thread fewer than the
+cores (--intra-op-threads; the server's own default sets a core aside only from 4 cores up;
+docs/operations.md, sizing item 4). Then:
 
 1. capacity: closed-loop gan.v1 Generate calls of --count samples at --concurrency for
    --capacity-seconds;
@@ -127,8 +128,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--intra-op-threads",
         type=int,
-        default=0,
-        help="the model's onnxruntime threads (0: the server's default, the cores less one for the event loop)",
+        default=max(1, len(os.sched_getaffinity(0)) - 1),
+        help="the model's onnxruntime threads (default: one fewer than the cores, leaving one to the event loop)",
     )
     parser.add_argument("--workers", type=int, default=1, help="gan-serve --workers: server processes on the port")
     parser.add_argument("--channels", type=int, default=1, help="connections the load is spread over")

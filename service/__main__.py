@@ -46,7 +46,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--intra-op-threads",
         type=int,
-        help="default onnxruntime threads per session (0: the cores less one per worker, shared by instances)",
+        help="default onnxruntime threads per session (0: a worker's cores, less one from 4 up, shared by instances)",
     )
     parser.add_argument("--max-batch-size", type=int, help="default samples per session run (64)")
     parser.add_argument("--max-queue-delay-ms", type=float, help="default wait for a fuller batch (2.0)")

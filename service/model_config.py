@@ -9,7 +9,7 @@ Every field is optional; unset batching fields fall back to the service settings
       "max_queue_size": 4096,             # queued samples before RESOURCE_EXHAUSTED
       "default_priority": 2,              # 1 (high) or 2 (normal) for requests that give none
       "instances": 1,                     # onnxruntime sessions running batches side by side
-      "intra_op_threads": 0,              # threads of each session; 0 = the cores less one, shared
+      "intra_op_threads": 0,              # threads of each session; 0 = the server's default
       "version_policy": {"latest": 1}     # or {"all": true} or {"specific": [1, 3]}
     }
 """

@@ -63,8 +63,8 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(
         0,
         ge=0,
-        description="Default onnxruntime intra-op threads; 0 = the cores less one for the event loop, "
-        "shared by workers and instances",
+        description="Default onnxruntime intra-op threads; 0 = the cores shared by workers, less one for "
+        "each event loop from 4 cores a worker, shared by instances",
     )
     instances: int = Field(1, ge=1, le=64, description="Default onnxruntime sessions per model version")
     intra_op_spinning: bool = Field(

@@ -63,14 +63,16 @@ def test_on_this_machine_auto_runs_on_cpu_and_records_the_reason(tmp_path: Path)
         (16, 1, 1, 15),
         (16, 1, 2, 7),
         (16, 4, 1, 3),
-        (2, 1, 1, 1),
+        (4, 1, 1, 3),
+        (3, 1, 1, 3),  # below 4 cores a worker, no core is set aside
+        (2, 1, 1, 2),
         (2, 1, 2, 1),
         (2, 2, 1, 1),
         (1, 1, 1, 1),
-        (2, 4, 1, 1),
+        (2, 4, 1, 1),  # more workers than cores
     ],
 )
-def test_default_threads_leave_each_event_loop_a_core_and_share_the_rest(
+def test_default_threads_leave_each_event_loop_a_core_from_4_cores_and_share_the_rest(
     monkeypatch: pytest.MonkeyPatch, cores: int, workers: int, instances: int, threads: int
 ) -> None:
     monkeypatch.setattr(runtime_module.os, "sched_getaffinity", lambda pid: set(range(cores)))
@@ -83,7 +85,7 @@ def test_default_threads_leave_each_event_loop_a_core_and_share_the_rest(
 
 @pytest.mark.parametrize(
     ("cpu_max", "cores"),
-    [("200000 100000", 2), ("150000 100000", 2), ("50000 100000", 1), ("max 100000", 16), ("", 16), ("2 0", 16)],
+    [("600000 100000", 6), ("550000 100000", 6), ("50000 100000", 1), ("max 100000", 16), ("", 16), ("2 0", 16)],
 )
 def test_a_container_cpu_limit_caps_the_cores_the_default_shares(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cpu_max: str, cores: int
@@ -92,7 +94,7 @@ def test_a_container_cpu_limit_caps_the_cores_the_default_shares(
     (tmp_path / "cpu.max").write_text(cpu_max + "\n")
     monkeypatch.setattr(runtime_module, "CGROUP_CPU_MAX", tmp_path / "cpu.max")
     assert runtime_module.usable_cores() == cores
-    assert session_threads(load_settings(workers=1, intra_op_threads=0), None) == max(1, cores - 1)
+    assert session_threads(load_settings(workers=1, intra_op_threads=0), None) == (cores - 1 if cores >= 4 else 1)
 
 
 @pytest.mark.parametrize(("quota", "cores"), [("300000", 3), ("-1", 16)])
