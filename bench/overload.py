@@ -111,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    from service.runtime import usable_cores  # after serve_bench put the project on sys.path
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the open-loop overload")
     parser.add_argument("--factor", type=float, default=4.0, help="offered rate as a multiple of capacity")
@@ -128,7 +130,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--intra-op-threads",
         type=int,
-        default=max(1, len(os.sched_getaffinity(0)) - 1),
+        default=max(1, usable_cores() - 1),
         help="the model's onnxruntime threads (default: one fewer than the cores, leaving one to the event loop)",
     )
     parser.add_argument("--workers", type=int, default=1, help="gan-serve --workers: server processes on the port")

@@ -176,8 +176,7 @@ class Batcher:
         self._last_finished_at = float("-inf")
         self._run_seconds: dict[tuple[int, ShapeKey], float] = {}  # (padded size, shapes) -> average run time
         self._sample_seconds: float | None = None  # the cheapest of those runs per sample: the wait estimate
-        self._running = 0  # runs in progress, on the loop or in a thread
-        self._busy = [False] * len(self._runners)  # per instance: running a batch
+        self._busy = [False] * len(self._runners)  # per instance: running a batch, on the loop or in a thread
 
     @property
     def queued_samples(self) -> int:
@@ -365,9 +364,9 @@ class Batcher:
         waits = [started - piece.pending.enqueued_at for piece in batch if piece.start == 0]
         samples = sum(piece.stop - piece.start for piece in batch)
         padded = self.policy.padded_size(samples) if self.policy.merge else samples
-        alone = arrived_idle and len(batch) == 1 and self._queued_samples == 0 and self._running == 0
+        others_running = self._busy.count(True) > 1  # this worker's own instance is marked busy
+        alone = arrived_idle and len(batch) == 1 and self._queued_samples == 0 and not others_running
         inline = self._runs_inline(padded, batch[0].pending.key, alone)
-        self._running += 1
         try:
             outputs, input_s, infer_s = await self._execute(runner, batch, samples, padded, inline)
         except Exception as exc:  # noqa: BLE001 - whatever the runner raises, only this batch fails
@@ -375,7 +374,6 @@ class Batcher:
             await self._isolate_failure(runner, batch, exc)
             return inline
         finally:
-            self._running -= 1
             self._last_finished_at = self._clock.now()
             self._last_batch = samples
         delivered_at = time.perf_counter()

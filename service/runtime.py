@@ -247,10 +247,10 @@ def default_threads(settings: Settings, instances: int) -> int:
     cores with one thread than with two), so there the setting decides. N workers, or N
     instances, do not each start a thread pool of every core and fight over them.
     """
-    cores = usable_cores() // max(1, settings.workers)
+    cores = usable_cores() // settings.workers
     if cores >= LOOP_CORE_FROM:
         cores -= 1
-    return max(1, cores // max(1, instances))
+    return max(1, cores // instances)
 
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max <period>"
