@@ -17,6 +17,7 @@ from inference import grpc_service_pb2 as v2
 from inference import grpc_service_pb2_grpc as v2_grpc
 from inference import model_config_pb2 as mc
 from service.errors import InvalidInput, ModelLoadError, ModelNotFound, RepositoryControlDisabled
+from service.layout import is_version_number
 from service.metrics import Metrics
 from service.repository import READY, UNAVAILABLE, ModelVersion, Repository, VersionState, check_model_name
 from service.rpc import Reply, deadline_of, observe, priority_from
@@ -42,7 +43,7 @@ def parse_version(text: str) -> int:
     """A V2 version string: empty for the server's choice (the newest), else a positive integer."""
     if text == "":
         return 0
-    if not text.isdigit() or int(text) < 1:
+    if not is_version_number(text) or int(text) < 1:
         raise InvalidInput(f"model_version: {text!r} is not a version; give a positive integer or leave it empty")
     return int(text)
 
@@ -109,7 +110,7 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
     ) -> v2.ModelConfigResponse:
         async def handle() -> v2.ModelConfigResponse:
             model = self._repository.get(_model_name(request.name), parse_version(request.version))
-            return v2.ModelConfigResponse(config=_model_config(model))
+            return v2.ModelConfigResponse(config=_model_config(model, self._settings.max_count))
 
         return await self._observe("ModelConfig", request.name, context, handle)
 
@@ -189,10 +190,11 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
         async def handle() -> v2.RepositoryModelLoadResponse:
             self._check_control()
             name = check_model_name(_model_name(request.model_name, field="model_name"))
+            _refuse_load_parameters(request)
             if name not in self._repository.on_disk():
                 raise ModelNotFound(f"model_name: {name!r} is not in the model repository")
             await self._repository.load_model(name)
-            failed = [s.reason for s in self._repository.index() if s.name == name and s.state != READY]
+            failed = self._repository.load_problems(name)
             if failed or name not in self._repository.names():
                 raise ModelLoadError(f"model {name!r} failed to load: {'; '.join(failed) or 'no servable version'}")
             return v2.RepositoryModelLoadResponse()
@@ -217,6 +219,15 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
             )
 
 
+def _refuse_load_parameters(request: v2.RepositoryModelLoadRequest) -> None:
+    """Triton's load parameters (`config`, `file:...`) override the model's files; here the files rule."""
+    for key in request.parameters:
+        raise InvalidInput(
+            f"parameters[{key!r}]: load parameters are not supported; change the model's config.json or files "
+            "in the repository, then load it"
+        )
+
+
 def _model_name(name: str, field: str = "name") -> str:
     if not name:
         raise InvalidInput(f"{field}: empty; RepositoryIndex lists the models")
@@ -239,7 +250,9 @@ def _dims(spec: TensorSpec, batched: bool) -> list[int]:
     return list(spec.shape[1:] if batched else spec.shape)
 
 
-def _model_config(model: ModelVersion) -> mc.ModelConfig:
+def _model_config(model: ModelVersion, max_count: int) -> mc.ModelConfig:
+    """Triton's view of the model. max_batch_size is the most samples a session run takes, and never
+    more than a request may hold (GAN_MAX_COUNT): clients that trust it send batches we accept."""
     runtime = model.runtime
     policy = model.batcher.policy
     batched = runtime.batched
@@ -247,16 +260,14 @@ def _model_config(model: ModelVersion) -> mc.ModelConfig:
         name=model.name,
         platform=PLATFORM,
         backend="onnxruntime",
-        max_batch_size=policy.max_batch_size if batched else 0,
+        max_batch_size=min(policy.max_batch_size, max_count) if batched else 0,
         input=[mc.ModelInput(name=s.name, data_type=_data_type(s), dims=_dims(s, batched)) for s in runtime.inputs],
         output=[mc.ModelOutput(name=s.name, data_type=_data_type(s), dims=_dims(s, batched)) for s in runtime.outputs],
         instance_group=[
             mc.ModelInstanceGroup(
                 name=f"{model.name}_0",
                 count=len(runtime.sessions),
-                kind=mc.ModelInstanceGroup.KIND_GPU
-                if runtime.provider in (CUDA, TENSORRT)
-                else mc.ModelInstanceGroup.KIND_CPU,
+                kind=_instance_kind(runtime.provider),
             )
         ],
         default_model_filename="model.onnx",

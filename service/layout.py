@@ -19,11 +19,16 @@ def is_model_name(name: str) -> bool:
     return MODEL_NAME.match(name) is not None and ".." not in name
 
 
+def is_version_number(text: str) -> bool:
+    """ASCII digits only: str.isdigit also takes '²' and other Unicode digits, which int() refuses or misreads."""
+    return text.isascii() and text.isdigit()
+
+
 def version_dirs(model_dir: Path) -> dict[int, Path]:
     """Version folders holding a model file, by version number."""
     found = {}
     if model_dir.is_dir():
         for child in model_dir.iterdir():
-            if child.name.isdigit() and int(child.name) > 0 and (child / MODEL_FILE).is_file():
+            if is_version_number(child.name) and int(child.name) > 0 and (child / MODEL_FILE).is_file():
                 found[int(child.name)] = child
     return found

@@ -172,9 +172,7 @@ class Repository:
     async def unload_model(self, name: str) -> None:
         check_model_name(name)
         async with self._lock:
-            if name not in self._models and name not in self._states:
-                raise ModelNotFound(f"model {name!r} is not loaded; RepositoryIndex lists the models")
-            self._wanted.discard(name)
+            self._wanted.discard(name)  # not loaded: nothing to do (as in Triton, so retried unloads succeed)
             self._retire(name, self._models.pop(name, []))
             self._states.pop(name, None)
         self._changed()
@@ -258,6 +256,12 @@ class Repository:
     def index(self) -> list[VersionState]:
         """Every model and version the repository knows, with its state."""
         return [state for name in sorted(self._states) for _, state in sorted(self._states[name].items())]
+
+    def load_problems(self, name: str) -> list[str]:
+        """Why versions of `name` the disk and policy ask for did not load, including those whose
+        previous copy keeps serving (READY, yet the new files failed)."""
+        states = self._states.get(name, {}).values()
+        return [s.reason for s in states if s.state != READY or (name, s.version) in self._failed]
 
     def on_disk(self) -> list[str]:
         try:

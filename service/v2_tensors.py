@@ -52,6 +52,7 @@ def decode_inputs(
         spec = runtime.input(name)
         if spec is None or name in arrays:
             raise _name_error(_where(index, name), spec, runtime)
+        _check_encoding(_where(index, name), tensor, spec, bool(raw))
         shape = tuple(tensor.shape)
         if not spec.fits(shape):
             _check_shape(_where(index, name), shape, spec)
@@ -77,6 +78,18 @@ def _name_error(where: str, spec: TensorSpec | None, runtime: Runtime) -> Invali
         expected = ", ".join(s.describe() for s in runtime.inputs)
         return InvalidInput(f"{where}.name: not an input of this model; its inputs: {expected}")
     return InvalidInput(f"{where}.name: the input is given twice")
+
+
+def _check_encoding(where: str, tensor: Any, spec: TensorSpec, raw: bool) -> None:
+    """The tensor's datatype is the model's (same-width types would be misread, not refused), and
+    its values come one way: raw buffers for every input, or typed contents."""
+    if tensor.datatype != spec.datatype:
+        raise InvalidInput(f"{where}.datatype: {tensor.datatype!r}; the model expects {spec.datatype}")
+    if raw and tensor.HasField("contents"):
+        raise InvalidInput(
+            f"{where}.contents: given together with raw_input_contents; send raw buffers for every input "
+            "or typed contents for every input"
+        )
 
 
 def _check_shape(where: str, shape: tuple[int, ...], spec: TensorSpec) -> None:
@@ -128,10 +141,16 @@ def _from_contents(index: int, tensor: Any, shape: tuple[int, ...], spec: Tensor
         raise InvalidInput(
             f"{where}.contents.{field}: {len(values)} values; shape {list(shape)} needs {math.prod(shape)}"
         )
-    try:
-        return np.asarray(values, dtype=spec.dtype).reshape(shape)
-    except OverflowError:
-        raise InvalidInput(f"{where}.contents.{field}: a value does not fit {spec.datatype}") from None
+    if spec.dtype.kind in "iu" and spec.dtype.itemsize < 8:  # carried in 32-bit fields: may not fit
+        wide = np.asarray(values, dtype=np.int64)
+        limits = np.iinfo(spec.dtype)
+        if wide.size and (wide.min() < limits.min or wide.max() > limits.max):
+            bad = int(wide[(wide < limits.min) | (wide > limits.max)][0])
+            raise InvalidInput(
+                f"{where}.contents.{field}: {bad} does not fit {spec.datatype} ({limits.min}..{limits.max})"
+            )
+        return wide.astype(spec.dtype).reshape(shape)
+    return np.asarray(values, dtype=spec.dtype).reshape(shape)
 
 
 def _check_values(index: int, array: np.ndarray, spec: TensorSpec, runtime: Runtime) -> None:
@@ -171,13 +190,20 @@ def requested_outputs(request: v2.ModelInferRequest, runtime: Runtime) -> list[T
     """The outputs to return: those named in the request, or all of them."""
     if not request.outputs:
         return list(runtime.outputs)
-    chosen = []
+    chosen: list[TensorSpec] = []
     for index, wanted in enumerate(request.outputs):
         spec = runtime.output(wanted.name)
         if spec is None:
             known = ", ".join(s.name for s in runtime.outputs)
             raise InvalidInput(
                 f"outputs[{index}].name: {wanted.name!r} is not an output of this model; outputs: {known}"
+            )
+        if spec in chosen:
+            raise InvalidInput(f"outputs[{index}].name: {wanted.name!r} is requested twice; name each output once")
+        if "classification" in wanted.parameters:
+            raise InvalidInput(
+                f"outputs[{index}].parameters['classification']: not supported; a generator's outputs are "
+                "samples, not class scores; leave it out to get the whole tensor"
             )
         chosen.append(spec)
     return chosen

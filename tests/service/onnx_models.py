@@ -22,6 +22,15 @@ def write_doubler(path: Path, batch: int | str = "N") -> Path:
     return path
 
 
+def write_int8_caster(path: Path) -> Path:
+    """y = float(x) over x of shape [N, 2] int8: an input whose typed contents (int_contents, 32-bit) may not fit."""
+    x = helper.make_tensor_value_info("x", TensorProto.INT8, ["N", 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])
+    graph = helper.make_graph([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)], "caster", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    return _save(model, path, {})
+
+
 def write_custom_op_model(path: Path) -> Path:
     """A graph whose only node is a custom operator from a domain nobody registered."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])

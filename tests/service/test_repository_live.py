@@ -169,6 +169,39 @@ def test_explicit_mode_loads_and_unloads_on_request(model_repository: Path, tmp_
             assert caught.value.code() == code and "model_name" in (caught.value.details() or "")
 
 
+def test_explicit_load_of_a_broken_new_copy_fails_and_the_old_one_keeps_serving(
+    model_repository: Path, tmp_path: Path
+) -> None:
+    root = fresh_repository(model_repository, tmp_path)
+    with ServerThread(model_repository=root, model_control_mode="explicit") as server:
+        stub = v2_stub(server)
+        (root / "digits" / "1" / "model.onnx").write_bytes(b"not an onnx file")
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.RepositoryModelLoad(v2.RepositoryModelLoadRequest(model_name="digits"), timeout=30)
+        details = caught.value.details() or ""
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION, details
+        assert "keeps serving" in details, details
+        assert ready(stub, "digits", "1")
+        generator = pb_grpc.GeneratorServiceStub(grpc.insecure_channel(server.target))
+        assert generator.Generate(pb.GenerateRequest(model="digits", count=1, seed=1), timeout=30).version == 1
+
+
+def test_explicit_load_refuses_parameters_and_unload_is_idempotent(model_repository: Path, tmp_path: Path) -> None:
+    root = fresh_repository(model_repository, tmp_path)
+    with ServerThread(model_repository=root, model_control_mode="explicit") as server:
+        stub = v2_stub(server)
+        request = v2.RepositoryModelLoadRequest(model_name="digits")
+        request.parameters["config"].string_param = '{"max_batch_size": 4}'
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.RepositoryModelLoad(request, timeout=30)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "parameters['config']" in (caught.value.details() or "")
+        for _ in range(2):  # a retried unload (or one of a model never loaded) succeeds, as in Triton
+            stub.RepositoryModelUnload(v2.RepositoryModelUnloadRequest(model_name="digits"), timeout=10)
+        stub.RepositoryModelUnload(v2.RepositoryModelUnloadRequest(model_name="absent"), timeout=10)
+        assert not ready(stub, "digits")
+
+
 def test_readiness_is_strict_and_follows_the_repository(model_repository: Path, tmp_path: Path) -> None:
     root = fresh_repository(model_repository, tmp_path)
     (root / "broken" / "1").mkdir(parents=True)

@@ -23,7 +23,7 @@ from inference import grpc_service_pb2_grpc as v2_grpc
 from service.interpolation import one_hot
 from service.sampling import latents_from_seed
 from tests.conftest import ServerThread, scrape
-from tests.service.onnx_models import write_doubler
+from tests.service.onnx_models import write_doubler, write_int8_caster
 
 LATENT_DIM = 8  # of the tiny test generators
 
@@ -37,6 +37,8 @@ def v2_server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) 
     (root / "digits" / "config.json").write_text(json.dumps({"max_queue_delay_ms": 20, "max_batch_size": 64}))
     write_doubler(root / "doubler" / "1" / "model.onnx")
     write_doubler(root / "fixed" / "1" / "model.onnx", batch=2)
+    write_int8_caster(root / "caster" / "1" / "model.onnx")
+    (root / "caster" / "config.json").write_text(json.dumps({"max_batch_size": 512}))  # above max_count 256
     with ServerThread(model_repository=root, max_count=256) as running:
         yield running
 
@@ -130,6 +132,8 @@ def test_metadata_config_and_readiness(infer_stub: v2_grpc.GRPCInferenceServiceS
     assert config.instance_group[0].count == 1
     fixed = infer_stub.ModelConfig(v2.ModelConfigRequest(name="fixed"), timeout=30).config
     assert fixed.max_batch_size == 0 and list(fixed.input[0].dims) == [2, 3]
+    caster = infer_stub.ModelConfig(v2.ModelConfigRequest(name="caster"), timeout=30).config
+    assert caster.max_batch_size == 256, "never more than a request may hold (max_count)"
 
 
 def test_health_reports_every_service(v2_server: ServerThread) -> None:
@@ -145,6 +149,26 @@ WEIGHTS = one_hot(np.zeros(2, np.int64), 10)
 
 def _with_raw(request: v2.ModelInferRequest, index: int, data: bytes) -> v2.ModelInferRequest:
     request.raw_input_contents[index] = data
+    return request
+
+
+def _int32_as_fp32() -> v2.ModelInferRequest:
+    """INT32 values to an FP32 input: the bytes have the right length, the values would be garbage."""
+    request = v2.ModelInferRequest(model_name="doubler")
+    request.inputs.add(name="x", datatype="INT32", shape=[1, 3])
+    request.raw_input_contents.append(np.array([[1, 2, 3]], np.int32).tobytes())
+    return request
+
+
+def _raw_and_contents() -> v2.ModelInferRequest:
+    request = raw_request("doubler", x=np.ones((1, 3), np.float32))
+    request.inputs[0].contents.fp32_contents.extend([9.0, 9.0, 9.0])
+    return request
+
+
+def _typed_int8(values: list[int]) -> v2.ModelInferRequest:
+    request = v2.ModelInferRequest(model_name="caster")
+    request.inputs.add(name="x", datatype="INT8", shape=[1, 2]).contents.int_contents.extend(values)
     return request
 
 
@@ -204,6 +228,14 @@ BAD_REQUESTS = {
         grpc.StatusCode.INVALID_ARGUMENT,
         "between 1 and 256",
     ),
+    "datatype of the same width": (_int32_as_fp32(), grpc.StatusCode.INVALID_ARGUMENT, "inputs[0] ('x').datatype"),
+    "raw and typed contents together": (_raw_and_contents(), grpc.StatusCode.INVALID_ARGUMENT, "contents"),
+    "typed value out of INT8's range": (_typed_int8([300, 1]), grpc.StatusCode.INVALID_ARGUMENT, "300 does not fit"),
+    "non-ASCII digit version": (
+        v2.ModelInferRequest(model_name="doubler", model_version="\u00b2"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "model_version",
+    ),
     "fixed shape mismatch": (
         raw_request("fixed", x=np.zeros((3, 3), np.float32)),
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -235,6 +267,24 @@ def test_unknown_output_and_bad_priority_are_refused(infer_stub: v2_grpc.GRPCInf
     assert infer_stub.ModelInfer(request, timeout=30).outputs[0].name == "y"
 
 
+def test_typed_int8_contents_in_range_are_served(infer_stub: v2_grpc.GRPCInferenceServiceStub) -> None:
+    reply = infer_stub.ModelInfer(_typed_int8([-128, 127]), timeout=30)
+    assert output(reply, "y").tolist() == [[-128.0, 127.0]]
+
+
+def test_duplicate_outputs_and_classification_are_refused(infer_stub: v2_grpc.GRPCInferenceServiceStub) -> None:
+    request = raw_request("doubler", x=np.zeros((1, 3), np.float32))
+    request.outputs.add(name="y")
+    request.outputs.add(name="y")
+    error = status_of(infer_stub.ModelInfer, request)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "outputs[1].name" in (error.details() or "")
+    request = raw_request("doubler", x=np.zeros((1, 3), np.float32))
+    request.outputs.add(name="y").parameters["classification"].int64_param = 2
+    error = status_of(infer_stub.ModelInfer, request)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    assert "outputs[0].parameters['classification']" in (error.details() or "")
+
+
 def test_repository_control_is_off_unless_explicit(infer_stub: v2_grpc.GRPCInferenceServiceStub) -> None:
     error = status_of(infer_stub.RepositoryModelUnload, v2.RepositoryModelUnloadRequest(model_name="digits"))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and "explicit" in (error.details() or "")
@@ -244,6 +294,7 @@ def test_repository_control_is_off_unless_explicit(infer_stub: v2_grpc.GRPCInfer
         ("noise", "1", "READY"),
         ("doubler", "1", "READY"),
         ("fixed", "1", "READY"),
+        ("caster", "1", "READY"),
     }
 
 
