@@ -22,7 +22,8 @@ DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_RETRIES = 4  # attempts after the first; gRPC allows at most 5 attempts in all
 RETRYABLE_CODES = ("UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED")
 SERVICES = ("gan.v1.GeneratorService",)
-_MESSAGE_LIMIT = 64 * 1024 * 1024
+_SEND_LIMIT = 64 * 1024 * 1024  # the largest request; gRPC keeps it for retries (see channel_options)
+_UNLIMITED = -1
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,13 @@ def retry_service_config(retries: int) -> str:
 
 def channel_options(retries: int, tls: TLSConfig | None) -> list[tuple[str, object]]:
     options: list[tuple[str, object]] = [
-        ("grpc.max_receive_message_length", _MESSAGE_LIMIT),
-        ("grpc.max_send_message_length", _MESSAGE_LIMIT),
+        # The server bounds its replies (GAN_MAX_REPLY_MIB, checked before it generates); a reply
+        # the client asked for is never refused here.
+        ("grpc.max_receive_message_length", _UNLIMITED),
+        ("grpc.max_send_message_length", _SEND_LIMIT),
+        # gRPC retries only calls whose request fits this buffer (256 KiB by default): large
+        # images and explicit latents would otherwise never be retried.
+        ("grpc.per_rpc_retry_buffer_size", _SEND_LIMIT),
         ("grpc.enable_retries", 1 if retries else 0),
         ("grpc.service_config", retry_service_config(retries)),
     ]

@@ -12,7 +12,7 @@ import csv
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +21,9 @@ import numpy as np
 from google.protobuf.json_format import MessageToDict
 from tqdm import tqdm
 
+from gan.v1 import generator_pb2 as pb
 from gan_client.channel import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, TLSConfig
-from gan_client.client import Endpoint, GeneratorClient, Samples, columns_of
+from gan_client.client import Endpoint, GeneratorClient, Samples, chunk_seed, columns_of
 from gan_client.grid import save_each, save_gif, save_grid
 
 
@@ -38,7 +39,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tls-ca", type=Path, help="PEM CA that signed the server certificate (implies --tls)")
     parser.add_argument("--tls-cert", type=Path, help="PEM client certificate for mutual TLS (implies --tls)")
     parser.add_argument("--tls-key", type=Path, help="PEM key of --tls-cert")
-    parser.add_argument("--tls-server-name", help="name to check the server certificate against")
+    parser.add_argument("--tls-server-name", help="name to check the server certificate against (implies --tls)")
     parser.add_argument("--token-file", type=Path, help="file whose first line is a bearer token for the server")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -105,21 +106,23 @@ def add_rows_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 def tls_config(args: argparse.Namespace) -> TLSConfig | None:
-    if not (args.tls or args.tls_ca or args.tls_cert or args.tls_key):
+    if not (args.tls or args.tls_ca or args.tls_cert or args.tls_key or args.tls_server_name):
         return None
     return TLSConfig(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)
 
 
 def read_token(path: Path | None) -> str | None:
+    """The first token of a token file in the server's format: blank lines and # comments skipped."""
     if path is None:
         return None
     try:
-        lines = path.read_text().split()
-    except OSError as exc:
-        raise ValueError(f"--token-file: cannot read {path}: {exc.strerror}") from None
-    if not lines:
-        raise ValueError(f"--token-file: {path} is empty; put the token on its first line")
-    return lines[0]
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--token-file: cannot read {path}: {exc}") from None
+    tokens = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not tokens:
+        raise ValueError(f"--token-file: {path} holds no token; put the token on a line of its own")
+    return tokens[0]
 
 
 def run(args: argparse.Namespace, client: GeneratorClient) -> None:
@@ -143,9 +146,19 @@ def list_models(client: GeneratorClient, as_json: bool) -> None:
         print(json.dumps([MessageToDict(model) for model in models], indent=2))
         return
     for model in models:
-        kind = f"{len(model.class_names)} classes" if model.class_names else "unconditional"
-        shape = "x".join(str(d) for d in model.sample_shape)
-        print(f"{model.name}\tversion {model.version}\t{shape}\tlatent {model.latent_dim}\t{kind}")
+        print(f"{model.name}\tversion {model.version}\t{describe(model)}")
+
+
+def describe(model: pb.ModelInfo) -> str:
+    """One line on what a model makes: images from latents, images from images, or table rows."""
+    if model.HasField("translator"):
+        spec = model.translator
+        return f"image-to-image ({spec.task}, {spec.input_channels} to {spec.output_channels} channels, x{spec.scale})"
+    if model.columns:
+        return f"tabular, {len(model.columns)} columns\tlatent {model.latent_dim}"
+    kind = f"{len(model.class_names)} classes" if model.class_names else "unconditional"
+    shape = "x".join(str(d) for d in model.sample_shape)
+    return f"{shape}\tlatent {model.latent_dim}\t{kind}"
 
 
 @dataclass(frozen=True)
@@ -179,19 +192,26 @@ def output_kind(out: Path) -> str:
     return "folder"
 
 
+def check_seed(seed: int | None) -> None:
+    if seed is not None and not 0 <= seed < 2**64:
+        raise SystemExit(f"gan-client: error: --seed must be between 0 and 2**64 - 1, got {seed}")
+
+
 def generate(args: argparse.Namespace, client: GeneratorClient) -> None:
     kind = output_kind(args.out)
+    check_seed(args.seed)
     per_call = max(1, client.get_model(args.model, args.version).max_count)
     parts = list(chunks(args.count, per_call, args.label))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     seed: int | None = args.seed
     arrays: list[np.ndarray] = []
     first: Samples | None = None
     bar = tqdm(total=args.count, unit="sample", disable=args.no_progress or len(parts) == 1, file=sys.stderr)
     for part in parts:
-        # Chunk k uses seed + k: the whole run is reproducible from the one seed printed at the end.
-        chunk_seed = None if seed is None else seed + part.index
+        # The whole run is reproducible from the one seed printed at the end (chunk_seed says how).
+        part_seed = None if seed is None else chunk_seed(seed, part.index)
         samples = client.generate(
-            args.model, part.count, seed=chunk_seed, labels=part.labels, version=args.version, uint8=kind != "npy",
+            args.model, part.count, seed=part_seed, labels=part.labels, version=args.version, uint8=kind != "npy",
             truncation=args.truncation,
         )  # fmt: skip
         if first is None:
@@ -223,14 +243,20 @@ def translate(args: argparse.Namespace, client: GeneratorClient) -> None:
         raise SystemExit(f"gan-client: error: --out must be a folder for {len(args.images)} inputs, got {args.out}")
     if len(args.images) == 1 and not single and args.out.suffix:
         raise SystemExit(f"gan-client: error: --out must end in .png or be a folder, got {args.out}")
+    names = [path.stem for path in args.images]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if not single and repeated:
+        raise SystemExit(
+            f"gan-client: error: inputs named {', '.join(repeated)} would write the same output file; "
+            "translate them in separate runs or rename them"
+        )
     try:
         sources = [path.read_bytes() for path in args.images]
     except OSError as exc:
         raise SystemExit(f"gan-client: error: cannot read {exc.filename}: {exc.strerror}") from None
     result = client.translate(args.model, sources, output="png", version=args.version)
     targets = [args.out] if single else [args.out / f"{path.stem}.png" for path in args.images]
-    if not single:
-        args.out.mkdir(parents=True, exist_ok=True)
+    (args.out.parent if single else args.out).mkdir(parents=True, exist_ok=True)
     for target, png in zip(targets, result.pngs, strict=True):
         target.write_bytes(png)
     report = {"model": result.model, "version": result.version, "out": [str(t) for t in targets]}
@@ -281,6 +307,9 @@ def write_rows(args: argparse.Namespace, client: GeneratorClient) -> None:
         raise SystemExit(f"gan-client: error: --out must end in .csv or .parquet, got {args.out}")
     if args.count < 1:
         raise SystemExit(f"gan-client: error: --count must be at least 1, got {args.count}")
+    check_seed(args.seed)
+    if suffix == ".parquet":
+        parquet_writer()  # before the stream: without pyarrow, say so before any rows are made
     conditions = conditions_from(args.condition)
     replies = client.rows(
         args.model, args.count, seed=args.seed, conditions=conditions, version=args.version, chunk_rows=args.chunk_rows
@@ -316,14 +345,22 @@ def write_rows(args: argparse.Namespace, client: GeneratorClient) -> None:
     print(json.dumps(report) if args.json else f"wrote {args.count} rows of {args.model} to {args.out} (seed {seed})")
 
 
-def write_parquet(table: dict[str, list[object]], out: Path) -> None:
+def parquet_writer() -> Callable[[dict[str, list[object]], Path], None]:
+    """pyarrow's table writer, or a clear exit when pyarrow is not installed."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
-        out.unlink(missing_ok=True)
         raise SystemExit("gan-client: error: .parquet needs pyarrow (pip install pyarrow); or write .csv") from None
-    pq.write_table(pa.table(table), out)
+
+    def write(table: dict[str, list[object]], out: Path) -> None:
+        pq.write_table(pa.table(table), out)
+
+    return write
+
+
+def write_parquet(table: dict[str, list[object]], out: Path) -> None:
+    parquet_writer()(table, out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -335,12 +372,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except grpc.RpcError as exc:
         code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
         details = exc.details() if hasattr(exc, "details") else str(exc)
-        print(f"gan-client: {code}: {details}", file=sys.stderr)
+        print(f"gan-client: {code}: {details}{_hint(code, args)}", file=sys.stderr)
         return 1
     except ValueError as exc:  # bad client options: a deadline, TLS files
         print(f"gan-client: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # an output that cannot be written
+        print(f"gan-client: error: cannot write {exc.filename or args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _hint(code: str, args: argparse.Namespace) -> str:
+    """What to check when the server could not be reached at all."""
+    if code not in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+        return ""
+    tls = (
+        "it serves TLS: --tls-ca, and --tls-cert/--tls-key for mutual TLS"
+        if tls_config(args) is None
+        else (
+            "the TLS files: --tls-ca must have signed the server's certificate, --tls-cert/--tls-key are needed "
+            "when it asks for client certificates"
+        )
+    )
+    return f"\n  check that the server is up at {args.target}, and whether {tls}"
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ Errors are grpc.RpcError with the server's status code and message (it names the
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
@@ -30,6 +30,7 @@ __all__ = [
     "Images",
     "Samples",
     "TLSConfig",
+    "chunk_seed",
 ]
 ImageInput = bytes | np.ndarray  # PNG/JPEG bytes, or a (C, H, W) uint8 or float32 array
 OutputKind = str  # "float32", "uint8" or "png"
@@ -195,14 +196,11 @@ class GeneratorClient(_Connection):
         version: int = 0,
         chunk_rows: int = 0,
     ) -> Iterator[pb.GenerateRowsResponse]:
-        """A tabular model's rows, streamed in chunks (each chunk gets the client's timeout)."""
-        request = pb.GenerateRowsRequest(
-            model=model, version=version, count=count, seed=seed, conditions=dict(conditions or {}),
-            chunk_rows=chunk_rows,
-        )  # fmt: skip
-        chunks = max(1, -(-count // max(chunk_rows or count, 1)))
-        options = replace(self._options, timeout=self._options.timeout * chunks)
-        yield from self._stub.GenerateRowsStream(request, **_kwargs(options))
+        """A tabular model's rows, streamed in chunks of `chunk_rows` (0: the model's max_count);
+        the stream's deadline is the client's timeout for each chunk."""
+        chunk = chunk_rows or self.get_model(model, version).max_count
+        request = rows_request(model, count, seed, conditions, version, chunk)
+        yield from self._stub.GenerateRowsStream(request, **_kwargs(_stream_options(self._options, count, chunk)))
 
 
 class AsyncGeneratorClient(_Connection):
@@ -265,6 +263,52 @@ class AsyncGeneratorClient(_Connection):
     ) -> Images:
         request = interpolate_request(model, start, end, steps, spherical, truncation, output, version)
         return images_from(await self._stub.Interpolate(request, **_kwargs(self._options)))
+
+    async def generate_png(
+        self, model: str, count: int, *, seed: int | None = None, labels: Sequence[int] = (), version: int = 0
+    ) -> list[bytes]:
+        request = generate_request(model, count, seed, None, labels, version, pb.OUTPUT_FORMAT_PNG)
+        reply: pb.GenerateResponse = await self._stub.Generate(request, **_kwargs(self._options))
+        return list(reply.images)
+
+    async def rows(
+        self,
+        model: str,
+        count: int,
+        *,
+        seed: int | None = None,
+        conditions: Mapping[str, str] | None = None,
+        version: int = 0,
+        chunk_rows: int = 0,
+    ) -> AsyncIterator[pb.GenerateRowsResponse]:
+        chunk = chunk_rows or (await self.get_model(model, version)).max_count
+        request = rows_request(model, count, seed, conditions, version, chunk)
+        stream = self._stub.GenerateRowsStream(request, **_kwargs(_stream_options(self._options, count, chunk)))
+        async for reply in stream:
+            yield reply
+
+
+def chunk_seed(seed: int, index: int) -> int:
+    """The seed of call `index` when a count is split into several calls, as the server chunks a
+    rows stream: call 0 keeps `seed`, call k > 0 takes the first 64-bit word of
+    numpy.random.SeedSequence([seed, k]), so nearby seeds share no call."""
+    if index == 0:
+        return seed
+    return int(np.random.SeedSequence([seed % 2**64, index]).generate_state(1, np.uint64)[0])
+
+
+def rows_request(
+    model: str, count: int, seed: int | None, conditions: Mapping[str, str] | None, version: int, chunk_rows: int
+) -> pb.GenerateRowsRequest:
+    return pb.GenerateRowsRequest(
+        model=model, version=version, count=count, seed=seed, conditions=dict(conditions or {}), chunk_rows=chunk_rows
+    )
+
+
+def _stream_options(options: CallOptions, count: int, chunk_rows: int) -> CallOptions:
+    """A stream of ceil(count / chunk_rows) messages gets the client's timeout for each."""
+    chunks = max(1, -(-count // max(chunk_rows, 1)))
+    return replace(options, timeout=options.timeout * chunks)
 
 
 def generate_request(
@@ -365,9 +409,9 @@ def samples_from(reply: pb.GenerateResponse) -> Samples:
 
 
 def decode_tensor(reply: pb.GenerateResponse | pb.TranslateResponse | pb.InterpolateResponse) -> np.ndarray:
-    """The reply's raw tensor as an (N, C, H, W) array."""
+    """The reply's raw tensor as a writable (N, C, H, W) array of its own."""
     dtype = np.uint8 if reply.output_format == pb.OUTPUT_FORMAT_UINT8 else np.dtype("<f4")
-    return np.frombuffer(reply.tensor, dtype=dtype).reshape(tuple(reply.shape))
+    return np.frombuffer(reply.tensor, dtype=dtype).reshape(tuple(reply.shape)).copy()
 
 
 def _tensor_format(uint8: bool) -> pb.OutputFormat:

@@ -5,6 +5,7 @@ It speaks in numpy arrays and plain dataclasses; the servicer converts messages.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,9 @@ from service.interpolation import class_mix, lerp, one_hot, slerp
 from service.repository import ModelVersion, Repository
 from service.sampling import labels_from_seed, latents_from_seed, random_seed
 from service.signature import CLASS_WEIGHTS_INPUT, IMAGE_OUTPUT, LABEL_INPUT, LATENT_INPUT, Signature
+
+FLOAT32_BYTES = 4  # per value of a float32 reply; uint8 and PNG replies take about 1
+REPLY_OVERHEAD_BYTES = 64 * 1024  # a reply's fields besides its images
 
 
 def generator_signature(model: ModelVersion) -> Signature:
@@ -42,6 +46,7 @@ class GenerationRequest:
     labels: tuple[int, ...]
     priority: Priority | None = None  # None: the model's default
     truncation: float | None = None  # psi in [0, 1]; None: 1, no truncation
+    value_bytes: int = FLOAT32_BYTES  # per value of the reply's images
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,7 @@ class InterpolationRequest:
     spherical: bool
     truncation: float | None = None
     priority: Priority | None = None
+    value_bytes: int = FLOAT32_BYTES
 
 
 @dataclass(frozen=True)
@@ -83,9 +89,30 @@ class GenerationResult:
 
 
 class GenerationService:
-    def __init__(self, repository: Repository, max_count: int) -> None:
+    def __init__(self, repository: Repository, max_count: int, max_reply_bytes: int) -> None:
         self._repository = repository
         self._max_count = max_count
+        self._max_reply_bytes = max_reply_bytes
+
+    def max_samples(self, signature: Signature, value_bytes: int = FLOAT32_BYTES) -> int:
+        """The most samples one call may ask for: max_count, and no more than fit in one reply
+        (GAN_MAX_REPLY_MIB) at `value_bytes` per value."""
+        per_sample = math.prod(signature.sample_shape) * value_bytes
+        return min(self._max_count, max(0, self._max_reply_bytes - REPLY_OVERHEAD_BYTES) // per_sample)
+
+    def _check_reply_size(self, field: str, count: int, signature: Signature, value_bytes: int) -> None:
+        """Refuse, before any work, a count whose reply would exceed the limit (gRPC would refuse
+        the reply only after the run, as RESOURCE_EXHAUSTED, which clients retry)."""
+        fits = self.max_samples(signature, value_bytes)
+        if count <= fits:
+            return
+        shape = "x".join(str(d) for d in signature.sample_shape)
+        limit_mib = self._max_reply_bytes / 2**20
+        hint = "; uint8 or PNG output is 4x smaller" if value_bytes == FLOAT32_BYTES else ""
+        raise InvalidInput(
+            f"{field}: {count} samples of {shape} do not fit in one reply of at most {limit_mib:g} MiB "
+            f"(GAN_MAX_REPLY_MIB); ask for at most {fits} per call{hint}"
+        )
 
     async def generate(self, request: GenerationRequest, deadline: float | None) -> GenerationResult:
         model = self._repository.get(request.model, request.version)
@@ -130,6 +157,7 @@ class GenerationService:
             count = size // latent_dim
         if not 1 <= count <= self._max_count:
             raise InvalidInput(f"count: must be between 1 and {self._max_count}, got {count}")
+        self._check_reply_size("count", count, signature, request.value_bytes)
         return count
 
     def _latents(self, request: GenerationRequest, signature: Signature, count: int, seed: int | None) -> np.ndarray:
@@ -175,6 +203,7 @@ class GenerationService:
         steps = request.steps
         if not 2 <= steps <= self._max_count:
             raise InvalidInput(f"steps: must be between 2 and max_count {self._max_count}, got {steps}")
+        self._check_reply_size("steps", steps, signature, request.value_bytes)
         psi = check_truncation(request.truncation)
         model.batcher.check_room(steps)
         z0, label0 = self._endpoint("start", request.start, model.name, signature)

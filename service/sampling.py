@@ -58,6 +58,16 @@ def labels_from_seed(seed: int, count: int, num_classes: int) -> np.ndarray:
     return (stream(seed, _LABEL_STREAM).random(count) * num_classes).astype(np.int64)
 
 
+def chunk_seed(seed: int, index: int) -> int:
+    """The seed of chunk `index` of a stream or a split request: chunk 0 keeps `seed`, so a stream of
+    one chunk matches a single call; chunk k > 0 takes the first 64-bit word of
+    numpy.random.SeedSequence([seed, k]), so streams from nearby seeds share no chunk (with
+    seed + k, seeds 1 and 2 shared all but one). gan_client's CLI splits Generate the same way."""
+    if index == 0:
+        return seed
+    return int(np.random.SeedSequence([seed % _UINT64, index]).generate_state(1, np.uint64)[0])
+
+
 def random_seed() -> int:
     """A fresh seed in [0, 2**63) for requests that give none; returned to the client for reproducibility.
     From the OS's entropy (new numpy generator per call would cost ~15 us of the event loop)."""

@@ -16,6 +16,7 @@ from gan.v1 import generator_pb2_grpc as pb_grpc
 from service.encoding import to_png, to_uint8
 from service.errors import InvalidInput, ModelNotFound
 from service.generation import (
+    FLOAT32_BYTES,
     Endpoint,
     GenerationRequest,
     GenerationResult,
@@ -27,7 +28,7 @@ from service.metrics import Metrics
 from service.repository import ModelVersion, Repository
 from service.rows import MAX_STREAM_ROWS, RowsRequest, RowsResult, RowsService
 from service.rpc import Reply, deadline_of, observe, priority_from
-from service.sampling import random_seed
+from service.sampling import chunk_seed, random_seed
 from service.translation import RawPixels, SourceImage, TranslationRequest, TranslationService
 
 INLINE_FILL_BYTES = 1024 * 1024  # replies of larger images are encoded in a worker thread
@@ -127,8 +128,8 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
             if not 1 <= chunk <= self._max_count:
                 raise InvalidInput(f"chunk_rows: must be between 1 and max_count {self._max_count}, got {chunk}")
             seed = random_seed() if rows.seed is None else rows.seed
-            for index, offset in enumerate(range(0, rows.count, chunk)):  # chunk k: the rows of seed + k
-                part = replace(rows, count=min(chunk, rows.count - offset), seed=seed + index)
+            for index, offset in enumerate(range(0, rows.count, chunk)):
+                part = replace(rows, count=min(chunk, rows.count - offset), seed=chunk_seed(seed, index))
                 result = await self._rows.generate(part, deadline_of(context))
                 self._metrics.count_samples(result.model.name, part.count)
                 await context.write(_rows_response(result, offset))
@@ -173,7 +174,7 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
             sample_shape=list(signature.sample_shape),
             value_min=signature.value_range[0],
             value_max=signature.value_range[1],
-            max_count=self._max_count,
+            max_count=self._generation.max_samples(signature),
             config_digest=signature.config_digest,
         )
 
@@ -223,7 +224,7 @@ def _generation_request(request: pb.GenerateRequest) -> GenerationRequest:
         raise ModelNotFound("model: the request names no model; ListModels shows the loaded ones")
     source = request.WhichOneof("source")
     latents = np.asarray(request.latents.values, dtype=np.float32) if source == "latents" else None
-    _output_format(request.output_format)
+    output_format = _output_format(request.output_format)
     return GenerationRequest(
         model=request.model,
         version=_version(request.version),
@@ -233,10 +234,16 @@ def _generation_request(request: pb.GenerateRequest) -> GenerationRequest:
         labels=tuple(request.labels),
         priority=priority_from(request.priority, "priority"),
         truncation=request.truncation if request.HasField("truncation") else None,
+        value_bytes=_VALUE_BYTES[output_format],
     )
 
 
 _OUTPUT_FORMATS = frozenset(pb.OutputFormat.values())  # values() builds a new list each call
+_VALUE_BYTES: dict[int, int] = {  # per value of the reply's images; a PNG takes about a byte per value
+    pb.OUTPUT_FORMAT_FLOAT32: FLOAT32_BYTES,
+    pb.OUTPUT_FORMAT_UINT8: 1,
+    pb.OUTPUT_FORMAT_PNG: 1,
+}
 
 
 def _output_format(output_format: int) -> int:
@@ -259,7 +266,7 @@ def _interpolation_request(request: pb.InterpolateRequest) -> InterpolationReque
         raise ModelNotFound("model: the request names no model; ListModels shows the loaded ones")
     if request.method not in pb.InterpolationMethod.values():
         raise InvalidInput(f"method: {request.method} is not one of {sorted(pb.InterpolationMethod.values())}")
-    _output_format(request.output_format)
+    output_format = _output_format(request.output_format)
     return InterpolationRequest(
         model=request.model,
         version=_version(request.version),
@@ -269,6 +276,7 @@ def _interpolation_request(request: pb.InterpolateRequest) -> InterpolationReque
         spherical=request.method == pb.INTERPOLATION_METHOD_SPHERICAL,
         truncation=request.truncation if request.HasField("truncation") else None,
         priority=priority_from(request.priority, "priority"),
+        value_bytes=_VALUE_BYTES[output_format],
     )
 
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from concurrent import futures
 
 import grpc
+import numpy as np
 import pytest
 
 from gan.v1 import generator_pb2 as pb
 from gan.v1 import generator_pb2_grpc as pb_grpc
 from gan_client.channel import retry_service_config
-from gan_client.client import GeneratorClient
+from gan_client.client import AsyncGeneratorClient, GeneratorClient, chunk_seed
+from service import sampling
 
 
 class Flaky(pb_grpc.GeneratorServiceServicer):
@@ -23,14 +26,31 @@ class Flaky(pb_grpc.GeneratorServiceServicer):
         self.failures = 0
         self.attempts = 0
         self.lock = threading.Lock()
+        self.seen_rows: list[tuple[int, float | None]] = []  # chunk_rows, seconds left, of each rows stream
 
     def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext) -> pb.ListModelsResponse:
+        self._attempt(context)
+        return pb.ListModelsResponse(models=[pb.ModelInfo(name="m")])
+
+    def Generate(self, request: pb.GenerateRequest, context: grpc.ServicerContext) -> pb.GenerateResponse:
+        self._attempt(context)
+        return pb.GenerateResponse(model="m", shape=[0, 1, 1, 1], output_format=pb.OUTPUT_FORMAT_FLOAT32)
+
+    def GetModel(self, request: pb.GetModelRequest, context: grpc.ServicerContext) -> pb.ModelInfo:
+        return pb.ModelInfo(name=request.name, max_count=200)
+
+    def GenerateRowsStream(
+        self, request: pb.GenerateRowsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.GenerateRowsResponse]:
+        self.seen_rows.append((request.chunk_rows, context.time_remaining()))
+        yield pb.GenerateRowsResponse(model=request.model, rows=0)
+
+    def _attempt(self, context: grpc.ServicerContext) -> None:
         with self.lock:
             self.attempts += 1
             failing = self.attempts <= self.failures
         if failing:
             context.abort(self.code, f"attempt {self.attempts} refused on purpose")
-        return pb.ListModelsResponse(models=[pb.ModelInfo(name="m")])
 
 
 @pytest.fixture()
@@ -53,6 +73,39 @@ def test_retryable_failures_are_retried_until_success(flaky: tuple[Flaky, str], 
     with GeneratorClient(target, timeout=10, retries=4) as client:
         assert [m.name for m in client.list_models()] == ["m"]
     assert servicer.attempts == 3
+
+
+def test_requests_larger_than_grpcs_default_retry_buffer_are_retried(flaky: tuple[Flaky, str]) -> None:
+    servicer, target = flaky
+    servicer.failures = 2
+    latents = np.zeros((800, 100), np.float32)  # 320 KB, over gRPC's default 256 KiB per-call retry buffer
+    with GeneratorClient(target, timeout=10, retries=4) as client:
+        assert client.generate("m", 0, latents=latents).array.shape == (0, 1, 1, 1)
+    assert servicer.attempts == 3
+
+
+def test_a_rows_stream_gets_the_timeout_for_each_chunk_of_max_count(flaky: tuple[Flaky, str]) -> None:
+    servicer, target = flaky
+    with GeneratorClient(target, timeout=30) as client:
+        list(client.rows("people", 450))
+
+    async def stream() -> None:
+        async with AsyncGeneratorClient(target, timeout=30) as client:
+            async for _ in client.rows("people", 450, chunk_rows=100):
+                pass
+
+    asyncio.run(stream())
+    (chunk, left), (async_chunk, async_left) = servicer.seen_rows
+    assert chunk == 200 and left is not None and 60 < left < 91, "3 chunks of the model's max_count: 3 x 30 s"
+    assert async_chunk == 100 and async_left is not None and 120 < async_left < 151, "5 chunks of 100: 5 x 30 s"
+
+
+def test_chunk_seeds_are_the_servers_and_nearby_seeds_share_no_chunk() -> None:
+    assert chunk_seed(7, 0) == 7, "a count that needs one call uses the seed itself"
+    for seed in (0, 1, 2, 2**64 - 1):
+        assert [chunk_seed(seed, k) for k in range(4)] == [sampling.chunk_seed(seed, k) for k in range(4)]
+    assert not {chunk_seed(1, k) for k in range(1, 50)} & {chunk_seed(2, k) for k in range(50)}
+    assert all(0 <= chunk_seed(2**64 - 1, k) < 2**64 for k in range(4))
 
 
 def test_retries_stop_at_the_limit_with_the_servers_message(flaky: tuple[Flaky, str]) -> None:
@@ -85,8 +138,6 @@ def test_options_that_cannot_work_are_refused_by_name() -> None:
 
 
 def test_request_builders_carry_images_endpoints_and_truncation() -> None:
-    import numpy as np
-
     from gan_client.client import Endpoint, generate_request, interpolate_request, source_image, translate_request
 
     assert source_image(b"\x89PNG").encoded == b"\x89PNG"

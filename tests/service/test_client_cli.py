@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gan_client.cli import main
-from gan_client.client import AsyncGeneratorClient, GeneratorClient
+from gan_client.cli import main, read_token
+from gan_client.client import AsyncGeneratorClient, GeneratorClient, chunk_seed
 from tests.conftest import ServerThread
 
 
@@ -64,9 +65,55 @@ def test_large_counts_are_split_into_reproducible_calls(
     assert report["calls"] == 3 and report["seed"] == 3 and report["count"] == 600  # max_count is 256
     many = np.load(out)
     assert many.shape == (600, 1, 16, 16)
-    with GeneratorClient(server.target) as client:  # the second call is seed 3 + 1
-        second = client.generate("digits", 256, seed=4, labels=[4]).array
+    with GeneratorClient(server.target) as client:  # call 0 uses the seed, call 1 chunk_seed(3, 1)
+        first = client.generate("digits", 256, seed=3, labels=[4]).array
+        second = client.generate("digits", 256, seed=chunk_seed(3, 1), labels=[4]).array
+    np.testing.assert_array_equal(many[:256], first)
     np.testing.assert_array_equal(many[256:512], second)
+    assert first.flags.writeable and second.flags.writeable, "arrays the caller may write to"
+
+
+def test_generate_creates_the_folder_of_its_output_and_checks_the_seed(
+    server: ServerThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--target", server.target, "generate", "--model", "noise", "--count", "2", "--seed", "1"]
+    for name in ("grid/noise.png", "arrays/noise.npy"):
+        assert main([*argv, "--out", str(tmp_path / "new" / name)]) == 0
+        assert (tmp_path / "new" / name).is_file()
+    for seed in ("-5", str(2**64)):
+        with pytest.raises(SystemExit, match="--seed must be between 0 and 2\\*\\*64 - 1"):
+            main([*argv[:-1], seed, "--out", str(tmp_path / "x.npy")])
+    blocked = tmp_path / "file"
+    blocked.write_text("a file, not a folder")
+    assert main([*argv, "--out", str(blocked / "x.npy")]) == 1
+    err = capsys.readouterr().err
+    assert "cannot write" in err and "Traceback" not in err
+
+
+def test_token_files_are_read_as_the_server_reads_them(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("# the ops token, rotated monthly\n\n  s3cret  \n")
+    assert read_token(token_file) == "s3cret"
+    token_file.write_text("# only a comment\n")
+    with pytest.raises(ValueError, match="holds no token"):
+        read_token(token_file)
+
+
+def test_parquet_without_pyarrow_is_refused_before_any_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow raises ImportError
+    argv = [
+        "--target",
+        "127.0.0.1:1",
+        "rows",
+        "--model",
+        "people",
+        "--count",
+        "10",
+        "--out",
+        str(tmp_path / "r.parquet"),
+    ]
+    with pytest.raises(SystemExit, match="pyarrow"):  # no server listens at port 1: refused before calling it
+        main(argv)
 
 
 def test_labels_must_be_one_or_one_per_sample(server: ServerThread, capsys: pytest.CaptureFixture[str]) -> None:
@@ -144,6 +191,15 @@ def test_translate_writes_one_output_per_input(sr_server: ServerThread, tmp_path
     assert main([*argv, "--model", "sr", "--out", str(folder)]) == 0
     assert sorted(p.name for p in folder.iterdir()) == ["a.png", "b.png"]
     np.testing.assert_array_equal(np.asarray(Image.open(folder / "b.png")), second.repeat(2, axis=0).repeat(2, axis=1))
+    (tmp_path / "again").mkdir()
+    _png(tmp_path / "again" / "a.png", 6, 10, 2)
+    with pytest.raises(SystemExit, match="inputs named a would write the same output file"):
+        main([*argv, str(tmp_path / "again" / "a.png"), "--model", "sr", "--out", str(folder)])
+
+
+def test_list_describes_every_kind_of_model(sr_server: ServerThread, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--target", sr_server.target, "list"]) == 0
+    assert "sr\tversion 1\timage-to-image (" in capsys.readouterr().out
 
 
 def test_translate_errors_name_the_image(

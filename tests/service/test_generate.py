@@ -138,6 +138,25 @@ def test_png_and_uint8_outputs(stub: pb_grpc.GeneratorServiceStub) -> None:
     np.testing.assert_array_equal(np.asarray(first), pixels[0, 0])
 
 
+def test_a_count_whose_reply_would_not_fit_is_refused_before_it_runs(model_repository: Path) -> None:
+    with ServerThread(model_repository=model_repository, max_reply_mib=1) as small:
+        stub = pb_grpc.GeneratorServiceStub(grpc.insecure_channel(small.target))
+        fits = (2**20 - 64 * 1024) // (16 * 16 * 4)  # float32 samples of 1x16x16 under 1 MiB, less the overhead
+        assert stub.GetModel(pb.GetModelRequest(name="noise"), timeout=10).max_count == fits
+        with pytest.raises(grpc.RpcError) as caught:
+            generate(stub, model="noise", count=fits + 1, seed=1)
+        details = caught.value.details() or ""
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, details
+        assert details.startswith("count:") and f"at most {fits}" in details and "GAN_MAX_REPLY_MIB" in details
+        uint8 = generate(stub, model="noise", count=fits + 1, seed=1, output_format=pb.OUTPUT_FORMAT_UINT8)
+        assert decode_tensor(uint8).shape == (fits + 1, 1, 16, 16), "uint8 replies are 4x smaller"
+        walk = pb.InterpolateRequest(model="noise", start=pb.LatentEndpoint(seed=1), end=pb.LatentEndpoint(seed=2))
+        walk.steps = fits + 1
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Interpolate(walk, timeout=30)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "steps:" in (caught.value.details() or "")
+
+
 def test_explicit_latents_match_seeded_latents(stub: pb_grpc.GeneratorServiceStub) -> None:
     latents = latents_from_seed(8, 2, 8)
     explicit = generate(stub, model="digits", latents=pb.Latents(values=latents.ravel().tolist()), labels=[3])

@@ -14,6 +14,7 @@ from gan.v1 import generator_pb2_grpc as pb_grpc
 from gan_client.client import columns_of
 from inference import grpc_service_pb2 as v2
 from inference import grpc_service_pb2_grpc as v2_grpc
+from service.sampling import chunk_seed
 from tests.conftest import ServerThread
 from tests.training.test_tabular import correlated_table
 
@@ -127,7 +128,14 @@ def test_the_stream_sends_chunks_beyond_max_count(stub: pb_grpc.GeneratorService
     request = pb.GenerateRowsRequest(model="people", count=450, seed=3, chunk_rows=200)
     replies = list(stub.GenerateRowsStream(request, timeout=60))
     assert [(r.offset, r.rows) for r in replies] == [(0, 200), (200, 200), (400, 50)]
-    assert columns_of(replies[1]) == columns_of(rows(stub, count=200, seed=4))  # chunk k: the rows of seed + k
+    assert columns_of(replies[0]) == columns_of(rows(stub, count=200, seed=3)), "chunk 0: the rows of the seed"
+    assert columns_of(replies[1]) == columns_of(rows(stub, count=200, seed=chunk_seed(3, 1)))
+    nearby = list(
+        stub.GenerateRowsStream(pb.GenerateRowsRequest(model="people", count=400, seed=4, chunk_rows=200), timeout=60)
+    )
+    assert all(columns_of(a) != columns_of(b) for a in replies for b in nearby), "seeds 3 and 4 share no chunk"
+    last = pb.GenerateRowsRequest(model="people", count=3, seed=2**64 - 1, chunk_rows=1)
+    assert [r.rows for r in stub.GenerateRowsStream(last, timeout=60)] == [1, 1, 1], "the largest seed streams too"
     with pytest.raises(grpc.RpcError) as caught:
         list(stub.GenerateRowsStream(pb.GenerateRowsRequest(model="people", count=10, chunk_rows=500), timeout=10))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "chunk_rows" in caught.value.details()
