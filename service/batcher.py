@@ -215,7 +215,13 @@ class Batcher:
             raise
 
     def check_room(self, count: int) -> None:
-        """Raise Overloaded when `count` more samples would overfill the queue."""
+        """Raise InvalidInput when `count` samples could never fit the queue, Overloaded when they
+        would overfill it now."""
+        if count > self.policy.max_queue_size:
+            raise InvalidInput(
+                f"count: {count} samples is more than model {self.name}'s queue holds ({self.policy.max_queue_size}, "
+                "its max_queue_size); send at most that many per request, or raise max_queue_size in its config.json"
+            )
         if self._queued_samples + count > self.policy.max_queue_size:
             raise Overloaded(
                 f"model {self.name} has {self._queued_samples} samples queued and a limit of "

@@ -20,8 +20,10 @@ def is_model_name(name: str) -> bool:
 
 
 def is_version_number(text: str) -> bool:
-    """ASCII digits only: str.isdigit also takes '²' and other Unicode digits, which int() refuses or misreads."""
-    return text.isascii() and text.isdigit()
+    """A version as Triton writes it: ASCII digits without leading zeros ('7', not '007': the folder
+    of version 7 is 7/). str.isdigit alone takes '²' and other Unicode digits, which int() refuses
+    or misreads."""
+    return text.isascii() and text.isdigit() and text == str(int(text))
 
 
 def version_dirs(model_dir: Path) -> dict[int, Path]:

@@ -201,7 +201,7 @@ class VersionObserver:
         self._phases = [metrics.compute_duration.labels(model, phase) for phase in ("input", "infer", "output")]
         self._batch = metrics.batch_size.labels(model)
         self._padding = metrics.padding.labels(model)
-        self._depth = metrics.queue_depth.labels(model, str(version))
+        self._depth: Gauge | None = metrics.queue_depth.labels(model, str(version))
 
     def on_batch(self, samples: int, padded: int, queue_waits: list[float], timings: BatchTimings) -> None:
         self._batch.observe(samples)
@@ -215,4 +215,10 @@ class VersionObserver:
         self._stats.record_batch(samples, padded, timings.input_s, timings.infer_s, timings.output_s)
 
     def on_queue_depth(self, samples: int) -> None:
-        self._depth.set(samples)
+        if self._depth is not None:
+            self._depth.set(samples)
+
+    def detach(self) -> None:
+        """The version was retired: its queue depth is no longer the served version's (a copy
+        reloaded in place shares the series)."""
+        self._depth = None

@@ -7,16 +7,19 @@ the control mode: `none` loads at start only, `poll` rescans every few seconds, 
 
 A (re)load never interrupts service: the new version is loaded and warmed in a worker
 thread, then swapped in; a version it replaces or drops is retired afterwards, its queue
-drained and its running batches finished. A load that fails leaves whatever was serving
+drained and its running batches finished. Requests that run several rounds on one version
+(rejection sampling of rows, a row stream, a decode between lookup and run) hold it
+(`holding`), and it closes only when the last of them is done. A load that fails leaves whatever was serving
 in place and is reported (RepositoryIndex, ModelReady, gan_model_load_failures_total).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +29,7 @@ from service import collector
 from service.batcher import Batcher, BatcherClosed, BatchPolicy, Inputs, Outputs, Priority
 from service.errors import InvalidInput, ModelLoadError, ModelNotFound, ModelUnavailable
 from service.layout import CONFIG_FILE, MODEL_FILE, MODEL_NAME_RULE, is_model_name, version_dirs
-from service.metrics import Metrics
+from service.metrics import Metrics, VersionObserver
 from service.model_config import ModelConfig, read_model_config
 from service.runtime import CPU, ONNXRUNTIME_ERRORS, Runtime, load_runtime
 from service.settings import Settings
@@ -54,6 +57,9 @@ class ModelVersion:
     config: ModelConfig
     stats: VersionStats
     fingerprint: Fingerprint
+    observer: VersionObserver
+    holders: int = 0  # requests running several rounds on this version (Repository.holding)
+    retired: bool = False  # no longer served; its batcher closes once no request holds it
 
 
 @dataclass(frozen=True)
@@ -77,15 +83,15 @@ def model_dirs(root: Path) -> list[Path]:
 
 def _fingerprint(model_dir: Path, version: int) -> Fingerprint:
     """Changes when the version's model file or the model's config.json changes."""
-    parts: list[int] = []
-    for path in (model_dir / str(version) / MODEL_FILE, model_dir / CONFIG_FILE):
-        try:
-            stat = path.stat()
-        except OSError:
-            parts += [0, 0]
-            continue
-        parts += [stat.st_mtime_ns, stat.st_size]
-    return tuple(parts)
+    return _file_fingerprint(model_dir / str(version) / MODEL_FILE) + _file_fingerprint(model_dir / CONFIG_FILE)
+
+
+def _file_fingerprint(path: Path) -> Fingerprint:
+    try:
+        stat = path.stat()
+    except OSError:
+        return (0, 0)
+    return (stat.st_mtime_ns, stat.st_size)
 
 
 def warm_up(runtime: Runtime, policy: BatchPolicy) -> None:
@@ -292,10 +298,9 @@ class Repository:
         try:
             config = read_model_config(model_dir)
         except ModelLoadError as exc:
-            self._metrics.load_failures.labels(name).inc()
-            states[0] = VersionState(name, 0, UNAVAILABLE, str(exc))
-            log.error("%s", exc)
+            self._config_failed(name, str(exc))
             return
+        self._failed.pop((name, 0), None)
         current = {mv.version: mv for mv in self._models.get(name, [])}
         selected = config.version_policy.select(on_disk)
         serving: list[ModelVersion] = []
@@ -306,9 +311,26 @@ class Repository:
         stand_ins = self._stand_ins(current, serving, len(selected) - len(serving))
         for version in [v for v in states if v not in selected]:
             del states[version]  # dropped by the policy or gone from disk
+        if not selected:
+            policy = config.version_policy.describe()
+            states[0] = VersionState(
+                name, 0, UNAVAILABLE, f"{model_dir / CONFIG_FILE}: version_policy {policy} selects none of the "
+                f"versions on disk ({', '.join(map(str, on_disk))})"
+            )  # fmt: skip
         for mv in stand_ins:
             states[mv.version] = VersionState(name, mv.version, READY, "kept serving until a newer version loads")
         self._swap(name, serving + stand_ins, current)
+
+    def _config_failed(self, name: str, reason: str) -> None:
+        """A config.json that does not load: in the index always; counted and logged once per change
+        of the file (a poll every few seconds would count the same failure again and again)."""
+        self._states[name][0] = VersionState(name, 0, UNAVAILABLE, reason)
+        fingerprint = _file_fingerprint(self._root / name / CONFIG_FILE)
+        if self._failed.get((name, 0)) == fingerprint:
+            return
+        self._failed[(name, 0)] = fingerprint
+        self._metrics.load_failures.labels(name).inc()
+        log.error("%s", reason)
 
     @staticmethod
     def _stand_ins(current: dict[int, ModelVersion], serving: list[ModelVersion], missing: int) -> list[ModelVersion]:
@@ -355,13 +377,14 @@ class Repository:
         policy = config.batch_policy(self._settings, merge=runtime.batched, on_cpu=runtime.provider == CPU)
         warm_up(runtime, policy)
         stats = VersionStats()
+        observer = self._metrics.observer(name, version, stats, policy.max_queue_size)
         batcher = Batcher(
             name=f"{name}/{version}",
             runners=[session.run for session in runtime.sessions],
             policy=policy,
-            observer=self._metrics.observer(name, version, stats, policy.max_queue_size),
+            observer=observer,
         )
-        return ModelVersion(name, version, runtime, batcher, config, stats, fingerprint)
+        return ModelVersion(name, version, runtime, batcher, config, stats, fingerprint, observer)
 
     def _swap(self, name: str, serving: list[ModelVersion], current: dict[int, ModelVersion]) -> None:
         serving.sort(key=lambda mv: mv.version, reverse=True)
@@ -369,7 +392,7 @@ class Repository:
             self._models[name] = serving
         else:
             self._models.pop(name, None)
-        self._retire(name, [mv for mv in current.values() if mv not in serving])
+        self._retire(name, [mv for mv in current.values() if mv not in serving], still_served=serving)
         for mv in serving:
             self._metrics.model_ready.labels(name, str(mv.version), mv.runtime.provider).set(1)
 
@@ -381,16 +404,37 @@ class Repository:
         self._states.pop(name, None)
         self._retire(name, self._models.pop(name, []))
 
-    def _retire(self, name: str, versions: list[ModelVersion]) -> None:
-        """Drain and release versions no longer served, in the background."""
+    def _retire(self, name: str, versions: list[ModelVersion], still_served: Sequence[ModelVersion] = ()) -> None:
+        """Stop serving `versions`: drain and release each once no request holds it, in the background.
+        The gauges of a version number still served (a copy reloaded in place) stay: they are its successor's."""
+        served = {mv.version for mv in still_served}
         for mv in versions:
-            self._metrics.retire(name, mv.version, mv.runtime.provider)
-            task = asyncio.get_running_loop().create_task(mv.batcher.close(), name=f"retire-{name}-{mv.version}")
-            self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
-            if self._started:
-                task.add_done_callback(self._settle_collector)
+            mv.retired = True
+            mv.observer.detach()
+            if mv.version not in served:
+                self._metrics.retire(name, mv.version, mv.runtime.provider)
             log.info("retiring %s version %d", name, mv.version)
+            if mv.holders == 0:
+                self._close(mv)
+
+    def _close(self, mv: ModelVersion) -> None:
+        task = asyncio.get_running_loop().create_task(mv.batcher.close(), name=f"retire-{mv.name}-{mv.version}")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+        if self._started:
+            task.add_done_callback(self._settle_collector)
+
+    @contextlib.contextmanager
+    def holding(self, model: ModelVersion) -> Iterator[ModelVersion]:
+        """Keep `model` open while a request runs several rounds on it (rejection sampling, a row
+        stream, a decode between lookup and submit): a reload retires it only when they are done."""
+        model.holders += 1
+        try:
+            yield model
+        finally:
+            model.holders -= 1
+            if model.holders == 0 and model.retired:
+                self._close(model)
 
 
 def check_model_name(name: str) -> str:

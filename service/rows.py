@@ -70,6 +70,14 @@ class RowsService:
 
     async def generate(self, request: RowsRequest, deadline: float | None) -> RowsResult:
         model, spec = self.check(request, self.max_count)
+        with self._repository.holding(model):
+            return await self.generate_on(model, spec, request, deadline)
+
+    async def generate_on(
+        self, model: ModelVersion, spec: TabularSpec, request: RowsRequest, deadline: float | None
+    ) -> RowsResult:
+        """`request`'s rows from `model`, which the caller holds (Repository.holding): every round of
+        rejection sampling runs on it, even when a reload retires it meanwhile."""
         priority = model.config.priority
         model.batcher.check_room(request.count)
         seed = random_seed() if request.seed is None else request.seed

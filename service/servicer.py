@@ -123,16 +123,17 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
     async def GenerateRowsStream(self, request: pb.GenerateRowsRequest, context: grpc.aio.ServicerContext) -> None:
         async def handle() -> None:
             rows = _rows_request(request)
-            self._rows.check(rows, MAX_STREAM_ROWS)
+            model, spec = self._rows.check(rows, MAX_STREAM_ROWS)
             chunk = request.chunk_rows or self._max_count
             if not 1 <= chunk <= self._max_count:
                 raise InvalidInput(f"chunk_rows: must be between 1 and max_count {self._max_count}, got {chunk}")
             seed = random_seed() if rows.seed is None else rows.seed
-            for index, offset in enumerate(range(0, rows.count, chunk)):
-                part = replace(rows, count=min(chunk, rows.count - offset), seed=chunk_seed(seed, index))
-                result = await self._rows.generate(part, deadline_of(context))
-                self._metrics.count_samples(result.model.name, part.count)
-                await context.write(_rows_response(result, offset))
+            with self._repository.holding(model):  # every chunk from one version, even across a reload
+                for index, offset in enumerate(range(0, rows.count, chunk)):
+                    part = replace(rows, count=min(chunk, rows.count - offset), seed=chunk_seed(seed, index))
+                    result = await self._rows.generate_on(model, spec, part, deadline_of(context))
+                    self._metrics.count_samples(result.model.name, part.count)
+                    await context.write(_rows_response(result, offset))
 
         return await self._observe("GenerateRowsStream", request.model, context, handle)
 

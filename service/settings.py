@@ -149,16 +149,17 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**given)
     except ValidationError as exc:
-        raise SettingsError(_describe(exc)) from None
+        raise SettingsError(_describe(exc, set(given))) from None
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: ValidationError, flags: set[str]) -> str:
+    """Each error, naming where its value came from: the flag given, else the environment variable."""
     parts = []
     for error in exc.errors():
         field = ".".join(str(p) for p in error["loc"])
         if not field:  # a rule across fields: its message names them
             parts.append(error["msg"].removeprefix("Value error, "))
             continue
-        env = f"GAN_{field.upper()}"
-        parts.append(f"{field} (flag --{field.replace('_', '-')} or {env}): {error['msg']}")
+        source = f"flag --{field.replace('_', '-')}" if field in flags else f"GAN_{field.upper()}"
+        parts.append(f"{field} ({source}): {error['msg']}")
     return "; ".join(parts)

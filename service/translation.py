@@ -87,14 +87,15 @@ class TranslationService:
                 "(GAN_TRANSLATE_MAX_IMAGES) per request"
             )
         model.batcher.check_room(count)
-        if _decodes_inline(request.images):
-            padded, (height, width) = self._sources(request.images, signature)
-        else:  # decoding a large or compressed image would hold the event loop (and every other call) up
-            padded, (height, width) = await asyncio.to_thread(self._sources, request.images, signature)
-        priority = request.priority or model.config.priority
-        model, outputs = await self._repository.submit(
-            model, {SOURCE_INPUT: padded}, deadline, priority, pinned=request.version != 0
-        )
+        with self._repository.holding(model):  # a reload during the decode retires it only afterwards
+            if _decodes_inline(request.images):
+                padded, (height, width) = self._sources(request.images, signature)
+            else:  # decoding a large or compressed image would hold the event loop (and every other call) up
+                padded, (height, width) = await asyncio.to_thread(self._sources, request.images, signature)
+            priority = request.priority or model.config.priority
+            model, outputs = await self._repository.submit(
+                model, {SOURCE_INPUT: padded}, deadline, priority, pinned=request.version != 0
+            )
         out_height, out_width = signature.output_size(height, width)
         images = np.ascontiguousarray(outputs[IMAGE_OUTPUT][:, :, :out_height, :out_width])
         return TranslationResult(model=model, signature=signature, images=images)

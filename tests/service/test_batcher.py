@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from service.batcher import Batcher, BatchPolicy, BatchTimings, Outputs, Priority
-from service.errors import DeadlineExceeded, InferenceFailed, Overloaded, Unavailable
+from service.errors import DeadlineExceeded, InferenceFailed, InvalidInput, Overloaded, Unavailable
 
 DELAY = 0.05
 
@@ -216,6 +216,17 @@ def test_a_full_queue_is_refused_at_once() -> None:
         await asyncio.gather(running, queued)
 
     scenario(body, model=model, max_queue_size=5)
+
+
+def test_a_request_larger_than_the_queue_is_invalid_not_overloaded() -> None:
+    """Retrying it would never help: the answer says so (INVALID_ARGUMENT), not "retry later"."""
+
+    async def body(batcher: Batcher, model: FakeModel, clock: FakeClock) -> None:
+        with pytest.raises(InvalidInput, match=r"count: 6 samples is more than .* queue holds \(5"):
+            await batcher.submit(rows(0, 6))
+        assert model.runs == []
+
+    scenario(body, max_queue_size=5)
 
 
 def test_a_request_whose_deadline_passes_in_the_queue_never_runs() -> None:

@@ -8,6 +8,7 @@ import grpc
 import pytest
 from prometheus_client import CollectorRegistry
 
+from gan.v1 import generator_pb2_grpc as pb_grpc
 from inference import grpc_service_pb2_grpc as v2_grpc
 from service.call_guard import CallGuard, GuardedServices
 from service.metrics import Metrics
@@ -37,6 +38,21 @@ def test_a_generated_service_arrives_as_one_generic_handler_of_guarded_methods()
     assert handler is not None and handler.unary_unary is not None
     assert handler.unary_unary.__name__ == "guarded"  # behind the call guard
     assert server.generic[0].service(Details("/inference.GRPCInferenceService/NoSuchMethod")) is None
+
+
+def test_a_streamed_reply_is_behind_the_guard_too() -> None:
+    server = RecordingServer()
+    services = GuardedServices(server, CallGuard(Metrics(CollectorRegistry()), 10))
+
+    class Streaming(pb_grpc.GeneratorServiceServicer):
+        async def GenerateRowsStream(self, request: Any, context: Any) -> None:  # writes with context.write
+            return None
+
+    pb_grpc.add_GeneratorServiceServicer_to_server(Streaming(), services)
+    services.check_complete()
+    handler = server.generic[0].service(Details("/gan.v1.GeneratorService/GenerateRowsStream"))
+    assert handler is not None and handler.unary_stream is not None
+    assert handler.unary_stream.__name__ == "guarded"
 
 
 def test_stubs_that_add_only_a_generic_handler_are_refused_with_what_to_do() -> None:

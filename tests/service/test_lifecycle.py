@@ -17,6 +17,7 @@ import pytest
 
 from gan.v1 import generator_pb2 as pb
 from gan.v1 import generator_pb2_grpc as pb_grpc
+from service.settings import SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,6 +78,16 @@ def test_bad_setting_names_the_variable() -> None:
     _, err = process.communicate(timeout=60)
     assert process.returncode == 2
     assert "grpc_port" in err and "GAN_GRPC_PORT" in err
+
+
+def test_a_bad_value_names_where_it_came_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GAN_INLINE_RUN_MS", "soon")  # a setting with no flag: only its variable is named
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert "GAN_INLINE_RUN_MS" in str(caught.value) and "--inline-run-ms" not in str(caught.value)
+    monkeypatch.delenv("GAN_INLINE_RUN_MS")
+    with pytest.raises(SettingsError, match="flag --grpc-port"):
+        load_settings(grpc_port=-1)
 
 
 def test_missing_repository_says_what_to_do(tmp_path: Path) -> None:

@@ -124,6 +124,40 @@ def test_a_corrupt_new_version_leaves_the_serving_one_in_place(model_repository:
     assert traffic.errors == [] and set(traffic.versions) == {1}
 
 
+def test_a_version_reloaded_in_place_keeps_its_queue_gauges(model_repository: Path, tmp_path: Path) -> None:
+    root = fresh_repository(model_repository, tmp_path)
+    labels = '{model="digits",version="1"}'
+    with ServerThread(model_repository=root, **POLL) as server:
+        assert scrape(server)[f"gan_queue_capacity_samples{labels}"] > 0
+        (root / "digits" / "config.json").write_text(json.dumps({"max_queue_size": 777}))  # reloads version 1
+        wait_for(lambda: scrape(server).get(f"gan_queue_capacity_samples{labels}") == 777, "the new copy's gauges")
+        time.sleep(0.5)  # the old copy has been retired by now: its retirement must leave the series
+        metrics = scrape(server)
+        assert metrics[f"gan_queue_capacity_samples{labels}"] == 777
+        assert f"gan_queue_depth_samples{labels}" in metrics
+
+
+def test_a_bad_config_is_counted_once_per_change_and_a_policy_must_select_a_version(
+    model_repository: Path, tmp_path: Path
+) -> None:
+    root = fresh_repository(model_repository, tmp_path)
+    (root / "other").mkdir()
+    add_version(root / "digits" / "1" / "model.onnx", root / "other", 1)
+    (root / "other" / "config.json").write_text(json.dumps({"version_policy": {"specific": [2]}}))
+    with (
+        pytest.raises(
+            ModelLoadError, match=r"version_policy specific \[2\] selects none of the versions on disk \(1\)"
+        ),
+        ServerThread(model_repository=root),
+    ):
+        pass
+    (root / "other" / "config.json").write_text("{not json")
+    with ServerThread(model_repository=root, exit_on_error=False, **POLL) as server:
+        time.sleep(1.0)  # ten polls of the same bad file
+        assert scrape(server)['gan_model_load_failures_total{model="other"}'] == 1
+        assert "not a valid model config" in index(v2_stub(server))[("other", "")][1]
+
+
 def test_a_model_removed_from_disk_is_unloaded(model_repository: Path, tmp_path: Path) -> None:
     root = fresh_repository(model_repository, tmp_path)
     (root / "other").mkdir()

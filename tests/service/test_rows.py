@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +19,7 @@ from gan_client.client import columns_of
 from inference import grpc_service_pb2 as v2
 from inference import grpc_service_pb2_grpc as v2_grpc
 from service.sampling import chunk_seed
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, scrape
 from tests.training.test_tabular import correlated_table
 
 
@@ -141,6 +145,23 @@ def test_the_stream_sends_chunks_beyond_max_count(stub: pb_grpc.GeneratorService
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "chunk_rows" in caught.value.details()
 
 
+def test_a_stream_is_a_call_in_flight_until_it_ends(
+    stub: pb_grpc.GeneratorServiceStub, rows_server: ServerThread
+) -> None:
+    """Streams pass the call guard like unary calls: counted in flight (so the drain waits for
+    them and GAN_MAX_CONCURRENT_CALLS applies), refused while the server drains."""
+    gauge = 'gan_requests_in_flight{method="GenerateRowsStream"}'
+    request = pb.GenerateRowsRequest(model="people", count=100_000, seed=1, chunk_rows=10)
+    stream = stub.GenerateRowsStream(request, timeout=60)
+    next(stream)
+    assert scrape(rows_server)[gauge] == 1
+    stream.cancel()
+    deadline = time.monotonic() + 10
+    while scrape(rows_server)[gauge] != 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert scrape(rows_server)[gauge] == 0
+
+
 def test_the_v2_api_runs_the_same_model_on_raw_tensors(rows_server: ServerThread) -> None:
     v2_stub = v2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(rows_server.target))
     metadata = v2_stub.ModelMetadata(v2.ModelMetadataRequest(name="people"), timeout=10)
@@ -170,3 +191,55 @@ def test_gan_client_rows_streams_into_a_csv_file(rows_server: ServerThread, tmp_
         gan_client([*command, "--out", str(tmp_path / "rows.txt")])
     assert gan_client([*command, "--condition", "colour=purple", "--out", str(out)]) == 1
     assert len(list(csv.DictReader(out.open()))) == 450  # a failed call leaves the earlier file alone
+
+
+def test_reloads_during_multi_round_rows_and_streams_fail_nothing(tabular_model: Path, tmp_path: Path) -> None:
+    """Conditioned rows take several session runs; a stream several chunks. Reloading the model in
+    place between them used to close the batcher under them (UNAVAILABLE) or switch versions."""
+    from export.cli import main as gan_export
+
+    repository = tmp_path / "models"
+    assert gan_export([str(tabular_model), "--repository", str(repository), "--name", "people"]) == 0
+    onnx = repository / "people" / "1" / "model.onnx"
+    with ServerThread(model_repository=repository, model_control_mode="explicit", max_count=200) as server:
+        channel = grpc.insecure_channel(server.target)
+        stub, admin = pb_grpc.GeneratorServiceStub(channel), v2_grpc.GRPCInferenceServiceStub(channel)
+        failures: list[str] = []
+        stream_versions: list[set[int]] = []
+        stop = threading.Event()
+
+        def conditioned_rows() -> None:
+            while not stop.is_set():
+                try:
+                    rows(stub, count=200, conditions={"colour": "red"})
+                except grpc.RpcError as exc:
+                    failures.append(f"{exc.code().name}: {exc.details()}")
+
+        def streams() -> None:
+            while not stop.is_set():
+                request = pb.GenerateRowsRequest(model="people", count=2000, seed=5, chunk_rows=100)
+                try:
+                    stream_versions.append({r.version for r in stub.GenerateRowsStream(request, timeout=60)})
+                except grpc.RpcError as exc:
+                    failures.append(f"stream {exc.code().name}: {exc.details()}")
+
+        threads = [threading.Thread(target=conditioned_rows) for _ in range(3)] + [threading.Thread(target=streams)]
+        for thread in threads:
+            thread.start()
+        for step in range(10):
+            if step % 2:  # a new version...
+                staging = repository / "people" / ".staging"
+                staging.mkdir()
+                shutil.copy(onnx, staging / "model.onnx")
+                staging.rename(repository / "people" / "2")
+            else:  # ...or the same version, reloaded in place
+                os.utime(onnx, ns=(time.time_ns() + step * 10**9,) * 2)
+            admin.RepositoryModelLoad(v2.RepositoryModelLoadRequest(model_name="people"), timeout=60)
+            if step % 2:
+                shutil.rmtree(repository / "people" / "2")
+            time.sleep(0.1)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert failures == []
+    assert stream_versions and all(len(versions) == 1 for versions in stream_versions), stream_versions

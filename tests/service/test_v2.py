@@ -231,6 +231,11 @@ BAD_REQUESTS = {
     "datatype of the same width": (_int32_as_fp32(), grpc.StatusCode.INVALID_ARGUMENT, "inputs[0] ('x').datatype"),
     "raw and typed contents together": (_raw_and_contents(), grpc.StatusCode.INVALID_ARGUMENT, "contents"),
     "typed value out of INT8's range": (_typed_int8([300, 1]), grpc.StatusCode.INVALID_ARGUMENT, "300 does not fit"),
+    "version with a leading zero": (
+        v2.ModelInferRequest(model_name="doubler", model_version="01"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "model_version",
+    ),
     "non-ASCII digit version": (
         v2.ModelInferRequest(model_name="doubler", model_version="\u00b2"),
         grpc.StatusCode.INVALID_ARGUMENT,
