@@ -4,14 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import types
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 LossKind = Literal["minimax", "nonsaturating", "lsgan", "hinge", "wgan-gp"]
+SMOOTHED_LOSSES = ("minimax", "nonsaturating")  # the binary cross-entropy losses, whose real targets can be smoothed
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 POINT_SOURCES = ("ring8", "grid25")  # 2-D Gaussian mixtures (training/mode_coverage.py), for the MLP models
 
 
@@ -24,6 +36,26 @@ class ConfigError(ValueError):
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_not_booleans(cls, value: object, info: ValidationInfo) -> object:
+        # pydantic reads true as 1 for an int or float field: steps=true would train one step.
+        if isinstance(value, bool) and info.field_name and _wants_number(cls.model_fields[info.field_name].annotation):
+            raise ValueError("must be a number, not true or false")
+        return value
+
+
+def _wants_number(annotation: object) -> bool:
+    """Whether a field's type takes numbers: int, float, a Literal of numbers, or an optional one of those."""
+    if annotation is int or annotation is float:
+        return True
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return any(type(choice) in (int, float) for choice in get_args(annotation))
+    if origin is Union or origin is types.UnionType:
+        return any(_wants_number(member) for member in get_args(annotation))
+    return False
 
 
 class DataConfig(_Frozen):
@@ -38,7 +70,7 @@ class DataConfig(_Frozen):
     @classmethod
     def _power_of_two(cls, size: int) -> int:
         if size not in (16, 32, 64, 128):
-            raise ValueError(f"must be one of 16, 32, 64, 128, got {size}")
+            raise ValueError("must be one of 16, 32, 64, 128")
         return size
 
     @model_validator(mode="after")
@@ -120,9 +152,18 @@ class TrainConfig(_Frozen):
     @field_validator("device")
     @classmethod
     def _known_device(cls, device: str) -> str:
-        if device != "auto" and device != "cpu" and not device.startswith("cuda"):
-            raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {device!r}")
+        if not DEVICE_PATTERN.fullmatch(device):
+            raise ValueError("must be auto, cpu, cuda or cuda:N (N a GPU index, e.g. cuda:0)")
         return device
+
+    @model_validator(mode="after")
+    def _smoothing_needs_a_cross_entropy_loss(self) -> TrainConfig:
+        if self.optim.label_smoothing > 0 and self.optim.loss not in SMOOTHED_LOSSES:
+            raise ValueError(
+                f"optim.label_smoothing: the {self.optim.loss} loss has no targets to smooth (only minimax and "
+                "nonsaturating do); set optim.label_smoothing=0"
+            )
+        return self
 
     @model_validator(mode="after")
     def _packing_fits(self) -> TrainConfig:
@@ -235,6 +276,9 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
     for error in exc.errors():
         field = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-")) or "config"
         message = error["msg"].removeprefix("Value error, ")
+        if field == "config" and error["type"] == "value_error":
+            parts.append(message)  # a check across fields: its message names them
+            continue
         if error["type"] == "extra_forbidden":
             message = "unknown key; check its spelling against training/config.py"
         elif "input" in error and error["type"] not in ("missing",):
