@@ -223,15 +223,15 @@ def load_settings_model(model: type[Settings], path: Path | None, overrides: Seq
         raise ConfigError(_describe(exc, path)) from None
 
 
+# How often a run logs, samples and checkpoints: never part of what a model is.
+LOGGING_KEYS = ("log_every", "sample_every", "checkpoint_every")
 # Where and how a run goes, not what it learns: left out of the digest.
-RUN_ONLY_KEYS = ("out_dir", "device", "deterministic", "tensorboard", "amp", "compile")
+RUN_ONLY_KEYS = ("out_dir", "device", "deterministic", "tensorboard", "amp", "compile", *LOGGING_KEYS)
 
 
 def config_digest(config: TrainConfig) -> str:
     """sha256 of everything that shapes the model (not where it is written or run, nor how it is logged)."""
-    content = config.model_dump(
-        mode="json", exclude={"out_dir", "device", "deterministic", "tensorboard", "amp", "compile"}
-    )
+    content = config.model_dump(mode="json", exclude=set(RUN_ONLY_KEYS))
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 

@@ -10,7 +10,7 @@ import yaml
 from PIL import Image
 
 from training.cli import main
-from training.config import ConfigError, TrainConfig, load_config
+from training.config import ConfigError, TrainConfig, config_digest, load_config
 from training.data import DataError, load_dataset
 from training.translation.cli import translation_config
 from training.translation.config import TranslationConfig
@@ -44,6 +44,13 @@ def test_numbers_written_on_the_command_line_still_read_as_numbers() -> None:
     config = load_config(None, ["optim.lr_g=2e-4", "optim.lr_d=1", "steps=20", "device=cuda:1"])
     assert (config.optim.lr_g, config.optim.lr_d, config.steps, config.device) == (2e-4, 1.0, 20, "cuda:1")
     assert load_config(None, ["optim.label_smoothing=0.1"]).optim.label_smoothing == 0.1  # nonsaturating smooths
+
+
+def test_the_digest_ignores_logging_and_where_a_run_goes() -> None:
+    base = config_digest(load_config(None, []))
+    logging = ["log_every=1", "sample_every=7", "checkpoint_every=9", "out_dir=elsewhere", "device=cpu"]
+    assert config_digest(load_config(None, logging)) == base
+    assert config_digest(load_config(None, ["model.width=8"])) != base
 
 
 def test_config_file_and_overrides(tmp_path: Path) -> None:
