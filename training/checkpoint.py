@@ -8,6 +8,7 @@ import random
 import subprocess
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from training.config import TrainConfig, config_digest
+from training.config import ConfigError, TrainConfig, check_resumable, config_digest, load_config
 from training.models import build_generator
 
 FORMAT = "gan-serving-checkpoint/1"
@@ -119,6 +120,26 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a gan-train checkpoint (no {FORMAT!r} marker)")
     return state
+
+
+def recorded_config(state: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The config a checkpoint's run was trained with, as it was written (it may predate today's checks)."""
+    config = state.get("config")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: records no training config, so it cannot be resumed; start a new run")
+    return config
+
+
+def resume_config(checkpoint: Path, path: Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """The config `gan-train --resume` continues with: the checkpoint's own, then the YAML file at `path`
+    and the overrides, which may change only what training.config.RESUME_CHANGEABLE lists."""
+    recorded = recorded_config(load_checkpoint(checkpoint), checkpoint)
+    try:
+        config = load_config(path, overrides, base=recorded)
+        check_resumable(recorded, config)
+    except ConfigError as exc:
+        raise ConfigError(f"resuming {checkpoint}: {exc}") from None
+    return config
 
 
 def load_generator(path: Path, ema: bool | None = None) -> LoadedGenerator:

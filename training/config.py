@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
 import types
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
@@ -206,14 +207,19 @@ class TrainConfig(_Frozen):
         return self
 
 
-def load_config(path: Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Defaults, then the YAML file at `path`, then `dotted.key=value` overrides."""
-    return load_settings_model(TrainConfig, path, overrides)
+def load_config(path: Path | None, overrides: Sequence[str] = (), base: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Defaults (or `base`, a recorded config such as a checkpoint's), then the YAML file at `path`,
+    then `dotted.key=value` overrides."""
+    return load_settings_model(TrainConfig, path, overrides, base)
 
 
-def load_settings_model(model: type[Settings], path: Path | None, overrides: Sequence[str] = ()) -> Settings:
-    """Any pydantic config (gan-train's, gan-tabular's): YAML file, then overrides, validated once."""
-    raw: dict[str, Any] = _read_yaml(path) if path is not None else {}
+def load_settings_model(
+    model: type[Settings], path: Path | None, overrides: Sequence[str] = (), base: Mapping[str, Any] | None = None
+) -> Settings:
+    """Any pydantic config (gan-train's, gan-tabular's): `base`, YAML file, then overrides, validated once."""
+    raw: dict[str, Any] = copy.deepcopy(dict(base)) if base is not None else {}
+    if path is not None:
+        _merge(raw, _read_yaml(path))
     for override in overrides:
         key, value = _split_override(override)
         _set_dotted(raw, key, value)
@@ -233,6 +239,83 @@ def config_digest(config: TrainConfig) -> str:
     """sha256 of everything that shapes the model (not where it is written or run, nor how it is logged)."""
     content = config.model_dump(mode="json", exclude=set(RUN_ONLY_KEYS))
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+# What `gan-train --resume` may change: where and how the run goes, how long it trains, and the
+# hyperparameters that hold no state. Every other key shapes the networks or the optimiser state
+# (model.*, data.source/points/image_size/channels/conditional, optim.loss, optim.beta1/beta2),
+# or the seeded streams the checkpoint continues (seed), and must stay as the checkpoint recorded it.
+RESUME_CHANGEABLE = (
+    *RUN_ONLY_KEYS,
+    "steps",
+    "batch_size",
+    "data.path",  # the images may have moved; a different number of classes is refused when the weights load
+    "optim.lr_g",
+    "optim.lr_d",
+    "optim.lr_decay",
+    "optim.lr_floor",
+    "optim.ema_decay",  # its value; turning the average on or off is refused (check_resumable)
+    "optim.label_smoothing",
+    "optim.gp_weight",
+    "optim.r1_gamma",
+    "optim.diffaugment",
+)
+
+
+def check_resumable(recorded: Mapping[str, Any], config: TrainConfig) -> None:
+    """ConfigError naming each field in which `config` departs from the `recorded` config (a checkpoint's)
+    in a way a resumed run cannot follow."""
+    before = _flatten(_with_defaults(recorded))
+    after = _flatten(config.model_dump(mode="json"))
+    problems = [
+        f"{key}: the run was trained with {before.get(key)!r}, not {after.get(key)!r}"
+        for key in sorted(before.keys() | after.keys())
+        if before.get(key) != after.get(key) and key not in RESUME_CHANGEABLE
+    ]
+    problems += _ema_switch(float(before.get("optim.ema_decay", 0.0)), config.optim.ema_decay)
+    if problems:
+        raise ConfigError(
+            "; ".join(problems) + ". These shape the networks or the optimiser state, so a resumed run keeps "
+            "the checkpoint's values: drop them from --config and the key=value overrides, "
+            "or start a new run in another out_dir"
+        )
+
+
+def _ema_switch(recorded: float, asked: float) -> list[str]:
+    if recorded == 0 and asked > 0:
+        return [
+            "optim.ema_decay: the run kept no moving average of the generator (0), so there is none to continue; "
+            "an average started now would begin from the current weights, unlike a run that had one from step 0"
+        ]
+    if recorded > 0 and asked == 0:
+        return [f"optim.ema_decay: the run keeps a moving average ({recorded:g}); 0 would drop it"]
+    return []
+
+
+def _with_defaults(recorded: Mapping[str, Any]) -> dict[str, Any]:
+    """`recorded` over today's defaults: keys added since the checkpoint was written read as their default."""
+    content = TrainConfig().model_dump(mode="json")
+    _merge(content, copy.deepcopy(dict(recorded)))
+    return content
+
+
+def _flatten(content: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in content.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _merge(raw: dict[str, Any], content: Mapping[str, Any]) -> None:
+    """Put `content` into `raw`, section by section: a file's `model: {width: 8}` keeps the other model keys."""
+    for key, value in content.items():
+        if isinstance(value, Mapping) and isinstance(raw.get(key), dict):
+            _merge(raw[key], value)
+        else:
+            raw[key] = value
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
