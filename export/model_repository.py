@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from service.layout import CONFIG_FILE, MODEL_FILE, MODEL_NAME_RULE, is_model_name, version_dirs
 from service.model_config import ModelConfig
+from training.file_modes import plain_dir_mode
 
 # Batching keys left out here fall back to the service's settings (GAN_MAX_QUEUE_DELAY_MS, ...).
 DEFAULT_MODEL_CONFIG: dict[str, Any] = {"platform": "onnxruntime_onnx", "max_batch_size": 64}
@@ -39,12 +40,14 @@ def staged_version(repository: Path, name: str) -> Iterator[Path]:
     """A scratch folder inside the model's folder; publish it with `publish_version`.
 
     It lives on the same filesystem as the final version so the publish is one rename,
-    and it is removed if the block fails.
+    and it is removed if the block fails. It has the mode mkdir would give it (mkdtemp's is 0700),
+    so a server running as another user can read the published version.
     """
     model_dir = repository / check_name(name)
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
     try:
+        staging.chmod(plain_dir_mode())
         yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)

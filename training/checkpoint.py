@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from training.config import ConfigError, TrainConfig, check_resumable, config_digest, load_config
+from training.file_modes import plain_file_mode
 from training.models import build_generator
 
 FORMAT = "gan-serving-checkpoint/1"
@@ -95,11 +96,13 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def atomic_save(path: Path, content: dict[str, Any]) -> None:
     """torch.save `content` to a temporary file beside `path`, flush it to disk, then rename over `path`.
 
-    A crash at any moment leaves either the previous file or the new one, never half of one.
+    A crash at any moment leaves either the previous file or the new one, never half of one. The file
+    gets the mode open() would give it (mkstemp's is 0600), so a server running as another user can read it.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(handle, plain_file_mode())
         with os.fdopen(handle, "wb") as file:
             torch.save(content, file)
             file.flush()

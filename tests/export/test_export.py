@@ -110,3 +110,18 @@ def test_cli_rejects_bad_name_and_missing_checkpoint(
     assert main([str(tmp_path / "missing.pt"), "--repository", str(tmp_path), "--name", "digits"]) == 2
     assert "missing.pt" in capsys.readouterr().err
     assert not (tmp_path / "digits").exists() or not any((tmp_path / "digits").glob("[0-9]*"))
+
+
+def test_a_published_version_is_readable_by_another_user(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    """Not mkdtemp's 0700: with umask 022 a server running as another uid can list and read the version."""
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        result = export_checkpoint(checkpoints["conditional"], tmp_path, "digits")
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (result.path.parent, *result.path.parent.iterdir())}
+    assert modes == {"1": 0o755, "model.onnx": 0o644, "export.json": 0o644}
+    assert stat.S_IMODE((tmp_path / "digits/config.json").stat().st_mode) == 0o644

@@ -147,3 +147,17 @@ def png(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_a_published_translator_is_readable_by_another_user(translators: dict[str, Path], tmp_path: Path) -> None:
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        result = export_translation(translators["sr"], tmp_path, "sr")
+    finally:
+        os.umask(previous)
+    folder = result.path.parent
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (folder, *folder.iterdir(), folder.parent / "config.json")}
+    assert modes == {"1": 0o755, "model.onnx": 0o644, "export.json": 0o644, "config.json": 0o644}

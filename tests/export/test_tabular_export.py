@@ -1,0 +1,40 @@
+"""gan-export of gan-tabular models: what lands in the repository, and what is refused before it does."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import torch
+
+from export.cli import main
+from tests.training.test_tabular import correlated_table
+
+
+@pytest.fixture(scope="module")
+def tabular_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training.tabular.synthesizer import TabularConfig, train_table
+
+    torch.set_num_threads(1)
+    path = tmp_path_factory.mktemp("tabular") / "people.pt"
+    train_table(correlated_table(200), TabularConfig(steps=2, batch_size=100, seed=1)).save(path)
+    return path
+
+
+def test_the_model_and_its_version_are_readable_by_another_user(tabular_model: Path, tmp_path: Path) -> None:
+    """Neither the saved model (mkstemp: 0600) nor the published version (mkdtemp: 0700) stays private."""
+    from training.tabular.synthesizer import load_synthesizer
+
+    previous = os.umask(0o022)
+    try:
+        saved = tmp_path / "saved.pt"
+        load_synthesizer(tabular_model).save(saved)
+        assert main([str(saved), "--repository", str(tmp_path / "models"), "--name", "people"]) == 0
+    finally:
+        os.umask(previous)
+    folder = tmp_path / "models/people/1"
+    paths = (saved, folder, *folder.iterdir(), folder.parent / "config.json")
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in paths}
+    assert modes == {"saved.pt": 0o644, "1": 0o755, "model.onnx": 0o644, "export.json": 0o644, "config.json": 0o644}
