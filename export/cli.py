@@ -16,10 +16,10 @@ import torch
 from export.model_repository import (
     RepositoryError,
     check_name,
+    check_publishable,
     publish_version,
     staged_version,
     write_json,
-    write_model_config,
 )
 from export.parity import DEFAULT_SAMPLES, DEFAULT_TOLERANCE, ParityError, ParityReport, check_parity
 from export.to_onnx import OPSET, ExportError, export_onnx
@@ -59,7 +59,7 @@ def export_checkpoint(
     model_config: dict[str, object] | None = None,
 ) -> ExportResult:
     """Export the generator of `checkpoint` as a new version of `name`, only if parity holds."""
-    check_name(name)
+    check_publishable(repository, name, version, model_config)
     loaded = load_generator(checkpoint)
     if loaded.config.data.is_points:
         raise CheckpointError(
@@ -80,8 +80,7 @@ def export_checkpoint(
                 "parity": {"samples": parity.samples, "max_abs_error": parity.max_abs_error, "tolerance": tolerance},
             },
         )
-        chosen, folder = publish_version(staging, version)
-    write_model_config(repository / name, name, model_config or {})
+        chosen, folder = publish_version(staging, version, model_config)
     return ExportResult(name=name, version=chosen, path=folder / MODEL_FILE, parity=parity)
 
 
@@ -98,7 +97,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--parity-samples", type=int, default=DEFAULT_SAMPLES)
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="max abs error allowed")
     parser.add_argument(
-        "--max-batch-size", type=int, help="written to the model's config.json (translators default to 16)"
+        "--max-batch-size",
+        type=int,
+        help="written to the model's config.json (a translator's new config.json gets 16); checked before exporting",
     )
     parser.add_argument(
         "--direction",

@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from export.model_repository import publish_version, staged_version, write_json, write_model_config
+from export.model_repository import check_publishable, publish_version, staged_version, write_json
 from export.parity import DEFAULT_TOLERANCE, ParityError, ParityReport
 from export.to_onnx import MAX_BATCH, OPSET, VALUE_RANGE, write_program
 from service.layout import MODEL_FILE
@@ -27,6 +27,7 @@ from training.translation.data import random_holes
 
 MAX_SIDE = 4096  # the largest input height or width the graph declares
 TRANSLATOR_MAX_BATCH = 16  # config.json default: a batch of images is far heavier than a batch of latents
+NEW_CONFIG = {"max_batch_size": TRANSLATOR_MAX_BATCH}  # for a new config.json only: later exports keep edits
 PARITY_BATCH = 3
 
 
@@ -50,6 +51,7 @@ def export_translation(
     model_config: dict[str, object] | None = None,
 ) -> TranslationExport:
     """Write the (moving-average) generator of `checkpoint` as the next version of `name`, if parity holds."""
+    check_publishable(repository, name, version, model_config, NEW_CONFIG)
     loaded = load_translator(checkpoint, direction)
     with staged_version(repository, name) as staging:
         signature = write_translator_onnx(loaded, staging / MODEL_FILE)
@@ -73,10 +75,7 @@ def export_translation(
                 },
             },
         )
-        chosen, folder = publish_version(staging, version)
-    given = {key: value for key, value in (model_config or {}).items() if value is not None}
-    overrides = {"max_batch_size": TRANSLATOR_MAX_BATCH, **given}
-    write_model_config(repository / name, name, overrides)
+        chosen, folder = publish_version(staging, version, model_config, NEW_CONFIG)
     return TranslationExport(name, chosen, folder / MODEL_FILE, parity, signature, sizes)
 
 

@@ -23,6 +23,17 @@ def tabular_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def test_a_bad_batching_flag_publishes_no_tabular_version(
+    tabular_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    arguments = [str(tabular_model), "--repository", str(tmp_path), "--name", "people"]
+    assert main([*arguments, "--max-batch-size", "0"]) == 2
+    assert "max_batch_size" in capsys.readouterr().err
+    assert not (tmp_path / "people").exists() or not any((tmp_path / "people").iterdir())
+    assert main(arguments) == 0
+    assert "published people version 1" in capsys.readouterr().out
+
+
 def test_the_model_and_its_version_are_readable_by_another_user(tabular_model: Path, tmp_path: Path) -> None:
     """Neither the saved model (mkstemp: 0600) nor the published version (mkdtemp: 0700) stays private."""
     from training.tabular.synthesizer import load_synthesizer

@@ -149,6 +149,26 @@ def png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def test_a_re_export_keeps_a_hand_edited_max_batch_size(translators: dict[str, Path], tmp_path: Path) -> None:
+    """The translators' 16 is for a new config.json only, as the image generators' default is."""
+    export_translation(translators["sr"], tmp_path, "sr")
+    config_path = tmp_path / "sr/config.json"
+    config = json.loads(config_path.read_text())
+    assert config["max_batch_size"] == 16
+    config_path.write_text(json.dumps({**config, "max_batch_size": 4}))
+    assert export_translation(translators["sr"], tmp_path, "sr").version == 2
+    assert json.loads(config_path.read_text())["max_batch_size"] == 4
+
+
+def test_a_bad_batching_flag_publishes_no_translator(
+    translators: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    arguments = [str(translators["sr"]), "--repository", str(tmp_path), "--name", "sr"]
+    assert main([*arguments, "--max-batch-size", "0"]) == 2
+    assert "max_batch_size" in capsys.readouterr().err
+    assert not (tmp_path / "sr").exists() or not any((tmp_path / "sr").iterdir())
+
+
 def test_a_published_translator_is_readable_by_another_user(translators: dict[str, Path], tmp_path: Path) -> None:
     import os
     import stat
