@@ -169,6 +169,18 @@ def test_a_bad_batching_flag_publishes_no_translator(
     assert not (tmp_path / "sr").exists() or not any((tmp_path / "sr").iterdir())
 
 
+def test_parity_samples_set_the_images_checked_at_each_size(
+    translators: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    arguments = [str(translators["sr"]), "--repository", str(tmp_path), "--name", "sr"]
+    assert main([*arguments, "--parity-samples", "5"]) == 0
+    assert "over 10 samples" in capsys.readouterr().out  # 5 images at each of the two sizes
+    assert json.loads((tmp_path / "sr/1/export.json").read_text())["parity"]["samples"] == 10
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "for a translator, images at each of the two sizes" in " ".join(capsys.readouterr().out.split())
+
+
 def test_a_published_translator_is_readable_by_another_user(translators: dict[str, Path], tmp_path: Path) -> None:
     import os
     import stat
