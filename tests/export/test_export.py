@@ -14,6 +14,7 @@ from export.cli import export_checkpoint, main
 from export.model_repository import RepositoryError
 from export.parity import ParityError, check_parity
 from service.signature import signature_from_metadata
+from tests.conftest import modes, umask
 from training.checkpoint import load_generator
 
 
@@ -145,14 +146,7 @@ def test_config_json_is_in_place_before_the_version_appears(
 
 def test_a_published_version_is_readable_by_another_user(checkpoints: dict[str, Path], tmp_path: Path) -> None:
     """Not mkdtemp's 0700: with umask 022 a server running as another uid can list and read the version."""
-    import os
-    import stat
-
-    previous = os.umask(0o022)
-    try:
-        result = export_checkpoint(checkpoints["conditional"], tmp_path, "digits")
-    finally:
-        os.umask(previous)
-    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (result.path.parent, *result.path.parent.iterdir())}
-    assert modes == {"1": 0o755, "model.onnx": 0o644, "export.json": 0o644}
-    assert stat.S_IMODE((tmp_path / "digits/config.json").stat().st_mode) == 0o644
+    with umask(0o022):
+        folder = export_checkpoint(checkpoints["conditional"], tmp_path, "digits").path.parent
+    everything = modes(folder, *folder.iterdir(), folder.parent / "config.json")
+    assert everything == {"1": 0o755, "model.onnx": 0o644, "export.json": 0o644, "config.json": 0o644}

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
 
 import pytest
 import torch
 
 from export.cli import main
+from tests.conftest import modes, umask
 from tests.training.test_tabular import correlated_table
 
 
@@ -38,14 +37,10 @@ def test_the_model_and_its_version_are_readable_by_another_user(tabular_model: P
     """Neither the saved model (mkstemp: 0600) nor the published version (mkdtemp: 0700) stays private."""
     from training.tabular.synthesizer import load_synthesizer
 
-    previous = os.umask(0o022)
-    try:
-        saved = tmp_path / "saved.pt"
+    saved, folder = tmp_path / "saved.pt", tmp_path / "models/people/1"
+    with umask(0o022):
         load_synthesizer(tabular_model).save(saved)
         assert main([str(saved), "--repository", str(tmp_path / "models"), "--name", "people"]) == 0
-    finally:
-        os.umask(previous)
-    folder = tmp_path / "models/people/1"
-    paths = (saved, folder, *folder.iterdir(), folder.parent / "config.json")
-    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in paths}
-    assert modes == {"saved.pt": 0o644, "1": 0o755, "model.onnx": 0o644, "export.json": 0o644, "config.json": 0o644}
+    assert modes(saved) == {"saved.pt": 0o644}
+    everything = modes(folder, *folder.iterdir(), folder.parent / "config.json")
+    assert everything == {"1": 0o755, "model.onnx": 0o644, "export.json": 0o644, "config.json": 0o644}

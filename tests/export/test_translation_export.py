@@ -16,7 +16,7 @@ from export.cli import main
 from export.translation import TranslationExport, example_sources, export_translation
 from gan_client.client import GeneratorClient
 from service.translator_signature import TranslatorSignature
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, modes, umask
 from training.translation.checkpoint import load_translator
 from training.translation.cli import translation_config
 from training.translation.train import train_translation
@@ -182,14 +182,7 @@ def test_parity_samples_set_the_images_checked_at_each_size(
 
 
 def test_a_published_translator_is_readable_by_another_user(translators: dict[str, Path], tmp_path: Path) -> None:
-    import os
-    import stat
-
-    previous = os.umask(0o022)
-    try:
-        result = export_translation(translators["sr"], tmp_path, "sr")
-    finally:
-        os.umask(previous)
-    folder = result.path.parent
-    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (folder, *folder.iterdir(), folder.parent / "config.json")}
-    assert modes == {"1": 0o755, "model.onnx": 0o644, "export.json": 0o644, "config.json": 0o644}
+    with umask(0o022):
+        folder = export_translation(translators["sr"], tmp_path, "sr").path.parent
+    everything = modes(folder, *folder.iterdir(), folder.parent / "config.json")
+    assert everything == {"1": 0o755, "model.onnx": 0o644, "export.json": 0o644, "config.json": 0o644}

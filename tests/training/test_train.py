@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import csv
-import os
-import stat
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import TINY
+from tests.conftest import TINY, modes, umask
 from training.checkpoint import CheckpointError, load_checkpoint, load_generator
 from training.config import load_config
 from training.train import TrainingDiverged, train
@@ -193,13 +191,9 @@ def test_weights_that_do_not_fit_are_a_checkpoint_error(tmp_path: Path, capsys: 
     assert "checkpoint.pt: its weights do not fit" in err and "size mismatch" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("umask", [0o022, 0o027])
-def test_the_checkpoint_is_as_readable_as_any_file_the_run_writes(tmp_path: Path, umask: int) -> None:
+@pytest.mark.parametrize("mask", [0o022, 0o027])
+def test_the_checkpoint_is_as_readable_as_any_file_the_run_writes(tmp_path: Path, mask: int) -> None:
     """Not mkstemp's 0600: a server or evaluator running as another user must be able to read it."""
-    previous = os.umask(umask)
-    try:
+    with umask(mask):
         checkpoint = train(tiny(tmp_path), progress=False).checkpoint
-    finally:
-        os.umask(previous)
-    assert stat.S_IMODE(checkpoint.stat().st_mode) == 0o666 & ~umask
-    assert stat.S_IMODE(checkpoint.stat().st_mode) == stat.S_IMODE((tmp_path / "losses.csv").stat().st_mode)
+    assert modes(checkpoint, tmp_path / "losses.csv") == {"checkpoint.pt": 0o666 & ~mask, "losses.csv": 0o666 & ~mask}
