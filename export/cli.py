@@ -16,13 +16,14 @@ import torch
 from export.model_repository import (
     RepositoryError,
     check_name,
+    check_publishable,
     publish_version,
     staged_version,
     write_json,
-    write_model_config,
 )
 from export.parity import DEFAULT_SAMPLES, DEFAULT_TOLERANCE, ParityError, ParityReport, check_parity
 from export.to_onnx import OPSET, ExportError, export_onnx
+from export.translation import PARITY_BATCH
 from service.layout import MODEL_FILE
 from training.checkpoint import CheckpointError, load_generator
 from training.translation.checkpoint import is_translation_checkpoint
@@ -59,7 +60,7 @@ def export_checkpoint(
     model_config: dict[str, object] | None = None,
 ) -> ExportResult:
     """Export the generator of `checkpoint` as a new version of `name`, only if parity holds."""
-    check_name(name)
+    check_publishable(repository, name, version, model_config)
     loaded = load_generator(checkpoint)
     if loaded.config.data.is_points:
         raise CheckpointError(
@@ -80,8 +81,7 @@ def export_checkpoint(
                 "parity": {"samples": parity.samples, "max_abs_error": parity.max_abs_error, "tolerance": tolerance},
             },
         )
-        chosen, folder = publish_version(staging, version)
-    write_model_config(repository / name, name, model_config or {})
+        chosen, folder = publish_version(staging, version, model_config)
     return ExportResult(name=name, version=chosen, path=folder / MODEL_FILE, parity=parity)
 
 
@@ -95,10 +95,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repository", type=Path, default=Path("models"), help="model repository (models)")
     parser.add_argument("--name", required=True, help="model name, e.g. digits")
     parser.add_argument("--version", type=int, help="version number (default: newest + 1)")
-    parser.add_argument("--parity-samples", type=int, default=DEFAULT_SAMPLES)
+    parser.add_argument(
+        "--parity-samples",
+        type=int,
+        help=f"random inputs on which onnxruntime must match PyTorch (default {DEFAULT_SAMPLES}); "
+        f"for a translator, images at each of the two sizes checked (default {PARITY_BATCH})",
+    )
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="max abs error allowed")
     parser.add_argument(
-        "--max-batch-size", type=int, help="written to the model's config.json (translators default to 16)"
+        "--max-batch-size",
+        type=int,
+        help="written to the model's config.json (a translator's new config.json gets 16); checked before exporting",
     )
     parser.add_argument(
         "--direction",
@@ -112,7 +119,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.parity_samples < 1:
+    if args.parity_samples is not None and args.parity_samples < 1:
         print("gan-export: error: --parity-samples must be at least 1", file=sys.stderr)
         return 2
     try:
@@ -135,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def publish(args: argparse.Namespace) -> Published:
     """Export the checkpoint as whichever kind it is: a tabular model, a translator or a generator."""
     model_config = {"max_batch_size": args.max_batch_size, "max_queue_delay_ms": args.max_queue_delay_ms}
+    samples = args.parity_samples or DEFAULT_SAMPLES
     if is_tabular(args.checkpoint):
         from export.tabular import export_tabular
 
@@ -143,7 +151,7 @@ def publish(args: argparse.Namespace) -> Published:
             args.repository,
             check_name(args.name),
             version=args.version,
-            samples=args.parity_samples,
+            samples=samples,
             tolerance=args.tolerance,
             model_config=model_config,
         )
@@ -158,13 +166,14 @@ def publish(args: argparse.Namespace) -> Published:
             direction=args.direction,
             tolerance=args.tolerance,
             model_config=model_config,
+            parity_batch=args.parity_samples or PARITY_BATCH,
         )
     return export_checkpoint(
         args.checkpoint,
         args.repository,
         args.name,
         version=args.version,
-        parity_samples=args.parity_samples,
+        parity_samples=samples,
         tolerance=args.tolerance,
         model_config=model_config,
     )

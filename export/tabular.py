@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from export.model_repository import publish_version, staged_version, write_json, write_model_config
+from export.model_repository import check_publishable, publish_version, staged_version, write_json
 from export.parity import ParityError, ParityReport
 from export.to_onnx import MAX_BATCH, OPSET, write_program
 from service.layout import MODEL_FILE
@@ -48,13 +48,13 @@ def export_tabular(
     model_config: dict[str, object] | None = None,
 ) -> TabularExport:
     """Write `model` (a gan-tabular .pt) as the next version of `name`, only if onnxruntime matches PyTorch."""
+    check_publishable(repository, name, version, model_config)
     synthesizer = load_synthesizer(model)
     with staged_version(repository, name) as staging:
         write_onnx(synthesizer, staging / MODEL_FILE)
         parity = tabular_parity(synthesizer, staging / MODEL_FILE, samples, tolerance)
         write_json(staging / "export.json", {"tabular_model": str(model), "opset": OPSET, "torch": torch.__version__})
-        chosen, folder = publish_version(staging, version)
-    write_model_config(repository / name, name, model_config or {})
+        chosen, folder = publish_version(staging, version, model_config)
     return TabularExport(name, chosen, folder / MODEL_FILE, parity)
 
 

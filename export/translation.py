@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from export.model_repository import publish_version, staged_version, write_json, write_model_config
+from export.model_repository import check_publishable, publish_version, staged_version, write_json
 from export.parity import DEFAULT_TOLERANCE, ParityError, ParityReport
 from export.to_onnx import MAX_BATCH, OPSET, VALUE_RANGE, write_program
 from service.layout import MODEL_FILE
@@ -27,7 +27,8 @@ from training.translation.data import random_holes
 
 MAX_SIDE = 4096  # the largest input height or width the graph declares
 TRANSLATOR_MAX_BATCH = 16  # config.json default: a batch of images is far heavier than a batch of latents
-PARITY_BATCH = 3
+NEW_CONFIG = {"max_batch_size": TRANSLATOR_MAX_BATCH}  # for a new config.json only: later exports keep edits
+PARITY_BATCH = 3  # images checked at each size unless gan-export --parity-samples says otherwise
 
 
 @dataclass(frozen=True)
@@ -48,13 +49,15 @@ def export_translation(
     direction: Direction = "a2b",
     tolerance: float = DEFAULT_TOLERANCE,
     model_config: dict[str, object] | None = None,
+    parity_batch: int = PARITY_BATCH,
 ) -> TranslationExport:
     """Write the (moving-average) generator of `checkpoint` as the next version of `name`, if parity holds."""
+    check_publishable(repository, name, version, model_config, NEW_CONFIG)
     loaded = load_translator(checkpoint, direction)
     with staged_version(repository, name) as staging:
         signature = write_translator_onnx(loaded, staging / MODEL_FILE)
         sizes = parity_sizes(signature)
-        parity = translation_parity(loaded, staging / MODEL_FILE, sizes, tolerance)
+        parity = translation_parity(loaded, staging / MODEL_FILE, sizes, tolerance, parity_batch)
         write_json(
             staging / "export.json",
             {
@@ -73,10 +76,7 @@ def export_translation(
                 },
             },
         )
-        chosen, folder = publish_version(staging, version)
-    given = {key: value for key, value in (model_config or {}).items() if value is not None}
-    overrides = {"max_batch_size": TRANSLATOR_MAX_BATCH, **given}
-    write_model_config(repository / name, name, overrides)
+        chosen, folder = publish_version(staging, version, model_config, NEW_CONFIG)
     return TranslationExport(name, chosen, folder / MODEL_FILE, parity, signature, sizes)
 
 
@@ -134,14 +134,18 @@ def parity_sizes(signature: TranslatorSignature) -> list[tuple[int, int]]:
 
 
 def translation_parity(
-    loaded: LoadedTranslator, path: Path, sizes: list[tuple[int, int]], tolerance: float = DEFAULT_TOLERANCE
+    loaded: LoadedTranslator,
+    path: Path,
+    sizes: list[tuple[int, int]],
+    tolerance: float = DEFAULT_TOLERANCE,
+    batch: int = PARITY_BATCH,
 ) -> ParityReport:
-    """onnxruntime against PyTorch on the same random sources at each size; ParityError beyond `tolerance`."""
+    """onnxruntime against PyTorch on the same `batch` random sources at each size; ParityError beyond `tolerance`."""
     signature = signature_of(loaded)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     error = 0.0
     for index, size in enumerate(sizes):
-        sources = example_sources(signature, PARITY_BATCH, size, seed=index + 1)
+        sources = example_sources(signature, batch, size, seed=index + 1)
         with torch.no_grad():
             expected = loaded.generator.eval()(sources).numpy()
         (actual,) = session.run([IMAGE_OUTPUT], {SOURCE_INPUT: sources.numpy()})
@@ -155,4 +159,4 @@ def translation_parity(
                 f"at input size {size}: onnxruntime differs from PyTorch by {error:.3g}, tolerance {tolerance:g}; "
                 "the export is not trustworthy"
             )
-    return ParityReport(samples=PARITY_BATCH * len(sizes), max_abs_error=error, tolerance=tolerance)
+    return ParityReport(samples=batch * len(sizes), max_abs_error=error, tolerance=tolerance)

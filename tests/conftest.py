@@ -4,16 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import stat
 import threading
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 TINY = ["steps=2", "batch_size=8", "sample_every=1000", "checkpoint_every=1000", "model.width=8", "model.latent_dim=8"]
+
+
+@contextmanager
+def umask(mask: int) -> Iterator[None]:
+    """Run the block under this (process-wide) umask, then put the previous one back."""
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def modes(*paths: Path) -> dict[str, int]:
+    """The permission bits of each path, by name: {"model.onnx": 0o644, ...}."""
+    return {path.name: stat.S_IMODE(path.stat().st_mode) for path in paths}
 
 
 def train_tiny(out_dir: Path, *extra: str) -> Path:

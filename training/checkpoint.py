@@ -8,6 +8,7 @@ import random
 import subprocess
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -18,7 +19,8 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from training.config import TrainConfig, config_digest
+from training.config import ConfigError, TrainConfig, check_resumable, config_digest, load_config
+from training.file_modes import plain_file_mode
 from training.models import build_generator
 
 FORMAT = "gan-serving-checkpoint/1"
@@ -94,11 +96,13 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def atomic_save(path: Path, content: dict[str, Any]) -> None:
     """torch.save `content` to a temporary file beside `path`, flush it to disk, then rename over `path`.
 
-    A crash at any moment leaves either the previous file or the new one, never half of one.
+    A crash at any moment leaves either the previous file or the new one, never half of one. The file
+    gets the mode open() would give it (mkstemp's is 0600), so a server running as another user can read it.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(handle, plain_file_mode())
         with os.fdopen(handle, "wb") as file:
             torch.save(content, file)
             file.flush()
@@ -119,6 +123,26 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a gan-train checkpoint (no {FORMAT!r} marker)")
     return state
+
+
+def recorded_config(state: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The config a checkpoint's run was trained with, as it was written (it may predate today's checks)."""
+    config = state.get("config")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: records no training config, so it cannot be resumed; start a new run")
+    return config
+
+
+def resume_config(checkpoint: Path, path: Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """The config `gan-train --resume` continues with: the checkpoint's own, then the YAML file at `path`
+    and the overrides, which may change only what training.config.RESUME_CHANGEABLE lists."""
+    recorded = recorded_config(load_checkpoint(checkpoint), checkpoint)
+    try:
+        config = load_config(path, overrides, base=recorded)
+        check_resumable(recorded, config)
+    except ConfigError as exc:
+        raise ConfigError(f"resuming {checkpoint}: {exc}") from None
+    return config
 
 
 def load_generator(path: Path, ema: bool | None = None) -> LoadedGenerator:

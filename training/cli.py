@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from training.checkpoint import CheckpointError
+from training.checkpoint import CheckpointError, resume_config
 from training.config import ConfigError, load_config
 from training.data import DataError
 from training.distributed import SINGLE_PROCESS, DistributedError, process_group, world_from_environment
@@ -22,7 +22,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(nested keys with dots: model.latent_dim=128 data.path=/images).",
     )
     parser.add_argument("--config", type=Path, help="YAML config, e.g. training/configs/digits.yaml")
-    parser.add_argument("--resume", type=Path, help="continue from this checkpoint.pt")
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        help="continue from this checkpoint.pt with the config it records; --config and key=value may change "
+        "only steps, batch_size, where and how it runs and logs, and the learning rates and penalties",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     return parser.parse_args(argv)
@@ -32,7 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     world = SINGLE_PROCESS
     try:
-        config = load_config(args.config, args.overrides)
+        if args.resume is not None:
+            config = resume_config(args.resume, args.config, args.overrides)
+        else:
+            config = load_config(args.config, args.overrides)
         world = world_from_environment(os.environ)  # what torchrun set; one process when it did not
         with process_group(world, config.device):
             result = train(config, resume=args.resume, progress=not args.no_progress, world=world)

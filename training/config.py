@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
-from collections.abc import Sequence
+import re
+import types
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 LossKind = Literal["minimax", "nonsaturating", "lsgan", "hinge", "wgan-gp"]
+SMOOTHED_LOSSES = ("minimax", "nonsaturating")  # the binary cross-entropy losses, whose real targets can be smoothed
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 POINT_SOURCES = ("ring8", "grid25")  # 2-D Gaussian mixtures (training/mode_coverage.py), for the MLP models
 
 
@@ -24,6 +37,26 @@ class ConfigError(ValueError):
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_not_booleans(cls, value: object, info: ValidationInfo) -> object:
+        # pydantic reads true as 1 for an int or float field: steps=true would train one step.
+        if isinstance(value, bool) and info.field_name and _wants_number(cls.model_fields[info.field_name].annotation):
+            raise ValueError("must be a number, not true or false")
+        return value
+
+
+def _wants_number(annotation: object) -> bool:
+    """Whether a field's type takes numbers: int, float, a Literal of numbers, or an optional one of those."""
+    if annotation is int or annotation is float:
+        return True
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return any(type(choice) in (int, float) for choice in get_args(annotation))
+    if origin is Union or origin is types.UnionType:
+        return any(_wants_number(member) for member in get_args(annotation))
+    return False
 
 
 class DataConfig(_Frozen):
@@ -38,7 +71,7 @@ class DataConfig(_Frozen):
     @classmethod
     def _power_of_two(cls, size: int) -> int:
         if size not in (16, 32, 64, 128):
-            raise ValueError(f"must be one of 16, 32, 64, 128, got {size}")
+            raise ValueError("must be one of 16, 32, 64, 128")
         return size
 
     @model_validator(mode="after")
@@ -120,9 +153,18 @@ class TrainConfig(_Frozen):
     @field_validator("device")
     @classmethod
     def _known_device(cls, device: str) -> str:
-        if device != "auto" and device != "cpu" and not device.startswith("cuda"):
-            raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {device!r}")
+        if not DEVICE_PATTERN.fullmatch(device):
+            raise ValueError("must be auto, cpu, cuda or cuda:N (N a GPU index, e.g. cuda:0)")
         return device
+
+    @model_validator(mode="after")
+    def _smoothing_needs_a_cross_entropy_loss(self) -> TrainConfig:
+        if self.optim.label_smoothing > 0 and self.optim.loss not in SMOOTHED_LOSSES:
+            raise ValueError(
+                f"optim.label_smoothing: the {self.optim.loss} loss has no targets to smooth (only minimax and "
+                "nonsaturating do); set optim.label_smoothing=0"
+            )
+        return self
 
     @model_validator(mode="after")
     def _packing_fits(self) -> TrainConfig:
@@ -165,14 +207,19 @@ class TrainConfig(_Frozen):
         return self
 
 
-def load_config(path: Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Defaults, then the YAML file at `path`, then `dotted.key=value` overrides."""
-    return load_settings_model(TrainConfig, path, overrides)
+def load_config(path: Path | None, overrides: Sequence[str] = (), base: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Defaults (or `base`, a recorded config such as a checkpoint's), then the YAML file at `path`,
+    then `dotted.key=value` overrides."""
+    return load_settings_model(TrainConfig, path, overrides, base)
 
 
-def load_settings_model(model: type[Settings], path: Path | None, overrides: Sequence[str] = ()) -> Settings:
-    """Any pydantic config (gan-train's, gan-tabular's): YAML file, then overrides, validated once."""
-    raw: dict[str, Any] = _read_yaml(path) if path is not None else {}
+def load_settings_model(
+    model: type[Settings], path: Path | None, overrides: Sequence[str] = (), base: Mapping[str, Any] | None = None
+) -> Settings:
+    """Any pydantic config (gan-train's, gan-tabular's): `base`, YAML file, then overrides, validated once."""
+    raw: dict[str, Any] = copy.deepcopy(dict(base)) if base is not None else {}
+    if path is not None:
+        _merge(raw, _read_yaml(path))
     for override in overrides:
         key, value = _split_override(override)
         _set_dotted(raw, key, value)
@@ -182,16 +229,93 @@ def load_settings_model(model: type[Settings], path: Path | None, overrides: Seq
         raise ConfigError(_describe(exc, path)) from None
 
 
+# How often a run logs, samples and checkpoints: never part of what a model is.
+LOGGING_KEYS = ("log_every", "sample_every", "checkpoint_every")
 # Where and how a run goes, not what it learns: left out of the digest.
-RUN_ONLY_KEYS = ("out_dir", "device", "deterministic", "tensorboard", "amp", "compile")
+RUN_ONLY_KEYS = ("out_dir", "device", "deterministic", "tensorboard", "amp", "compile", *LOGGING_KEYS)
 
 
 def config_digest(config: TrainConfig) -> str:
     """sha256 of everything that shapes the model (not where it is written or run, nor how it is logged)."""
-    content = config.model_dump(
-        mode="json", exclude={"out_dir", "device", "deterministic", "tensorboard", "amp", "compile"}
-    )
+    content = config.model_dump(mode="json", exclude=set(RUN_ONLY_KEYS))
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+# What `gan-train --resume` may change: where and how the run goes, how long it trains, and the
+# hyperparameters that hold no state. Every other key shapes the networks or the optimiser state
+# (model.*, data.source/points/image_size/channels/conditional, optim.loss, optim.beta1/beta2),
+# or the seeded streams the checkpoint continues (seed), and must stay as the checkpoint recorded it.
+RESUME_CHANGEABLE = (
+    *RUN_ONLY_KEYS,
+    "steps",
+    "batch_size",
+    "data.path",  # the images may have moved; a different number of classes is refused when the weights load
+    "optim.lr_g",
+    "optim.lr_d",
+    "optim.lr_decay",
+    "optim.lr_floor",
+    "optim.ema_decay",  # its value; turning the average on or off is refused (check_resumable)
+    "optim.label_smoothing",
+    "optim.gp_weight",
+    "optim.r1_gamma",
+    "optim.diffaugment",
+)
+
+
+def check_resumable(recorded: Mapping[str, Any], config: TrainConfig) -> None:
+    """ConfigError naming each field in which `config` departs from the `recorded` config (a checkpoint's)
+    in a way a resumed run cannot follow."""
+    before = _flatten(_with_defaults(recorded))
+    after = _flatten(config.model_dump(mode="json"))
+    problems = [
+        f"{key}: the run was trained with {before.get(key)!r}, not {after.get(key)!r}"
+        for key in sorted(before.keys() | after.keys())
+        if before.get(key) != after.get(key) and key not in RESUME_CHANGEABLE
+    ]
+    problems += _ema_switch(float(before.get("optim.ema_decay", 0.0)), config.optim.ema_decay)
+    if problems:
+        raise ConfigError(
+            "; ".join(problems) + ". These shape the networks or the optimiser state, so a resumed run keeps "
+            "the checkpoint's values: drop them from --config and the key=value overrides, "
+            "or start a new run in another out_dir"
+        )
+
+
+def _ema_switch(recorded: float, asked: float) -> list[str]:
+    if recorded == 0 and asked > 0:
+        return [
+            "optim.ema_decay: the run kept no moving average of the generator (0), so there is none to continue; "
+            "an average started now would begin from the current weights, unlike a run that had one from step 0"
+        ]
+    if recorded > 0 and asked == 0:
+        return [f"optim.ema_decay: the run keeps a moving average ({recorded:g}); 0 would drop it"]
+    return []
+
+
+def _with_defaults(recorded: Mapping[str, Any]) -> dict[str, Any]:
+    """`recorded` over today's defaults: keys added since the checkpoint was written read as their default."""
+    content = TrainConfig().model_dump(mode="json")
+    _merge(content, copy.deepcopy(dict(recorded)))
+    return content
+
+
+def _flatten(content: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in content.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _merge(raw: dict[str, Any], content: Mapping[str, Any]) -> None:
+    """Put `content` into `raw`, section by section: a file's `model: {width: 8}` keeps the other model keys."""
+    for key, value in content.items():
+        if isinstance(value, Mapping) and isinstance(raw.get(key), dict):
+            _merge(raw[key], value)
+        else:
+            raw[key] = value
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -235,6 +359,9 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
     for error in exc.errors():
         field = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-")) or "config"
         message = error["msg"].removeprefix("Value error, ")
+        if field == "config" and error["type"] == "value_error":
+            parts.append(message)  # a check across fields: its message names them
+            continue
         if error["type"] == "extra_forbidden":
             message = "unknown key; check its spelling against training/config.py"
         elif "input" in error and error["type"] not in ("missing",):

@@ -19,8 +19,16 @@ from tqdm import tqdm
 from gan_client.grid import save_grid
 from training.acceleration import Forward, autocast, check_acceleration, forward_of
 from training.augment import diff_augment
-from training.checkpoint import code_version, global_rng_state, load_checkpoint, restore_global_rng, save_checkpoint
-from training.config import TrainConfig
+from training.checkpoint import (
+    CheckpointError,
+    code_version,
+    global_rng_state,
+    load_checkpoint,
+    recorded_config,
+    restore_global_rng,
+    save_checkpoint,
+)
+from training.config import ConfigError, TrainConfig, check_resumable
 from training.data import DataError, ImageDataset, load_dataset
 from training.determinism import set_determinism
 from training.distributed import (
@@ -77,7 +85,12 @@ class Run:
 def train(
     config: TrainConfig, resume: Path | None = None, progress: bool = True, world: World = SINGLE_PROCESS
 ) -> TrainResult:
-    """Train as configured; under torchrun, `world` is this rank, inside training.distributed.process_group."""
+    """Train as configured; under torchrun, `world` is this rank, inside training.distributed.process_group.
+
+    With `resume`, `config` must keep what shapes the checkpoint's networks and optimisers
+    (training.checkpoint.resume_config builds such a config from the checkpoint's own).
+    """
+    state = resumable_state(resume, config) if resume is not None else None
     dataset = load_dataset(config.data)  # fails before any work if the data is unusable
     if len(dataset) < 2:
         raise DataError(f"the dataset holds {len(dataset)} image(s); training needs at least 2")
@@ -87,8 +100,8 @@ def train(
     check_acceleration(config, device)
     seed_everything(config.seed)
     run = new_run(config, len(dataset.class_names), device)
-    if resume is not None:
-        restore(run, load_checkpoint(resume), device)
+    if resume is not None and state is not None:
+        restore(run, state, device, resume)
     out = config.out_dir
     if world.is_main:  # rank 0 alone writes; the other ranks only train
         (out / "samples").mkdir(parents=True, exist_ok=True)
@@ -260,7 +273,7 @@ def check_finite(losses: dict[str, float], step: int, checkpoint: Path) -> None:
         kept = f"the last good checkpoint {checkpoint} is kept" if checkpoint.exists() else "no checkpoint was written"
         raise TrainingDiverged(
             f"step {step + 1}: {bad} is not finite; training stopped and {kept}. "
-            "Lower optim.lr_g / optim.lr_d or resume from the checkpoint with another seed"
+            "Resume from it with lower learning rates: gan-train --resume CHECKPOINT optim.lr_g=... optim.lr_d=..."
         )
 
 
@@ -283,18 +296,42 @@ def checkpoint_state(run: Run, config: TrainConfig, dataset: ImageDataset) -> di
     }
 
 
-def restore(run: Run, state: dict[str, Any], device: torch.device) -> None:
-    run.generator.load_state_dict(state["generator"])
-    run.discriminator.load_state_dict(state["discriminator"])
-    if run.ema is not None and state["ema_generator"] is not None:
-        run.ema.load_state_dict(state["ema_generator"])
-    run.opt_g.load_state_dict(state["optimizer_g"])
-    run.opt_d.load_state_dict(state["optimizer_d"])
+def resumable_state(path: Path, config: TrainConfig) -> dict[str, Any]:
+    """The checkpoint at `path`, once `config` is known to keep what shapes its networks and optimisers."""
+    state = load_checkpoint(path)
+    try:
+        check_resumable(recorded_config(state, path), config)
+    except ConfigError as exc:
+        raise ConfigError(f"resuming {path}: {exc}") from None
+    return state
+
+
+def restore(run: Run, state: dict[str, Any], device: torch.device, path: Path) -> None:
+    """Put the checkpoint's weights, optimiser states, step and random states into `run`."""
+    try:
+        load_weights(run, state)
+    except (RuntimeError, ValueError, KeyError) as exc:  # size mismatch, missing keys, other parameter groups
+        detail = " ".join(str(exc).split())
+        raise CheckpointError(
+            f"{path}: its weights do not fit this run's networks ({detail[:300]}). Resume it with its own config "
+            "(gan-train --resume alone), with data.path at the images it was trained on (the same classes)"
+        ) from None
     run.step = int(state["step"])
     rng = state["rng"]
     run.batches.set_state(rng["batches"])
     run.noise.set_state(rng["noise"])
     restore_global_rng(rng, cuda=device.type == "cuda")
+
+
+def load_weights(run: Run, state: dict[str, Any]) -> None:
+    run.generator.load_state_dict(state["generator"])
+    run.discriminator.load_state_dict(state["discriminator"])
+    if (run.ema is None) != (state["ema_generator"] is None):
+        raise ValueError("the run and the checkpoint disagree on keeping a moving average (optim.ema_decay)")
+    if run.ema is not None:
+        run.ema.load_state_dict(state["ema_generator"])
+    run.opt_g.load_state_dict(state["optimizer_g"])
+    run.opt_d.load_state_dict(state["optimizer_d"])
 
 
 def fixed_inputs(config: TrainConfig, dataset: ImageDataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,6 +14,7 @@ from export.cli import export_checkpoint, main
 from export.model_repository import RepositoryError
 from export.parity import ParityError, check_parity
 from service.signature import signature_from_metadata
+from tests.conftest import modes, umask
 from training.checkpoint import load_generator
 
 
@@ -110,3 +111,42 @@ def test_cli_rejects_bad_name_and_missing_checkpoint(
     assert main([str(tmp_path / "missing.pt"), "--repository", str(tmp_path), "--name", "digits"]) == 2
     assert "missing.pt" in capsys.readouterr().err
     assert not (tmp_path / "digits").exists() or not any((tmp_path / "digits").glob("[0-9]*"))
+
+
+def test_a_bad_batching_flag_publishes_nothing(
+    checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--max-batch-size 0 is refused before any export, so a corrected retry gets version 1, not 2."""
+    arguments = [str(checkpoints["conditional"]), "--repository", str(tmp_path), "--name", "digits"]
+    assert main([*arguments, "--max-batch-size", "0"]) == 2
+    assert "max_batch_size" in capsys.readouterr().err
+    assert not (tmp_path / "digits").exists() or not any((tmp_path / "digits").iterdir())
+    assert main([*arguments, "--max-batch-size", "4"]) == 0
+    assert sorted(p.name for p in (tmp_path / "digits").iterdir()) == ["1", "config.json"]
+
+
+def test_config_json_is_in_place_before_the_version_appears(
+    checkpoints: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server polling the repository must never load the new version with default batching."""
+    import os
+
+    seen: list[object] = []
+    rename = os.rename
+
+    def watching_rename(source: Path, target: Path) -> None:
+        config = Path(target).parent / "config.json"
+        seen.append(json.loads(config.read_text())["max_batch_size"] if config.exists() else None)
+        rename(source, target)
+
+    monkeypatch.setattr(os, "rename", watching_rename)
+    export_checkpoint(checkpoints["conditional"], tmp_path, "digits", model_config={"max_batch_size": 8})
+    assert seen == [8]
+
+
+def test_a_published_version_is_readable_by_another_user(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    """Not mkdtemp's 0700: with umask 022 a server running as another uid can list and read the version."""
+    with umask(0o022):
+        folder = export_checkpoint(checkpoints["conditional"], tmp_path, "digits").path.parent
+    everything = modes(folder, *folder.iterdir(), folder.parent / "config.json")
+    assert everything == {"1": 0o755, "model.onnx": 0o644, "export.json": 0o644, "config.json": 0o644}

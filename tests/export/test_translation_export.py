@@ -16,7 +16,7 @@ from export.cli import main
 from export.translation import TranslationExport, example_sources, export_translation
 from gan_client.client import GeneratorClient
 from service.translator_signature import TranslatorSignature
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, modes, umask
 from training.translation.checkpoint import load_translator
 from training.translation.cli import translation_config
 from training.translation.train import train_translation
@@ -147,3 +147,42 @@ def png(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_a_re_export_keeps_a_hand_edited_max_batch_size(translators: dict[str, Path], tmp_path: Path) -> None:
+    """The translators' 16 is for a new config.json only, as the image generators' default is."""
+    export_translation(translators["sr"], tmp_path, "sr")
+    config_path = tmp_path / "sr/config.json"
+    config = json.loads(config_path.read_text())
+    assert config["max_batch_size"] == 16
+    config_path.write_text(json.dumps({**config, "max_batch_size": 4}))
+    assert export_translation(translators["sr"], tmp_path, "sr").version == 2
+    assert json.loads(config_path.read_text())["max_batch_size"] == 4
+
+
+def test_a_bad_batching_flag_publishes_no_translator(
+    translators: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    arguments = [str(translators["sr"]), "--repository", str(tmp_path), "--name", "sr"]
+    assert main([*arguments, "--max-batch-size", "0"]) == 2
+    assert "max_batch_size" in capsys.readouterr().err
+    assert not (tmp_path / "sr").exists() or not any((tmp_path / "sr").iterdir())
+
+
+def test_parity_samples_set_the_images_checked_at_each_size(
+    translators: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    arguments = [str(translators["sr"]), "--repository", str(tmp_path), "--name", "sr"]
+    assert main([*arguments, "--parity-samples", "5"]) == 0
+    assert "over 10 samples" in capsys.readouterr().out  # 5 images at each of the two sizes
+    assert json.loads((tmp_path / "sr/1/export.json").read_text())["parity"]["samples"] == 10
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "for a translator, images at each of the two sizes" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_published_translator_is_readable_by_another_user(translators: dict[str, Path], tmp_path: Path) -> None:
+    with umask(0o022):
+        folder = export_translation(translators["sr"], tmp_path, "sr").path.parent
+    everything = modes(folder, *folder.iterdir(), folder.parent / "config.json")
+    assert everything == {"1": 0o755, "model.onnx": 0o644, "export.json": 0o644, "config.json": 0o644}

@@ -10,7 +10,7 @@ import yaml
 from PIL import Image
 
 from training.cli import main
-from training.config import ConfigError, TrainConfig, load_config
+from training.config import ConfigError, TrainConfig, config_digest, load_config
 from training.data import DataError, load_dataset
 from training.translation.cli import translation_config
 from training.translation.config import TranslationConfig
@@ -25,6 +25,12 @@ from training.translation.config import TranslationConfig
         (["data.source=folder"], ["data", "path", "required"]),
         (["data.image_size=20"], ["data.image_size", "16, 32, 64, 128"]),
         (["steps"], ["steps", "key=value"]),
+        (["steps=true"], ["steps", "must be a number, not true or false"]),
+        (["optim.lr_g=true"], ["optim.lr_g", "must be a number"]),
+        (["data.channels=true"], ["data.channels", "must be a number"]),
+        (["device=cuda:x"], ["device", "cuda:N", "'cuda:x'"]),
+        (["optim.loss=hinge", "optim.label_smoothing=0.2"], ["optim.label_smoothing", "hinge", "=0"]),
+        (["optim.loss=lsgan", "optim.label_smoothing=0.1"], ["optim.label_smoothing", "lsgan"]),
     ],
 )
 def test_bad_config_names_the_field(overrides: list[str], words: list[str]) -> None:
@@ -32,6 +38,19 @@ def test_bad_config_names_the_field(overrides: list[str], words: list[str]) -> N
         load_config(None, overrides)
     for word in words:
         assert word in str(raised.value)
+
+
+def test_numbers_written_on_the_command_line_still_read_as_numbers() -> None:
+    config = load_config(None, ["optim.lr_g=2e-4", "optim.lr_d=1", "steps=20", "device=cuda:1"])
+    assert (config.optim.lr_g, config.optim.lr_d, config.steps, config.device) == (2e-4, 1.0, 20, "cuda:1")
+    assert load_config(None, ["optim.label_smoothing=0.1"]).optim.label_smoothing == 0.1  # nonsaturating smooths
+
+
+def test_the_digest_ignores_logging_and_where_a_run_goes() -> None:
+    base = config_digest(load_config(None, []))
+    logging = ["log_every=1", "sample_every=7", "checkpoint_every=9", "out_dir=elsewhere", "device=cpu"]
+    assert config_digest(load_config(None, logging)) == base
+    assert config_digest(load_config(None, ["model.width=8"])) != base
 
 
 def test_config_file_and_overrides(tmp_path: Path) -> None:

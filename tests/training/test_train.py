@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import TINY
+from tests.conftest import TINY, modes, umask
 from training.checkpoint import CheckpointError, load_checkpoint, load_generator
 from training.config import load_config
 from training.train import TrainingDiverged, train
@@ -104,3 +104,96 @@ def test_a_kill_at_any_moment_leaves_a_loadable_checkpoint(tmp_path: Path) -> No
         steps.append(load_checkpoint(checkpoint)["step"])  # raises if half-written
         checkpoint.unlink()
     assert all(step >= 1 for step in steps)
+
+
+def cli(out_dir: Path, *extra: str) -> list[str]:
+    return ["--no-progress", *TINY, f"out_dir={out_dir}", *extra]
+
+
+def test_resume_alone_continues_the_recorded_run(tmp_path: Path) -> None:
+    """`gan-train --resume CKPT steps=N` keeps the run's own settings, not the defaults."""
+    from training.cli import main
+
+    recorded = ["optim.loss=lsgan", "optim.lr_g=1e-3", "optim.diffaugment=color"]
+    assert main(cli(tmp_path / "straight", "steps=4", *recorded)) == 0
+    assert main(cli(tmp_path / "split", "steps=2", *recorded)) == 0
+    assert main(["--no-progress", "--resume", str(tmp_path / "split/checkpoint.pt"), "steps=4"]) == 0
+    a, b = load_checkpoint(tmp_path / "straight/checkpoint.pt"), load_checkpoint(tmp_path / "split/checkpoint.pt")
+    assert b["step"] == 4 and b["config"]["optim"]["loss"] == "lsgan" and b["config"]["model"]["width"] == 8
+    for part in ("generator", "discriminator", "ema_generator"):
+        for name, tensor in a[part].items():
+            assert torch.equal(tensor, b[part][name]), f"{part}.{name} differs after resume"
+
+
+@pytest.fixture(scope="module")
+def without_ema(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train(tiny(tmp_path_factory.mktemp("no-ema"), "optim.ema_decay=0"), progress=False).checkpoint
+
+
+@pytest.mark.parametrize(
+    ("ema", "change", "field"),
+    [
+        (True, "model.width=16", "model.width"),
+        (True, "optim.loss=hinge", "optim.loss"),
+        (True, "data.conditional=false", "data.conditional"),
+        (True, "optim.ema_decay=0", "optim.ema_decay"),
+        (False, "optim.ema_decay=0.999", "optim.ema_decay"),
+    ],
+)
+def test_resume_refuses_what_would_change_the_networks(
+    checkpoints: dict[str, Path],
+    without_ema: Path,
+    capsys: pytest.CaptureFixture[str],
+    ema: bool,
+    change: str,
+    field: str,
+) -> None:
+    from training.cli import main
+
+    checkpoint = checkpoints["conditional"] if ema else without_ema
+    before = checkpoint.read_bytes()
+    assert main(["--no-progress", "--resume", str(checkpoint), "steps=4", change]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gan-train: error: resuming") and field in err and "Traceback" not in err
+    assert checkpoint.read_bytes() == before, "a refused resume must not touch the run"
+
+
+def test_resume_through_the_api_refuses_another_network(tmp_path: Path) -> None:
+    from training.config import ConfigError
+
+    checkpoint = train(tiny(tmp_path), progress=False).checkpoint
+    with pytest.raises(ConfigError, match=r"model\.width: the run was trained with 8, not 16"):
+        train(tiny(tmp_path, "model.width=16", "steps=4"), resume=checkpoint, progress=False)
+
+
+def test_resume_may_lower_the_learning_rates_and_train_longer(tmp_path: Path) -> None:
+    from training.cli import main
+
+    assert main(cli(tmp_path)) == 0
+    overrides = ["steps=3", "optim.lr_g=1e-5", "optim.lr_d=1e-5", "log_every=1"]
+    assert main(["--no-progress", "--resume", str(tmp_path / "checkpoint.pt"), *overrides]) == 0
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["step"] == 3 and state["config"]["optim"]["lr_g"] == 1e-5
+    assert all(group["lr"] == 1e-5 for group in state["optimizer_g"]["param_groups"])
+
+
+def test_weights_that_do_not_fit_are_a_checkpoint_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A checkpoint whose weights disagree with its recorded config is refused in one line, not a traceback."""
+    from training.checkpoint import save_checkpoint
+    from training.cli import main
+
+    checkpoint = train(tiny(tmp_path), progress=False).checkpoint
+    state = load_checkpoint(checkpoint)
+    state["config"]["model"]["width"] = 16  # the weights are width 8
+    save_checkpoint(checkpoint, {key: value for key, value in state.items() if key != "format"})
+    assert main(["--no-progress", "--resume", str(checkpoint), "steps=4"]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint.pt: its weights do not fit" in err and "size mismatch" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027])
+def test_the_checkpoint_is_as_readable_as_any_file_the_run_writes(tmp_path: Path, mask: int) -> None:
+    """Not mkstemp's 0600: a server or evaluator running as another user must be able to read it."""
+    with umask(mask):
+        checkpoint = train(tiny(tmp_path), progress=False).checkpoint
+    assert modes(checkpoint, tmp_path / "losses.csv") == {"checkpoint.pt": 0o666 & ~mask, "losses.csv": 0o666 & ~mask}

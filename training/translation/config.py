@@ -17,6 +17,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from training.config import LOGGING_KEYS
+
 Task = Literal["super-resolution", "inpainting", "colourisation", "paired", "unpaired"]
 PAIRED_TASKS = ("super-resolution", "inpainting", "colourisation", "paired")
 INPUT_FORMATS = {"super-resolution": "rgb", "inpainting": "rgb+mask", "colourisation": "gray", "paired": "rgb"}
@@ -136,7 +138,7 @@ class TranslationConfig(_Frozen):
         return self.data.patch_size // self.scale
 
 
-RUN_ONLY_KEYS = {"out_dir", "sample_every", "checkpoint_every", "log_every"}
+RUN_ONLY_KEYS = {"out_dir", *LOGGING_KEYS}
 
 
 def translation_digest(config: TranslationConfig) -> str:
