@@ -2,7 +2,9 @@
 
 Used by the container HEALTHCHECK. It reads the same GAN_* settings as the server (port,
 TLS); with TLS, GAN_HEALTHCHECK_CA_FILE names the CA to trust (default: the server's own
-certificate file, which works for self-signed certificates).
+certificate file, which works for self-signed certificates), and with mutual TLS
+(GAN_TLS_CLIENT_CA_FILE) GAN_HEALTHCHECK_CERT_FILE and GAN_HEALTHCHECK_KEY_FILE name the
+client certificate it presents.
 """
 
 from __future__ import annotations
@@ -15,12 +17,19 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
-def check(target: str, timeout: float = 3.0, ca_file: Path | None = None) -> str:
-    """The health status name of `target` ("" service = the whole server); raises grpc.RpcError."""
+def check(
+    target: str,
+    timeout: float = 3.0,
+    ca_file: Path | None = None,
+    client_pair: tuple[Path, Path] | None = None,
+) -> str:
+    """The health status name of `target` ("" service = the whole server); raises grpc.RpcError.
+    `client_pair` (certificate, key) is presented to a server that requires client certificates."""
     if ca_file is None:
         channel = grpc.insecure_channel(target)
     else:
-        credentials = grpc.ssl_channel_credentials(root_certificates=ca_file.read_bytes())
+        cert, key = (client_pair[0].read_bytes(), client_pair[1].read_bytes()) if client_pair else (None, None)
+        credentials = grpc.ssl_channel_credentials(ca_file.read_bytes(), private_key=key, certificate_chain=cert)
         channel = grpc.secure_channel(target, credentials, options=[("grpc.ssl_target_name_override", "localhost")])
     with channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
@@ -30,8 +39,10 @@ def check(target: str, timeout: float = 3.0, ca_file: Path | None = None) -> str
 def main() -> int:
     port = os.environ.get("GAN_GRPC_PORT", "8001")
     ca = os.environ.get("GAN_HEALTHCHECK_CA_FILE") or os.environ.get("GAN_TLS_CERT_FILE")
+    cert, key = os.environ.get("GAN_HEALTHCHECK_CERT_FILE"), os.environ.get("GAN_HEALTHCHECK_KEY_FILE")
+    pair = (Path(cert), Path(key)) if cert and key else None
     try:
-        status = check(f"localhost:{port}", ca_file=Path(ca) if ca else None)
+        status = check(f"localhost:{port}", ca_file=Path(ca) if ca else None, client_pair=pair)
     except (grpc.RpcError, OSError) as exc:
         print(f"gan-serve health: unreachable on port {port}: {exc}", file=sys.stderr)
         return 1

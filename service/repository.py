@@ -293,6 +293,7 @@ class Repository:
             self._forget(name, f"{model_dir} holds no <version>/{MODEL_FILE}")
             return
         self._wanted.add(name)
+        self._metrics.load_failures.labels(name)  # at 0 from the start, so the first failure is an increase
         states = self._states.setdefault(name, {})
         states.pop(0, None)
         try:

@@ -12,7 +12,7 @@ from wsgiref.simple_server import WSGIServer
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from gan.v1 import generator_pb2, generator_pb2_grpc
 from inference import grpc_service_pb2, grpc_service_pb2_grpc
@@ -26,6 +26,7 @@ from service.repository import Repository
 from service.servicer import GeneratorServicer
 from service.settings import Settings
 from service.translation import TranslateLimits, TranslationService
+from service.workers import start_metrics_http
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,10 @@ async def start_server(settings: Settings, registry: CollectorRegistry | None = 
     except OSError:
         await repository.close()
         raise
-    grpc_port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    try:
+        grpc_port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    except RuntimeError:  # grpcio >= 1.85 raises where older versions returned port 0
+        grpc_port = 0
     if grpc_port == 0:
         await repository.close()
         tls = "; or the TLS certificate and key do not load (GAN_TLS_CERT_FILE, GAN_TLS_KEY_FILE)"
@@ -145,7 +149,11 @@ async def start_server(settings: Settings, registry: CollectorRegistry | None = 
 
     metrics_http = None
     if settings.worker_index is None:
-        metrics_http = start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.registry)
+        try:
+            metrics_http = start_metrics_http(metrics.registry, settings.host, settings.metrics_port)
+        except OSError:
+            await repository.close()
+            raise
     await server.start()
     await _set_health(health_servicer, repository.ready())
     await health_servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)

@@ -36,9 +36,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from threading import Thread
 from types import FrameType
+from typing import TYPE_CHECKING
+from wsgiref.simple_server import WSGIServer
 
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger(__name__)
 
@@ -209,16 +215,23 @@ def reserve_port(host: str, port: int) -> int:
 
 def serve_metrics(folder: Path, host: str, port: int) -> int:
     """/metrics summing every worker's metrics; the port it listens on."""
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry
     from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(folder))
+    server, _ = start_metrics_http(registry, host, port)
+    return int(server.server_port)
+
+
+def start_metrics_http(registry: CollectorRegistry, host: str, port: int) -> tuple[WSGIServer, Thread]:
+    """prometheus_client's /metrics server and its thread; an error that names the port's setting."""
+    from prometheus_client import start_http_server
+
     try:
-        server, _ = start_http_server(port, addr=host, registry=registry)
+        return start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
         raise OSError(f"cannot serve /metrics on {host}:{port}; is it in use? (GAN_METRICS_PORT): {exc}") from None
-    return int(server.server_port)
 
 
 def mark_dead(folder: Path, pid: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -88,6 +89,18 @@ def test_a_bad_value_names_where_it_came_from(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv("GAN_INLINE_RUN_MS")
     with pytest.raises(SettingsError, match="flag --grpc-port"):
         load_settings(grpc_port=-1)
+
+
+@pytest.mark.parametrize("flag, variable", [("--grpc-port", "GAN_GRPC_PORT"), ("--metrics-port", "GAN_METRICS_PORT")])
+def test_a_port_in_use_is_named_without_a_traceback(model_repository: Path, flag: str, variable: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ports = {"--grpc-port": "0", "--metrics-port": "0", flag: str(taken.getsockname()[1])}
+        process = start("--model-repository", str(model_repository), *(x for pair in ports.items() for x in pair))
+        _, err = process.communicate(timeout=120)
+    assert process.returncode == 1, err
+    assert variable in err and "in use" in err and "Traceback" not in err
 
 
 def test_missing_repository_says_what_to_do(tmp_path: Path) -> None:

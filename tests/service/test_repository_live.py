@@ -108,6 +108,7 @@ def test_a_corrupt_new_version_leaves_the_serving_one_in_place(model_repository:
     root = fresh_repository(model_repository, tmp_path)
     with ServerThread(model_repository=root, **POLL) as server, Traffic(server) as traffic:
         stub = v2_stub(server)
+        assert scrape(server)['gan_model_load_failures_total{model="digits"}'] == 0, "a series from the start"
         broken = tmp_path / "broken.onnx"
         broken.write_bytes((root / "digits" / "1" / "model.onnx").read_bytes()[:1000])  # truncated
         add_version(broken, root / "digits", 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import grpc
@@ -9,6 +10,7 @@ import pytest
 
 from gan_client.cli import main
 from gan_client.client import GeneratorClient, TLSConfig
+from service import healthcheck
 from service.settings import SettingsError, load_settings
 from tests.certificates import Certificates, make_certificates
 from tests.conftest import ServerThread
@@ -47,6 +49,10 @@ def test_mutual_tls_needs_a_client_certificate_from_the_ca(
         for refused in (TLSConfig(certificates.ca), TLSConfig(certificates.ca, stranger.cert, stranger.key)):
             with pytest.raises(grpc.RpcError):
                 list_names(running.target, refused)
+        health = functools.partial(healthcheck.check, running.target, ca_file=certificates.ca)
+        assert health(client_pair=(client.cert, client.key)) == "SERVING", "the container check with a client pair"
+        with pytest.raises(grpc.RpcError):
+            health()
         out = tmp_path / "grid.png"
         tls_flags = ["--tls-ca", str(certificates.ca), "--tls-cert", str(client.cert), "--tls-key", str(client.key)]
         argv = ["--target", running.target, *tls_flags, "generate", "--model", "digits", "--count", "4"]
