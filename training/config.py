@@ -35,7 +35,9 @@ class ConfigError(ValueError):
     """The config cannot be used; the message names the field and what is allowed."""
 
 
-class _Frozen(BaseModel):
+class FrozenConfig(BaseModel):
+    """The base of every training config: immutable, unknown keys refused, no true/false for numbers."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     @field_validator("*", mode="before")
@@ -59,7 +61,7 @@ def _wants_number(annotation: object) -> bool:
     return False
 
 
-class DataConfig(_Frozen):
+class DataConfig(FrozenConfig):
     source: Literal["digits", "folder", "ring8", "grid25"] = "digits"
     path: Path | None = None  # folder source: images, one subfolder per class if conditional
     points: int = Field(100_000, ge=2, le=10_000_000)  # ring8/grid25: how many 2-D points to draw
@@ -88,7 +90,7 @@ class DataConfig(_Frozen):
         return self.source in POINT_SOURCES
 
 
-class ModelConfig(_Frozen):
+class ModelConfig(FrozenConfig):
     arch: Literal["dcgan", "mlp"] = "dcgan"  # dcgan for images, mlp for 2-D points and vectors
     latent_dim: int = Field(64, ge=1, le=4096)
     width: int = Field(64, ge=4, le=1024)  # dcgan: channels of the widest generator layer / 2; mlp: hidden units
@@ -106,7 +108,7 @@ class ModelConfig(_Frozen):
     pack: int = Field(1, ge=1, le=16)  # PacGAN: the discriminator judges this many samples at once
 
 
-class OptimConfig(_Frozen):
+class OptimConfig(FrozenConfig):
     lr_g: float = Field(2e-4, gt=0, le=1)
     lr_d: float = Field(2e-4, gt=0, le=1)
     beta1: float = Field(0.5, ge=0, lt=1)
@@ -128,7 +130,7 @@ class OptimConfig(_Frozen):
         return value
 
 
-class TrainConfig(_Frozen):
+class TrainConfig(FrozenConfig):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     optim: OptimConfig = OptimConfig()

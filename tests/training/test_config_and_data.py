@@ -40,6 +40,17 @@ def test_bad_config_names_the_field(overrides: list[str], words: list[str]) -> N
         assert word in str(raised.value)
 
 
+@pytest.mark.parametrize("kind", ["translation", "tabular"])
+def test_every_training_config_refuses_true_for_a_number(kind: str) -> None:
+    from training.config import load_settings_model
+    from training.tabular.synthesizer import TabularConfig
+    from training.translation.config import TranslationConfig
+
+    model = TranslationConfig if kind == "translation" else TabularConfig
+    with pytest.raises(ConfigError, match="steps.*must be a number, not true or false"):
+        load_settings_model(model, None, ["steps=true"])
+
+
 def test_numbers_written_on_the_command_line_still_read_as_numbers() -> None:
     config = load_config(None, ["optim.lr_g=2e-4", "optim.lr_d=1", "steps=20", "device=cuda:1"])
     assert (config.optim.lr_g, config.optim.lr_d, config.steps, config.device) == (2e-4, 1.0, 20, "cuda:1")

@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from service.tabular import Span, TabularSpec, generation_rounds, run_rounds, spans
 from training.checkpoint import CheckpointError, atomic_save
+from training.config import FrozenConfig
 from training.losses import gradient_penalty
 from training.tabular.conditions import ConditionSampler
 from training.tabular.models import TableCritic, TableGenerator, activate, condition_loss, packed
@@ -35,9 +36,7 @@ from training.train import ema_decay, update_ema
 FORMAT = "gan-serving-tabular/1"
 
 
-class TabularConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class TabularConfig(FrozenConfig):
     columns: dict[str, str] = {}  # kind overrides by column name: continuous, integer, categorical, boolean
     max_categories: int = Field(10, ge=2, le=1000)  # numbers with at most this many values are categories
     latent_dim: int = Field(128, ge=1, le=1024)

@@ -15,9 +15,9 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from training.config import LOGGING_KEYS
+from training.config import LOGGING_KEYS, FrozenConfig
 
 Task = Literal["super-resolution", "inpainting", "colourisation", "paired", "unpaired"]
 PAIRED_TASKS = ("super-resolution", "inpainting", "colourisation", "paired")
@@ -25,11 +25,7 @@ INPUT_FORMATS = {"super-resolution": "rgb", "inpainting": "rgb+mask", "colourisa
 SR_SCALE = 4
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class TranslationData(_Frozen):
+class TranslationData(FrozenConfig):
     folder: Path | None = None  # None: the shipped example; else your images (see the module docstring)
     patch_size: int = Field(32, ge=8, le=512)  # side of the target patches (whole images for paired/unpaired)
     held_out_share: float = Field(0.3, gt=0, lt=1)  # right-hand share of each photo's columns (or of the files)
@@ -45,7 +41,7 @@ class TranslationData(_Frozen):
         return self
 
 
-class TranslationModel(_Frozen):
+class TranslationModel(FrozenConfig):
     width: int = Field(32, ge=4, le=512)  # channels of the first layer of G and D
     depth: int = Field(4, ge=2, le=8)  # U-Net: stride-2 levels (the input side must be a multiple of 2**depth/scale)
     blocks: int = Field(6, ge=1, le=16)  # CycleGAN ResNet generator: residual blocks
@@ -55,7 +51,7 @@ class TranslationModel(_Frozen):
     d_layers: int = Field(2, ge=1, le=5)  # PatchGAN stride-2 layers: receptive field 16 (1), 34 (2), 70 (3)
 
 
-class TranslationOptim(_Frozen):
+class TranslationOptim(FrozenConfig):
     lr_g: float = Field(2e-4, gt=0, le=1)
     lr_d: float = Field(2e-4, gt=0, le=1)
     beta1: float = Field(0.5, ge=0, lt=1)
@@ -68,7 +64,7 @@ class TranslationOptim(_Frozen):
     decay_from: float = Field(1.0, ge=0, le=1)  # share of the steps after which both learning rates fall linearly to 0
 
 
-class TranslationConfig(_Frozen):
+class TranslationConfig(FrozenConfig):
     task: Task
     data: TranslationData = TranslationData()
     model: TranslationModel = TranslationModel()
