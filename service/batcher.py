@@ -231,7 +231,8 @@ class Batcher:
     def _check_deadline(self, count: int, deadline: float, priority: Priority) -> None:
         """Raise Overloaded when the samples queued ahead, and these, would take longer to run than
         the time left before `deadline`, even at the cheapest per-sample cost seen so far: such a
-        request would only wait in the queue to expire, holding a place others could use."""
+        request would only wait in the queue to expire, holding a place others could use. With
+        nothing ahead (or no time left), DeadlineExceeded: a retry with the same deadline cannot help."""
         if self._sample_seconds is None:
             return  # nothing has run yet: no estimate
         ahead = self._queued_samples
@@ -239,6 +240,11 @@ class Batcher:
             ahead = sum(pending.waiting for pending in self._queues[Priority.HIGH])
         needed = (ahead + count) * self._sample_seconds / len(self._runners)
         left = deadline - self._clock.now()
+        if needed > left and (ahead == 0 or left <= 0):  # no retry could help: the deadline is too short
+            raise DeadlineExceeded(
+                f"deadline: {max(left, 0.0) * 1000:.1f} ms away, and these {count} samples need at least "
+                f"{needed * 1000:.1f} ms to run; give the call a longer deadline or ask for fewer samples"
+            )
         if needed > left:
             raise Overloaded(
                 f"model {self.name}: the {ahead} samples queued ahead and these {count} need at least "

@@ -155,6 +155,8 @@ class GenerationService:
                     f"{latent_dim}; set count to 0 or {size // latent_dim}"
                 )
             count = size // latent_dim
+            if count > self._max_count:
+                raise InvalidInput(f"latents: {count} vectors; send at most max_count {self._max_count} per request")
         if not 1 <= count <= self._max_count:
             raise InvalidInput(f"count: must be between 1 and {self._max_count}, got {count}")
         self._check_reply_size("count", count, signature, request.value_bytes)

@@ -9,14 +9,14 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from importlib import metadata
-from typing import cast
+from typing import Any, cast
 
 import grpc
 
 from inference import grpc_service_pb2 as v2
 from inference import grpc_service_pb2_grpc as v2_grpc
 from inference import model_config_pb2 as mc
-from service.errors import InvalidInput, ModelLoadError, ModelNotFound, RepositoryControlDisabled
+from service.errors import InvalidInput, ModelLoadError, ModelNotFound, ModelUnavailable, RepositoryControlDisabled
 from service.layout import is_version_number
 from service.metrics import Metrics
 from service.repository import READY, UNAVAILABLE, ModelVersion, Repository, VersionState, check_model_name
@@ -39,12 +39,12 @@ def _package_version() -> str:
         return "0"
 
 
-def parse_version(text: str) -> int:
+def parse_version(text: str, field: str = "version") -> int:
     """A V2 version string: empty for the server's choice (the newest), else a positive integer."""
     if text == "":
         return 0
     if not is_version_number(text) or int(text) < 1:
-        raise InvalidInput(f"model_version: {text!r} is not a version; give a positive integer or leave it empty")
+        raise InvalidInput(f"{field}: {text!r} is not a version; give a positive integer or leave it empty")
     return int(text)
 
 
@@ -59,6 +59,13 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
         self, method: str, model: str, context: grpc.aio.ServicerContext, handle: Callable[[], Awaitable[Reply]]
     ) -> Reply:
         return await observe(self._metrics, self._repository, method, model, context, handle)
+
+    def _lookup(self, name: str, version: int, field: str = "name") -> ModelVersion:
+        """repository.get, its errors naming the request's field."""
+        try:
+            return self._repository.get(_model_name(name, field), version)
+        except (ModelNotFound, ModelUnavailable) as exc:
+            raise type(exc)(f"{field}: {exc}") from None
 
     # --- health and metadata -----------------------------------------------------------------
 
@@ -93,7 +100,7 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
         self, request: v2.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> v2.ModelMetadataResponse:
         async def handle() -> v2.ModelMetadataResponse:
-            model = self._repository.get(_model_name(request.name), parse_version(request.version))
+            model = self._lookup(request.name, parse_version(request.version))
             runtime = model.runtime
             return v2.ModelMetadataResponse(
                 name=model.name,
@@ -109,7 +116,7 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
         self, request: v2.ModelConfigRequest, context: grpc.aio.ServicerContext
     ) -> v2.ModelConfigResponse:
         async def handle() -> v2.ModelConfigResponse:
-            model = self._repository.get(_model_name(request.name), parse_version(request.version))
+            model = self._lookup(request.name, parse_version(request.version))
             return v2.ModelConfigResponse(config=_model_config(model, self._settings.max_count))
 
         return await self._observe("ModelConfig", request.name, context, handle)
@@ -121,8 +128,8 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
     ) -> v2.ModelInferResponse:
         async def handle() -> v2.ModelInferResponse:
             started = time.perf_counter()
-            version = parse_version(request.model_version)
-            model = self._repository.get(_model_name(request.model_name), version)
+            version = parse_version(request.model_version, "model_version")
+            model = self._lookup(request.model_name, version, "model_name")
             try:
                 reply, samples = await self._infer(request, model, version, context)
             except Exception:
@@ -140,13 +147,20 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
         inputs = decode_inputs(request, model.runtime, self._settings.max_count, self._settings.translate_max_pixels)
         specs = requested_outputs(request, model.runtime)
         priority = priority_from(parameter_int(request.parameters, "priority") or 0, "parameters['priority']")
+        deadline = _earlier(deadline_of(context), timeout_deadline(request.parameters))
         model, outputs = await self._repository.submit(
-            model, inputs, deadline_of(context), priority or model.config.priority, pinned=version != 0
+            model, inputs, deadline, priority or model.config.priority, pinned=version != 0
         )
         reply = v2.ModelInferResponse(model_name=model.name, model_version=str(model.version), id=request.id)
         encode_outputs(reply, outputs, specs, raw=bool(request.raw_input_contents) or not request.inputs)
         samples = len(next(iter(outputs.values()))) if outputs and model.runtime.batched else 1
         return reply, samples
+
+    def _versions(self, name: str) -> list[ModelVersion]:
+        try:
+            return self._repository.versions(name)
+        except (ModelNotFound, ModelUnavailable) as exc:
+            raise type(exc)(f"name: {exc}") from None
 
     # --- statistics --------------------------------------------------------------------------
 
@@ -156,9 +170,9 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
         async def handle() -> v2.ModelStatisticsResponse:
             version = parse_version(request.version)
             if request.name:
-                chosen = self._repository.versions(request.name)
-                if version:
-                    chosen = [self._repository.get(request.name, version)]
+                chosen = [self._lookup(request.name, version)] if version else self._versions(request.name)
+            elif version:
+                raise InvalidInput(f"version: {version} without a name; set name too, or neither for every model")
             else:
                 chosen = self._repository.all_versions()
             return v2.ModelStatisticsResponse(model_stats=[_statistics(mv) for mv in chosen])
@@ -217,6 +231,20 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
                 f"repository control is off (model_control_mode={self._settings.model_control_mode}); "
                 "start the server with GAN_MODEL_CONTROL_MODE=explicit to load and unload models"
             )
+
+
+def timeout_deadline(parameters: Any) -> float | None:
+    """The deadline (time.monotonic) of Triton's `timeout` request parameter: microseconds, 0 or absent for none."""
+    timeout_us = parameter_int(parameters, "timeout")
+    if timeout_us is None or timeout_us == 0:
+        return None
+    if timeout_us < 0:
+        raise InvalidInput(f"parameters['timeout']: {timeout_us} is negative; give microseconds, or 0 for none")
+    return time.monotonic() + timeout_us / 1e6
+
+
+def _earlier(first: float | None, second: float | None) -> float | None:
+    return second if first is None else first if second is None else min(first, second)
 
 
 def _refuse_load_parameters(request: v2.RepositoryModelLoadRequest) -> None:

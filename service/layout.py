@@ -19,11 +19,14 @@ def is_model_name(name: str) -> bool:
     return MODEL_NAME.match(name) is not None and ".." not in name
 
 
+MAX_VERSION_DIGITS = 18  # within int64, as V2 clients hold versions; int() of a huge string is refused
+
+
 def is_version_number(text: str) -> bool:
     """A version as Triton writes it: ASCII digits without leading zeros ('7', not '007': the folder
     of version 7 is 7/). str.isdigit alone takes '²' and other Unicode digits, which int() refuses
     or misreads."""
-    return text.isascii() and text.isdigit() and text == str(int(text))
+    return 0 < len(text) <= MAX_VERSION_DIGITS and text.isascii() and text.isdigit() and text == str(int(text))
 
 
 def version_dirs(model_dir: Path) -> dict[int, Path]:

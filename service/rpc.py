@@ -43,13 +43,23 @@ async def observe(
     except ServiceError as exc:
         code = status_for(exc)
         count(code)  # before abort: the client may see the status before abort returns
-        await context.abort(code, str(exc))
+        await context.abort(code, bounded(str(exc)))
         raise  # unreachable: abort raises
     except asyncio.CancelledError:
         count(grpc.StatusCode.CANCELLED)
         raise
     finally:
         count(grpc.StatusCode.INTERNAL)  # anything else escaped: grpc answers it as an error
+
+
+MAX_MESSAGE_CHARS = 1000  # gRPC refuses status messages over ~16 KiB, and a client's long value echoed back
+
+
+def bounded(message: str) -> str:
+    """`message`, cut to MAX_MESSAGE_CHARS: it names the field first, then may quote a very long value."""
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return f"{message[:MAX_MESSAGE_CHARS]}... (cut: the request holds a very long value)"
 
 
 def deadline_of(context: grpc.aio.ServicerContext) -> float | None:

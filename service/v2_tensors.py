@@ -83,6 +83,7 @@ def _name_error(where: str, spec: TensorSpec | None, runtime: Runtime) -> Invali
 def _check_encoding(where: str, tensor: Any, spec: TensorSpec, raw: bool) -> None:
     """The tensor's datatype is the model's (same-width types would be misread, not refused), and
     its values come one way: raw buffers for every input, or typed contents."""
+    _refuse_shared_memory(where, tensor.parameters)
     if tensor.datatype != spec.datatype:
         raise InvalidInput(f"{where}.datatype: {tensor.datatype!r}; the model expects {spec.datatype}")
     if raw and tensor.HasField("contents"):
@@ -90,6 +91,15 @@ def _check_encoding(where: str, tensor: Any, spec: TensorSpec, raw: bool) -> Non
             f"{where}.contents: given together with raw_input_contents; send raw buffers for every input "
             "or typed contents for every input"
         )
+
+
+def _refuse_shared_memory(where: str, parameters: Any) -> None:
+    for key in parameters:
+        if key.startswith("shared_memory_"):
+            raise InvalidInput(
+                f"{where}.parameters[{key!r}]: shared memory is not supported; tensors travel in the messages "
+                "(raw buffers or typed contents)"
+            )
 
 
 def _check_shape(where: str, shape: tuple[int, ...], spec: TensorSpec) -> None:
@@ -198,6 +208,7 @@ def requested_outputs(request: v2.ModelInferRequest, runtime: Runtime) -> list[T
             raise InvalidInput(
                 f"outputs[{index}].name: {wanted.name!r} is not an output of this model; outputs: {known}"
             )
+        _refuse_shared_memory(f"outputs[{index}]", wanted.parameters)
         if spec in chosen:
             raise InvalidInput(f"outputs[{index}].name: {wanted.name!r} is requested twice; name each output once")
         if "classification" in wanted.parameters:

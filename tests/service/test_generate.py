@@ -157,6 +157,20 @@ def test_a_count_whose_reply_would_not_fit_is_refused_before_it_runs(model_repos
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "steps:" in (caught.value.details() or "")
 
 
+def test_errors_name_the_field_the_client_got_wrong(stub: pb_grpc.GeneratorServiceStub) -> None:
+    latents = pb.Latents(values=[0.0] * 8 * 257)  # one vector more than max_count (256)
+    with pytest.raises(grpc.RpcError) as caught:
+        generate(stub, model="digits", latents=latents, labels=[1])
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (caught.value.details() or "").startswith("latents: 257 vectors")
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.GetModel(pb.GetModelRequest(name="n" * 20_000), timeout=10)
+    details = caught.value.details() or ""  # not gRPC's own "metadata size exceeds hard limit"
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND and details.endswith(
+        "(cut: the request holds a very long value)"
+    )
+
+
 def test_explicit_latents_match_seeded_latents(stub: pb_grpc.GeneratorServiceStub) -> None:
     latents = latents_from_seed(8, 2, 8)
     explicit = generate(stub, model="digits", latents=pb.Latents(values=latents.ravel().tolist()), labels=[3])

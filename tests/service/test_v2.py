@@ -172,6 +172,18 @@ def _typed_int8(values: list[int]) -> v2.ModelInferRequest:
     return request
 
 
+def _shared_memory() -> v2.ModelInferRequest:
+    request = v2.ModelInferRequest(model_name="doubler")
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 3]).parameters["shared_memory_region"].string_param = "r"
+    return request
+
+
+def _timeout(microseconds: int) -> v2.ModelInferRequest:
+    request = raw_request("doubler", x=np.zeros((1, 3), np.float32))
+    request.parameters["timeout"].int64_param = microseconds
+    return request
+
+
 def _nan_latent() -> np.ndarray:
     latent = LATENT.copy()
     latent[1, 3] = np.nan
@@ -236,6 +248,18 @@ BAD_REQUESTS = {
         grpc.StatusCode.INVALID_ARGUMENT,
         "model_version",
     ),
+    "a version of 4301 digits": (
+        v2.ModelInferRequest(model_name="doubler", model_version="1" * 4301),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "model_version",
+    ),
+    "shared memory": (_shared_memory(), grpc.StatusCode.INVALID_ARGUMENT, "parameters['shared_memory_region']"),
+    "negative timeout parameter": (_timeout(-5), grpc.StatusCode.INVALID_ARGUMENT, "parameters['timeout']"),
+    "a model name of 20,000 characters": (
+        raw_request("n" * 20_000, x=np.zeros((1, 3), np.float32)),
+        grpc.StatusCode.NOT_FOUND,
+        "(cut: the request holds a very long value)",
+    ),
     "non-ASCII digit version": (
         v2.ModelInferRequest(model_name="doubler", model_version="\u00b2"),
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -270,6 +294,27 @@ def test_unknown_output_and_bad_priority_are_refused(infer_stub: v2_grpc.GRPCInf
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "priority" in (error.details() or "")
     request.parameters["priority"].int64_param = 1
     assert infer_stub.ModelInfer(request, timeout=30).outputs[0].name == "y"
+
+
+def test_the_timeout_parameter_is_a_deadline(infer_stub: v2_grpc.GRPCInferenceServiceStub) -> None:
+    digits = raw_request(
+        "digits", latent=np.zeros((256, LATENT_DIM), np.float32), class_weights=np.zeros((256, 10), np.float32)
+    )
+    infer_stub.ModelInfer(digits, timeout=30)  # measured: how long 256 samples take
+    digits.parameters["timeout"].int64_param = 1  # microseconds, as Triton's clients send it
+    error = status_of(infer_stub.ModelInfer, digits)
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED, error.details()
+    assert (error.details() or "").startswith("deadline:"), "alone in the queue, retrying cannot help"
+    assert infer_stub.ModelInfer(_timeout(10_000_000), timeout=30).outputs[0].name == "y"
+
+
+def test_metadata_calls_name_their_fields(infer_stub: v2_grpc.GRPCInferenceServiceStub) -> None:
+    error = status_of(infer_stub.ModelMetadata, v2.ModelMetadataRequest(name="nothing"))
+    assert error.code() == grpc.StatusCode.NOT_FOUND and (error.details() or "").startswith("name: ")
+    error = status_of(infer_stub.ModelReady, v2.ModelReadyRequest(name="digits", version="0"))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and (error.details() or "").startswith("version: ")
+    error = status_of(infer_stub.ModelStatistics, v2.ModelStatisticsRequest(version="1"))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and (error.details() or "").startswith("version: ")
 
 
 def test_typed_int8_contents_in_range_are_served(infer_stub: v2_grpc.GRPCInferenceServiceStub) -> None:

@@ -47,7 +47,7 @@ def test_every_training_config_refuses_true_for_a_number(kind: str) -> None:
     from training.translation.config import TranslationConfig
 
     model = TranslationConfig if kind == "translation" else TabularConfig
-    with pytest.raises(ConfigError, match="steps.*must be a number, not true or false"):
+    with pytest.raises(ConfigError, match=r"steps.*must be a number, not true or false"):
         load_settings_model(model, None, ["steps=true"])
 
 
