@@ -40,14 +40,13 @@ def staged_version(repository: Path, name: str) -> Iterator[Path]:
     """A scratch folder inside the model's folder; publish it with `publish_version`.
 
     It lives on the same filesystem as the final version so the publish is one rename,
-    and it is removed if the block fails. It has the mode mkdir would give it (mkdtemp's is 0700),
-    so a server running as another user can read the published version.
+    and it is removed if the block fails. `publish_version` gives it the mode mkdir would have
+    (mkdtemp's is 0700), so a server running as another user can read the published version.
     """
     model_dir = repository / check_name(name)
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
     try:
-        staging.chmod(plain_dir_mode())
         yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -85,6 +84,7 @@ def publish_version(
     chosen = next_version(model_dir) if version is None else version
     target = _check_version(model_dir, chosen)
     write_model_config(model_dir, model_dir.name, config_overrides or {}, config_defaults)
+    staging.chmod(plain_dir_mode())  # only now: a umask without the owner's write bit would bar the exporter
     os.rename(staging, target)
     return chosen, target
 

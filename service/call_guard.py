@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -77,14 +78,20 @@ class CallGuard:
             return grpc.StatusCode.DEADLINE_EXCEEDED, "deadline: it passed before the call started"
         return None
 
+    async def _refuse(
+        self, context: grpc.aio.ServicerContext, short_name: str, refusal: tuple[grpc.StatusCode, str]
+    ) -> None:
+        code, message = refusal
+        self._metrics.count_request(short_name, "", code.name, 0.0)
+        await context.abort(code, message)
+
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        """`handler` of the full method name `method`, behind the guard: unary requests, whether
-        the reply is one message or a stream written with context.write (GenerateRowsStream)."""
-        streams = handler.unary_stream is not None and inspect.iscoroutinefunction(handler.unary_stream)
-        behavior = handler.unary_stream if streams else handler.unary_unary
+        """`handler` of the full method name `method`, behind the guard: every call with one request
+        message, whether its reply is one message or a stream (written with context.write, or yielded)."""
+        behavior = handler.unary_unary or handler.unary_stream
         deserialize = handler.request_deserializer
         if behavior is None or deserialize is None:
-            return handler  # streamed requests and async generators (reflection) keep grpc's own handling
+            return handler  # streamed requests (reflection) keep grpc's own handling
         short_name = method.rsplit("/", 1)[-1]
         admit_always = method.startswith(_ALWAYS_ADMITTED)
 
@@ -100,9 +107,7 @@ class CallGuard:
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
             refusal = self._refusal(request, context, short_name, admit_always)
             if refusal is not None:
-                code, message = refusal
-                self._metrics.count_request(short_name, "", code.name, 0.0)
-                await context.abort(code, message)
+                await self._refuse(context, short_name, refusal)
             if gauge is None:
                 return await behavior(request, context)
             self.in_flight += 1
@@ -113,8 +118,25 @@ class CallGuard:
                 self.in_flight -= 1
                 gauge.dec()
 
-        build = grpc.unary_stream_rpc_method_handler if streams else grpc.unary_unary_rpc_method_handler
-        return build(guarded, decode, handler.response_serializer)
+        async def guarded_generator(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            refusal = self._refusal(request, context, short_name, admit_always)
+            if refusal is not None:
+                await self._refuse(context, short_name, refusal)
+            if gauge is not None:
+                self.in_flight += 1
+                gauge.inc()
+            try:
+                async for reply in behavior(request, context):
+                    yield reply
+            finally:
+                if gauge is not None:
+                    self.in_flight -= 1
+                    gauge.dec()
+
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(guarded, decode, handler.response_serializer)
+        wrapped = guarded_generator if inspect.isasyncgenfunction(behavior) else guarded
+        return grpc.unary_stream_rpc_method_handler(wrapped, decode, handler.response_serializer)
 
 
 class GuardedServices:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -17,8 +18,24 @@ from service.repository import ModelVersion, Repository
 from service.sampling import labels_from_seed, latents_from_seed, random_seed
 from service.signature import CLASS_WEIGHTS_INPUT, IMAGE_OUTPUT, LABEL_INPUT, LATENT_INPUT, Signature
 
-FLOAT32_BYTES = 4  # per value of a float32 reply; uint8 and PNG replies take about 1
-REPLY_OVERHEAD_BYTES = 64 * 1024  # a reply's fields besides its images
+ReplyFormat = Literal["float32", "uint8", "png"]
+REPLY_OVERHEAD_BYTES = 64 * 1024  # a reply's fields besides its samples
+LABEL_BYTES = 10  # a Generate reply's label of a sample, at most (a varint)
+PNG_OVERHEAD_BYTES = 160  # a PNG's signature, header, end and first data chunks, and its field in the reply
+
+
+def sample_reply_bytes(signature: Signature, reply_format: ReplyFormat) -> int:
+    """At most how many bytes one sample's image takes in a reply."""
+    _, height, _ = signature.sample_shape
+    values = math.prod(signature.sample_shape)
+    if reply_format == "float32":
+        return 4 * values
+    if reply_format == "uint8":
+        return values
+    # A PNG no smaller than stored: a filter byte a row, deflate's 5-byte header per 64 KiB block,
+    # a 12-byte chunk per 64 KiB of data (noise and tiny images compress that badly)
+    stored = values + height
+    return stored + 17 * (stored // 65535 + 1) + PNG_OVERHEAD_BYTES
 
 
 def generator_signature(model: ModelVersion) -> Signature:
@@ -46,7 +63,7 @@ class GenerationRequest:
     labels: tuple[int, ...]
     priority: Priority | None = None  # None: the model's default
     truncation: float | None = None  # psi in [0, 1]; None: 1, no truncation
-    value_bytes: int = FLOAT32_BYTES  # per value of the reply's images
+    reply_format: ReplyFormat = "float32"  # how the reply carries the samples
 
 
 @dataclass(frozen=True)
@@ -68,7 +85,7 @@ class InterpolationRequest:
     spherical: bool
     truncation: float | None = None
     priority: Priority | None = None
-    value_bytes: int = FLOAT32_BYTES
+    reply_format: ReplyFormat = "float32"
 
 
 @dataclass(frozen=True)
@@ -94,21 +111,25 @@ class GenerationService:
         self._max_count = max_count
         self._max_reply_bytes = max_reply_bytes
 
-    def max_samples(self, signature: Signature, value_bytes: int = FLOAT32_BYTES) -> int:
+    def max_samples(
+        self, signature: Signature, reply_format: ReplyFormat = "float32", extra_bytes: int = LABEL_BYTES
+    ) -> int:
         """The most samples one call may ask for: max_count, and no more than fit in one reply
-        (GAN_MAX_REPLY_MIB) at `value_bytes` per value."""
-        per_sample = math.prod(signature.sample_shape) * value_bytes
+        (GAN_MAX_REPLY_MIB) in `reply_format`, each with `extra_bytes` besides its image."""
+        per_sample = sample_reply_bytes(signature, reply_format) + extra_bytes
         return min(self._max_count, max(0, self._max_reply_bytes - REPLY_OVERHEAD_BYTES) // per_sample)
 
-    def _check_reply_size(self, field: str, count: int, signature: Signature, value_bytes: int) -> None:
+    def _check_reply_size(
+        self, field: str, count: int, signature: Signature, reply_format: ReplyFormat, extra_bytes: int
+    ) -> None:
         """Refuse, before any work, a count whose reply would exceed the limit (gRPC would refuse
         the reply only after the run, as RESOURCE_EXHAUSTED, which clients retry)."""
-        fits = self.max_samples(signature, value_bytes)
+        fits = self.max_samples(signature, reply_format, extra_bytes)
         if count <= fits:
             return
         shape = "x".join(str(d) for d in signature.sample_shape)
         limit_mib = self._max_reply_bytes / 2**20
-        hint = "; uint8 or PNG output is 4x smaller" if value_bytes == FLOAT32_BYTES else ""
+        hint = "; uint8 or PNG output is about 4x smaller" if reply_format == "float32" else ""
         raise InvalidInput(
             f"{field}: {count} samples of {shape} do not fit in one reply of at most {limit_mib:g} MiB "
             f"(GAN_MAX_REPLY_MIB); ask for at most {fits} per call{hint}"
@@ -159,7 +180,7 @@ class GenerationService:
                 raise InvalidInput(f"latents: {count} vectors; send at most max_count {self._max_count} per request")
         if not 1 <= count <= self._max_count:
             raise InvalidInput(f"count: must be between 1 and {self._max_count}, got {count}")
-        self._check_reply_size("count", count, signature, request.value_bytes)
+        self._check_reply_size("count", count, signature, request.reply_format, LABEL_BYTES)
         return count
 
     def _latents(self, request: GenerationRequest, signature: Signature, count: int, seed: int | None) -> np.ndarray:
@@ -205,7 +226,8 @@ class GenerationService:
         steps = request.steps
         if not 2 <= steps <= self._max_count:
             raise InvalidInput(f"steps: must be between 2 and max_count {self._max_count}, got {steps}")
-        self._check_reply_size("steps", steps, signature, request.value_bytes)
+        weight_bytes = 4 * len(signature.class_names)  # each step's class weights
+        self._check_reply_size("steps", steps, signature, request.reply_format, weight_bytes)
         psi = check_truncation(request.truncation)
         model.batcher.check_room(steps)
         z0, label0 = self._endpoint("start", request.start, model.name, signature)

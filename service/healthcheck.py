@@ -40,6 +40,10 @@ def main() -> int:
     port = os.environ.get("GAN_GRPC_PORT", "8001")
     ca = os.environ.get("GAN_HEALTHCHECK_CA_FILE") or os.environ.get("GAN_TLS_CERT_FILE")
     cert, key = os.environ.get("GAN_HEALTHCHECK_CERT_FILE"), os.environ.get("GAN_HEALTHCHECK_KEY_FILE")
+    if bool(cert) != bool(key):
+        print("gan-serve health: set both GAN_HEALTHCHECK_CERT_FILE and GAN_HEALTHCHECK_KEY_FILE, or neither",
+              file=sys.stderr)  # fmt: skip
+        return 1
     pair = (Path(cert), Path(key)) if cert and key else None
     try:
         status = check(f"localhost:{port}", ca_file=Path(ca) if ca else None, client_pair=pair)

@@ -129,6 +129,7 @@ class Repository:
         self._models: dict[str, list[ModelVersion]] = {}  # serving versions, newest first
         self._states: dict[str, dict[int, VersionState]] = {}
         self._failed: dict[tuple[str, int], Fingerprint] = {}  # versions whose load failed, as they were
+        self._held_retired: set[ModelVersion] = set()  # retired, but a request still holds them
         self._wanted: set[str] = set()  # models that must be ready for the server to be ready
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
@@ -162,9 +163,11 @@ class Repository:
         """Stop polling, stop accepting, and finish everything queued on every version."""
         if self._poller is not None:
             self._poller.cancel()
-        versions = self.all_versions()
+        versions = self.all_versions() + list(self._held_retired)  # a held one would close only when released
         self._models = {}
         await asyncio.gather(*(version.batcher.close() for version in versions), *self._retiring)
+        while self._retiring:  # closes started meanwhile (a holder released during the gather)
+            await asyncio.gather(*list(self._retiring))
 
     # --- control ---------------------------------------------------------------------------
 
@@ -304,6 +307,13 @@ class Repository:
         self._failed.pop((name, 0), None)
         current = {mv.version: mv for mv in self._models.get(name, [])}
         selected = config.version_policy.select(on_disk)
+        if not selected:  # a failed load, like a bad config: whatever serves keeps serving
+            policy = config.version_policy.describe()
+            states[0] = VersionState(
+                name, 0, UNAVAILABLE, f"{model_dir / CONFIG_FILE}: version_policy {policy} selects none of the "
+                f"versions on disk ({', '.join(map(str, on_disk))})"
+            )  # fmt: skip
+            return
         serving: list[ModelVersion] = []
         for version in selected:
             loaded = await self._load_or_keep(name, version, config, current.get(version), retry_failed)
@@ -312,12 +322,6 @@ class Repository:
         stand_ins = self._stand_ins(current, serving, len(selected) - len(serving))
         for version in [v for v in states if v not in selected]:
             del states[version]  # dropped by the policy or gone from disk
-        if not selected:
-            policy = config.version_policy.describe()
-            states[0] = VersionState(
-                name, 0, UNAVAILABLE, f"{model_dir / CONFIG_FILE}: version_policy {policy} selects none of the "
-                f"versions on disk ({', '.join(map(str, on_disk))})"
-            )  # fmt: skip
         for mv in stand_ins:
             states[mv.version] = VersionState(name, mv.version, READY, "kept serving until a newer version loads")
         self._swap(name, serving + stand_ins, current)
@@ -417,6 +421,8 @@ class Repository:
             log.info("retiring %s version %d", name, mv.version)
             if mv.holders == 0:
                 self._close(mv)
+            else:
+                self._held_retired.add(mv)
 
     def _close(self, mv: ModelVersion) -> None:
         task = asyncio.get_running_loop().create_task(mv.batcher.close(), name=f"retire-{mv.name}-{mv.version}")
@@ -435,6 +441,7 @@ class Repository:
         finally:
             model.holders -= 1
             if model.holders == 0 and model.retired:
+                self._held_retired.discard(model)
                 self._close(model)
 
 

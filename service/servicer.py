@@ -16,12 +16,12 @@ from gan.v1 import generator_pb2_grpc as pb_grpc
 from service.encoding import to_png, to_uint8
 from service.errors import InvalidInput, ModelNotFound
 from service.generation import (
-    FLOAT32_BYTES,
     Endpoint,
     GenerationRequest,
     GenerationResult,
     GenerationService,
     InterpolationRequest,
+    ReplyFormat,
     generator_signature,
 )
 from service.metrics import Metrics
@@ -235,15 +235,15 @@ def _generation_request(request: pb.GenerateRequest) -> GenerationRequest:
         labels=tuple(request.labels),
         priority=priority_from(request.priority, "priority"),
         truncation=request.truncation if request.HasField("truncation") else None,
-        value_bytes=_VALUE_BYTES[output_format],
+        reply_format=_REPLY_FORMATS[output_format],
     )
 
 
 _OUTPUT_FORMATS = frozenset(pb.OutputFormat.values())  # values() builds a new list each call
-_VALUE_BYTES: dict[int, int] = {  # per value of the reply's images; a PNG takes about a byte per value
-    pb.OUTPUT_FORMAT_FLOAT32: FLOAT32_BYTES,
-    pb.OUTPUT_FORMAT_UINT8: 1,
-    pb.OUTPUT_FORMAT_PNG: 1,
+_REPLY_FORMATS: dict[int, ReplyFormat] = {
+    pb.OUTPUT_FORMAT_FLOAT32: "float32",
+    pb.OUTPUT_FORMAT_UINT8: "uint8",
+    pb.OUTPUT_FORMAT_PNG: "png",
 }
 
 
@@ -277,7 +277,7 @@ def _interpolation_request(request: pb.InterpolateRequest) -> InterpolationReque
         spherical=request.method == pb.INTERPOLATION_METHOD_SPHERICAL,
         truncation=request.truncation if request.HasField("truncation") else None,
         priority=priority_from(request.priority, "priority"),
-        value_bytes=_VALUE_BYTES[output_format],
+        reply_format=_REPLY_FORMATS[output_format],
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
@@ -60,3 +61,26 @@ def test_stubs_that_add_only_a_generic_handler_are_refused_with_what_to_do() -> 
     services.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("old.Service", {}),))
     with pytest.raises(RuntimeError, match=r"grpcio-tools >= 1\.62"):
         services.check_complete()
+
+
+def test_a_stream_yielded_by_an_async_generator_is_counted_in_flight_while_it_runs() -> None:
+    guard = CallGuard(Metrics(CollectorRegistry()), 10)
+    seen: list[int] = []
+
+    async def replies(request: Any, context: Any) -> Any:
+        for index in range(3):
+            seen.append(guard.in_flight)
+            yield index
+
+    class Context:
+        def time_remaining(self) -> float | None:
+            return None
+
+    handler = grpc.unary_stream_rpc_method_handler(replies, lambda data: data, lambda reply: reply)
+    wrapped = guard.wrap("/gan.v1.GeneratorService/Stream", handler)
+
+    async def drain() -> list[Any]:
+        return [reply async for reply in wrapped.unary_stream(b"request", Context())]
+
+    assert asyncio.run(drain()) == [0, 1, 2]
+    assert seen == [1, 1, 1] and guard.in_flight == 0

@@ -139,9 +139,9 @@ def test_png_and_uint8_outputs(stub: pb_grpc.GeneratorServiceStub) -> None:
 
 
 def test_a_count_whose_reply_would_not_fit_is_refused_before_it_runs(model_repository: Path) -> None:
-    with ServerThread(model_repository=model_repository, max_reply_mib=1) as small:
+    with ServerThread(model_repository=model_repository, max_reply_mib=1, max_count=4096) as small:
         stub = pb_grpc.GeneratorServiceStub(grpc.insecure_channel(small.target))
-        fits = (2**20 - 64 * 1024) // (16 * 16 * 4)  # float32 samples of 1x16x16 under 1 MiB, less the overhead
+        fits = (2**20 - 64 * 1024) // (16 * 16 * 4 + 10)  # float32 1x16x16 samples and labels under 1 MiB, less 64 KiB
         assert stub.GetModel(pb.GetModelRequest(name="noise"), timeout=10).max_count == fits
         with pytest.raises(grpc.RpcError) as caught:
             generate(stub, model="noise", count=fits + 1, seed=1)
@@ -150,10 +150,21 @@ def test_a_count_whose_reply_would_not_fit_is_refused_before_it_runs(model_repos
         assert details.startswith("count:") and f"at most {fits}" in details and "GAN_MAX_REPLY_MIB" in details
         uint8 = generate(stub, model="noise", count=fits + 1, seed=1, output_format=pb.OUTPUT_FORMAT_UINT8)
         assert decode_tensor(uint8).shape == (fits + 1, 1, 16, 16), "uint8 replies are 4x smaller"
+        for output_format in (pb.OUTPUT_FORMAT_PNG, pb.OUTPUT_FORMAT_UINT8):  # refused before, or served: never
+            for count in (1024, 2000, 3800):  # gRPC's RESOURCE_EXHAUSTED for a reply over the limit
+                try:
+                    generate(stub, model="noise", count=count, seed=2, output_format=output_format)
+                except grpc.RpcError as exc:
+                    assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, exc.details()
         walk = pb.InterpolateRequest(model="noise", start=pb.LatentEndpoint(seed=1), end=pb.LatentEndpoint(seed=2))
-        walk.steps = fits + 1
+        walk.steps = (2**20 - 64 * 1024) // (16 * 16 * 4) + 1  # no labels in a walk of an unconditional model
         with pytest.raises(grpc.RpcError) as caught:
             stub.Interpolate(walk, timeout=30)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "steps:" in (caught.value.details() or "")
+        digits = pb.InterpolateRequest(model="digits", start=pb.LatentEndpoint(seed=1), end=pb.LatentEndpoint(seed=2))
+        digits.output_format, digits.steps = pb.OUTPUT_FORMAT_UINT8, 3840  # 256 B of pixels and 40 of class weights
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Interpolate(digits, timeout=30)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "steps:" in (caught.value.details() or "")
 
 

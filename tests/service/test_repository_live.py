@@ -159,6 +159,18 @@ def test_a_bad_config_is_counted_once_per_change_and_a_policy_must_select_a_vers
         assert "not a valid model config" in index(v2_stub(server))[("other", "")][1]
 
 
+def test_a_policy_changed_to_select_nothing_leaves_the_serving_version(model_repository: Path, tmp_path: Path) -> None:
+    root = fresh_repository(model_repository, tmp_path)
+    with ServerThread(model_repository=root, **POLL) as server:
+        stub = v2_stub(server)
+        staged = root / "digits" / ".config.json"  # written aside and renamed: a poll never reads half a file
+        staged.write_text(json.dumps({"version_policy": {"specific": [2]}}))
+        staged.replace(root / "digits" / "config.json")
+        wait_for(lambda: ("digits", "") in index(stub), "the policy's failure in the index")
+        assert "selects none" in index(stub)[("digits", "")][1]
+        assert ready(stub, "digits", "1"), "like a failed load: what served keeps serving"
+
+
 def test_a_model_removed_from_disk_is_unloaded(model_repository: Path, tmp_path: Path) -> None:
     root = fresh_repository(model_repository, tmp_path)
     (root / "other").mkdir()

@@ -53,6 +53,17 @@ def test_mutual_tls_needs_a_client_certificate_from_the_ca(
         assert health(client_pair=(client.cert, client.key)) == "SERVING", "the container check with a client pair"
         with pytest.raises(grpc.RpcError):
             health()
+        environment = {
+            "GAN_GRPC_PORT": running.target.rsplit(":", 1)[1],
+            "GAN_HEALTHCHECK_CA_FILE": str(certificates.ca),
+        }
+        with pytest.MonkeyPatch.context() as patch:  # the container's check: python -m service.healthcheck
+            for name, value in environment.items():
+                patch.setenv(name, value)
+            patch.setenv("GAN_HEALTHCHECK_CERT_FILE", str(client.cert))
+            assert healthcheck.main() == 1, "a certificate without its key"
+            patch.setenv("GAN_HEALTHCHECK_KEY_FILE", str(client.key))
+            assert healthcheck.main() == 0
         out = tmp_path / "grid.png"
         tls_flags = ["--tls-ca", str(certificates.ca), "--tls-cert", str(client.cert), "--tls-key", str(client.key)]
         argv = ["--target", running.target, *tls_flags, "generate", "--model", "digits", "--count", "4"]
