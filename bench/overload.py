@@ -17,8 +17,10 @@ docs/operations.md, sizing item 4). Then:
    with a --deadline) at --factor times that capacity for --seconds, while the server's RSS
    is sampled every 100 ms;
 3. refusal floor: the same rate of calls that each ask for more samples than the queue holds,
-   so that every one is refused before any compute: the rejection latency of Python gRPC
-   (server and load client) on these cores with nothing else running, from the same run.
+   so that every one is refused before any compute (INVALID_ARGUMENT: such a call could never
+   fit, by the same check that answers RESOURCE_EXHAUSTED to calls that do not fit now): the
+   rejection latency of Python gRPC (server and load client) on these cores with nothing else
+   running, from the same run.
 
 It prints the offered and achieved issue rates, admitted (OK), rejected
 (RESOURCE_EXHAUSTED) and other outcomes per second, their latencies, the share of
@@ -224,7 +226,7 @@ def open_loop(
 
 
 def print_floor(floor: LoadResult, during: LoadResult) -> None:
-    refused = [o.latency_s for o in floor.outcomes if o.code == REJECTED]
+    refused = [o.latency_s for o in floor.outcomes if o.code != OK]  # INVALID_ARGUMENT: they could never fit
     rejected = [o.latency_s for o in during.outcomes if o.code == REJECTED]
     rate = floor.issued / floor.elapsed_s
     print(f"refusal floor: {rate:.0f} calls/s all refused, no compute running: {floor.tally().describe()}")
