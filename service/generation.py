@@ -32,8 +32,8 @@ def sample_reply_bytes(signature: Signature, reply_format: ReplyFormat) -> int:
         return 4 * values
     if reply_format == "uint8":
         return values
-    # A PNG no smaller than stored: a filter byte a row, deflate's 5-byte header per 64 KiB block,
-    # a 12-byte chunk per 64 KiB of data (noise and tiny images compress that badly)
+    # At most the pixels stored uncompressed (deflate's worst case, which noise and tiny images
+    # approach): a filter byte a row, a 5-byte block header and a 12-byte chunk per 64 KiB.
     stored = values + height
     return stored + 17 * (stored // 65535 + 1) + PNG_OVERHEAD_BYTES
 

@@ -6,8 +6,9 @@ on the same model can run in the same session run.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from importlib import metadata
 from typing import Any, cast
 
@@ -62,10 +63,8 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
 
     def _lookup(self, name: str, version: int, field: str = "name") -> ModelVersion:
         """repository.get, its errors naming the request's field."""
-        try:
+        with _naming(field):
             return self._repository.get(_model_name(name, field), version)
-        except (ModelNotFound, ModelUnavailable) as exc:
-            raise type(exc)(f"{field}: {exc}") from None
 
     # --- health and metadata -----------------------------------------------------------------
 
@@ -157,10 +156,8 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
         return reply, samples
 
     def _versions(self, name: str) -> list[ModelVersion]:
-        try:
+        with _naming("name"):
             return self._repository.versions(name)
-        except (ModelNotFound, ModelUnavailable) as exc:
-            raise type(exc)(f"name: {exc}") from None
 
     # --- statistics --------------------------------------------------------------------------
 
@@ -231,6 +228,15 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
                 f"repository control is off (model_control_mode={self._settings.model_control_mode}); "
                 "start the server with GAN_MODEL_CONTROL_MODE=explicit to load and unload models"
             )
+
+
+@contextlib.contextmanager
+def _naming(field: str) -> Iterator[None]:
+    """A lookup's NOT_FOUND or UNAVAILABLE, its message starting with the request's field."""
+    try:
+        yield
+    except (ModelNotFound, ModelUnavailable) as exc:
+        raise type(exc)(f"{field}: {exc}") from None
 
 
 def timeout_deadline(parameters: Any) -> float | None:

@@ -9,8 +9,9 @@ A (re)load never interrupts service: the new version is loaded and warmed in a w
 thread, then swapped in; a version it replaces or drops is retired afterwards, its queue
 drained and its running batches finished. Requests that run several rounds on one version
 (rejection sampling of rows, a row stream, a decode between lookup and run) hold it
-(`holding`), and it closes only when the last of them is done. A load that fails leaves whatever was serving
-in place and is reported (RepositoryIndex, ModelReady, gan_model_load_failures_total).
+(`holding`), and it closes only when the last of them is done. A load that fails (a bad
+file or config.json, or a version policy that selects nothing on disk) leaves whatever was
+serving in place and is reported (RepositoryIndex, ModelReady, gan_model_load_failures_total).
 """
 
 from __future__ import annotations
@@ -92,6 +93,13 @@ def _file_fingerprint(path: Path) -> Fingerprint:
     except OSError:
         return (0, 0)
     return (stat.st_mtime_ns, stat.st_size)
+
+
+def _selects_nothing(name: str, model_dir: Path, config: ModelConfig, on_disk: list[int]) -> VersionState:
+    policy = config.version_policy.describe()
+    versions = ", ".join(map(str, on_disk))
+    reason = f"{model_dir / CONFIG_FILE}: version_policy {policy} selects none of the versions on disk ({versions})"
+    return VersionState(name, 0, UNAVAILABLE, reason)
 
 
 def warm_up(runtime: Runtime, policy: BatchPolicy) -> None:
@@ -308,11 +316,7 @@ class Repository:
         current = {mv.version: mv for mv in self._models.get(name, [])}
         selected = config.version_policy.select(on_disk)
         if not selected:  # a failed load, like a bad config: whatever serves keeps serving
-            policy = config.version_policy.describe()
-            states[0] = VersionState(
-                name, 0, UNAVAILABLE, f"{model_dir / CONFIG_FILE}: version_policy {policy} selects none of the "
-                f"versions on disk ({', '.join(map(str, on_disk))})"
-            )  # fmt: skip
+            states[0] = _selects_nothing(name, model_dir, config, on_disk)
             return
         serving: list[ModelVersion] = []
         for version in selected:
