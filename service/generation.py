@@ -5,37 +5,24 @@ It speaks in numpy arrays and plain dataclasses; the servicer converts messages.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from service.batcher import Priority
+from service.encoding import REPLY_OVERHEAD_BYTES, ReplyFormat, image_reply_bytes
 from service.errors import InvalidInput, ModelUnsupported
 from service.interpolation import class_mix, lerp, one_hot, slerp
 from service.repository import ModelVersion, Repository
 from service.sampling import labels_from_seed, latents_from_seed, random_seed
 from service.signature import CLASS_WEIGHTS_INPUT, IMAGE_OUTPUT, LABEL_INPUT, LATENT_INPUT, Signature
 
-ReplyFormat = Literal["float32", "uint8", "png"]
-REPLY_OVERHEAD_BYTES = 64 * 1024  # a reply's fields besides its samples
 LABEL_BYTES = 10  # a Generate reply's label of a sample, at most (a varint)
-PNG_OVERHEAD_BYTES = 160  # a PNG's signature, header, end and first data chunks, and its field in the reply
 
 
 def sample_reply_bytes(signature: Signature, reply_format: ReplyFormat) -> int:
     """At most how many bytes one sample's image takes in a reply."""
-    _, height, _ = signature.sample_shape
-    values = math.prod(signature.sample_shape)
-    if reply_format == "float32":
-        return 4 * values
-    if reply_format == "uint8":
-        return values
-    # At most the pixels stored uncompressed (deflate's worst case, which noise and tiny images
-    # approach): a filter byte a row, a 5-byte block header and a 12-byte chunk per 64 KiB.
-    stored = values + height
-    return stored + 17 * (stored // 65535 + 1) + PNG_OVERHEAD_BYTES
+    return image_reply_bytes(*signature.sample_shape, reply_format)
 
 
 def generator_signature(model: ModelVersion) -> Signature:

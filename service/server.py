@@ -116,7 +116,10 @@ async def start_server(settings: Settings, registry: CollectorRegistry | None = 
     server = grpc.aio.server(interceptors=interceptors, options=server_options(settings))
     generation = GenerationService(repository, settings.max_count, settings.max_reply_mib * 2**20)
     limits = TranslateLimits(
-        settings.translate_max_images, settings.translate_max_image_bytes, settings.translate_max_pixels
+        settings.translate_max_images,
+        settings.translate_max_image_bytes,
+        settings.translate_max_pixels,
+        settings.max_reply_mib * 2**20,
     )
     translation = TranslationService(repository, limits)
     services = GuardedServices(server, guard)

@@ -299,6 +299,7 @@ def _translation_request(request: pb.TranslateRequest) -> TranslationRequest:
         version=_version(request.version),
         images=tuple(_source_image(image) for image in request.images),
         priority=priority_from(request.priority, "priority"),
+        reply_format=_REPLY_FORMATS[_output_format(request.output_format)],
     )
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from service.batcher import Priority
+from service.encoding import REPLY_OVERHEAD_BYTES, ReplyFormat, image_reply_bytes, upright_8bit
 from service.errors import InvalidInput, ModelUnsupported
 from service.repository import ModelVersion, Repository
 from service.translator_signature import IMAGE_OUTPUT, SOURCE_INPUT, TranslatorSignature
@@ -31,7 +32,8 @@ _RAW_DTYPES: dict[str, np.dtype] = {"uint8": np.dtype("u1"), "float32": np.dtype
 class TranslateLimits:
     max_images: int
     max_image_bytes: int
-    max_pixels: int  # height x width of one input and of one output image
+    max_pixels: int  # height x width of one input image, and of a request's output images together
+    max_reply_bytes: int = 64 * 2**20  # GAN_MAX_REPLY_MIB
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class TranslationRequest:
     version: int
     images: tuple[SourceImage, ...]
     priority: Priority | None = None
+    reply_format: ReplyFormat = "float32"  # how the reply carries the images
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,7 @@ class TranslationService:
                 padded, (height, width) = self._sources(request.images, signature)
             else:  # decoding a large or compressed image would hold the event loop (and every other call) up
                 padded, (height, width) = await asyncio.to_thread(self._sources, request.images, signature)
+            self._check_reply_size(len(request.images), height, width, signature, request.reply_format)
             priority = request.priority or model.config.priority
             model, outputs = await self._repository.submit(
                 model, {SOURCE_INPUT: padded}, deadline, priority, pinned=request.version != 0
@@ -100,13 +104,28 @@ class TranslationService:
         images = np.ascontiguousarray(outputs[IMAGE_OUTPUT][:, :, :out_height, :out_width])
         return TranslationResult(model=model, signature=signature, images=images)
 
+    def _check_reply_size(
+        self, count: int, height: int, width: int, signature: TranslatorSignature, reply_format: ReplyFormat
+    ) -> None:
+        """Refuse, before the run, images whose reply would exceed GAN_MAX_REPLY_MIB (gRPC would refuse
+        it after the run as RESOURCE_EXHAUSTED, which clients retry)."""
+        out_height, out_width = signature.output_size(height, width)
+        size = count * image_reply_bytes(signature.output_channels, out_height, out_width, reply_format)
+        if size + REPLY_OVERHEAD_BYTES > self._limits.max_reply_bytes:
+            limit_mib = self._limits.max_reply_bytes / 2**20
+            raise InvalidInput(
+                f"images: {count} outputs of {out_height}x{out_width} as {reply_format} need up to "
+                f"{size / 2**20:.1f} MiB, over the reply limit of {limit_mib:g} MiB (GAN_MAX_REPLY_MIB); "
+                "send fewer images per call, or ask for PNG output"
+            )
+
     def _sources(
         self, images: tuple[SourceImage, ...], signature: TranslatorSignature
     ) -> tuple[np.ndarray, tuple[int, int]]:
         """The request's images as one padded (N, C_in, H', W') batch, and their (H, W)."""
         sources = [self._decode(f"images[{i}]", image, signature) for i, image in enumerate(images)]
         height, width = _one_size(sources)
-        self._check_output_size(height, width, signature)
+        self._check_output_size(len(sources), height, width, signature)
         return pad_to_multiple(np.stack(sources), signature), (height, width)
 
     def _decode(self, where: str, image: SourceImage, signature: TranslatorSignature) -> np.ndarray:
@@ -147,7 +166,7 @@ class TranslationService:
             raise InvalidInput(
                 f"{where}.encoded: not a readable PNG or JPEG image ({exc}); send PNG or JPEG bytes"
             ) from None
-        return _from_pil(opened, signature)
+        return _from_pil(upright_8bit(opened), signature)
 
     def _decode_raw(self, where: str, raw: RawPixels, signature: TranslatorSignature) -> np.ndarray:
         dtype = _RAW_DTYPES.get(raw.pixel_type)
@@ -173,9 +192,15 @@ class TranslationService:
             raise InvalidInput(f"{where}.raw.data: values must be finite float32 numbers")
         return _from_raw(pixels, signature)
 
-    def _check_output_size(self, height: int, width: int, signature: TranslatorSignature) -> None:
+    def _check_output_size(self, count: int, height: int, width: int, signature: TranslatorSignature) -> None:
         out_height, out_width = signature.output_size(height, width)
         self._check_pixels("images", out_height, out_width, what="the output of ")
+        total = count * out_height * out_width
+        if total > self._limits.max_pixels:  # what a run allocates grows with all of them together
+            raise InvalidInput(
+                f"images: {count} outputs of {out_height}x{out_width} are {total} pixels, over the limit of "
+                f"{self._limits.max_pixels} per request (GAN_TRANSLATE_MAX_PIXELS); send fewer or smaller images"
+            )
         if not signature.dynamic_size and (height, width) != signature.train_size:
             train = f"{signature.train_size[0]}x{signature.train_size[1]}"
             raise InvalidInput(f"images: {height}x{width}; this model only takes {train} images (its train_size)")

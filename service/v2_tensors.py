@@ -119,10 +119,10 @@ def _check_image_size(
     if translator is None or spec.name != SOURCE_INPUT or len(shape) != 4:
         return
     out_height, out_width = translator.output_size(shape[2], shape[3])
-    if max_pixels is not None and out_height * out_width > max_pixels:
+    if max_pixels is not None and max(shape[0], 1) * out_height * out_width > max_pixels:
         raise InvalidInput(
-            f"{where}.shape: {list(shape)}: the output images would be {out_height}x{out_width}, over the limit "
-            f"of {max_pixels} pixels (GAN_TRANSLATE_MAX_PIXELS)"
+            f"{where}.shape: {list(shape)}: the {shape[0]} output images would be {out_height}x{out_width}, over "
+            f"the limit of {max_pixels} pixels per request (GAN_TRANSLATE_MAX_PIXELS)"
         )
     problem = translator.size_problem(shape[2], shape[3])
     if problem is not None:

@@ -48,6 +48,12 @@ class FrozenConfig(BaseModel):
             raise ValueError("must be a number, not true or false")
         return value
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _home_expanded(cls, value: object) -> object:
+        # the shell leaves data.folder=~/photos alone (a dotted name is no variable assignment)
+        return value.expanduser() if isinstance(value, Path) else value
+
 
 def _wants_number(annotation: object) -> bool:
     """Whether a field's type takes numbers: int, float, a Literal of numbers, or an optional one of those."""

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from service.encoding import upright_8bit
 from training.config import DataConfig
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
@@ -126,4 +127,4 @@ def open_image(path: Path, field: str | None = None) -> Image.Image:
     except (UnidentifiedImageError, OSError) as exc:
         where = f"{field}: cannot read {path}" if field else f"{path}: cannot read this image"
         raise DataError(f"{where} ({exc}); remove or replace it") from None
-    return image
+    return upright_8bit(image)  # as the service reads a request's image

@@ -192,6 +192,7 @@ BAD_IMAGES = {
     "a bomb's header": ([pb.SourceImage(encoded=png_header(50_000, 50_000))], "GAN_TRANSLATE_MAX_PIXELS"),
     "a huge bomb's header": ([pb.SourceImage(encoded=png_header(2**30, 2**30))], "GAN_TRANSLATE_MAX_PIXELS"),
     "output too large": ([png_source(np.zeros((40, 40), np.uint8))], "GAN_TRANSLATE_MAX_PIXELS"),
+    "outputs too large together": ([png_source(rgb(20, 20))] * 2, "3200 pixels, over the limit of 2304 per request"),
     "mixed sizes": ([png_source(rgb(8, 8)), png_source(rgb(8, 12))], "images[1]"),
     "wrong raw channels": ([raw_source(np.zeros((2, 8, 8), np.uint8))], "images[0].raw.shape[0]"),
     "a mask for an rgb model": ([raw_source(np.zeros((4, 8, 8), np.uint8))], "images[0].raw.shape[0]"),
@@ -272,3 +273,14 @@ def test_v2_model_infer_takes_any_allowed_size_and_refuses_the_others(translate_
     assert "inputs[0]" in error.details() and "multiples of 4" in error.details()
     huge = status_of(lambda: infer.ModelInfer(request(32, 32), timeout=30))  # 64x64 out, over 48x48
     assert huge.code() == grpc.StatusCode.INVALID_ARGUMENT and "GAN_TRANSLATE_MAX_PIXELS" in huge.details()
+
+
+def test_a_translation_whose_reply_would_not_fit_is_refused_before_it_runs(translators: Path) -> None:
+    with ServerThread(model_repository=translators, max_reply_mib=1, translate_max_pixels=2**20) as small:
+        stub = pb_grpc.GeneratorServiceStub(grpc.insecure_channel(small.target))
+        request = pb.TranslateRequest(model="sr", images=[png_source(rgb(256, 256))])  # 512x512x3 float32: 3 MiB
+        error = status_of(lambda: stub.Translate(request, timeout=30))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+        assert "GAN_MAX_REPLY_MIB" in error.details() and error.details().startswith("images:")
+        request.output_format = pb.OUTPUT_FORMAT_UINT8  # 768 KiB: fits
+        assert decode_tensor(stub.Translate(request, timeout=30)).shape == (1, 3, 512, 512)

@@ -51,6 +51,16 @@ def test_every_training_config_refuses_true_for_a_number(kind: str) -> None:
         load_settings_model(model, None, ["steps=true"])
 
 
+def test_a_home_folder_in_a_path_is_expanded() -> None:
+    from training.config import load_settings_model
+    from training.translation.config import TranslationConfig
+
+    config = load_config(None, ["data.source=folder", "data.path=~/pictures", "out_dir=~/runs/a"])
+    assert config.data.path == Path.home() / "pictures" and config.out_dir == Path.home() / "runs" / "a"
+    translation = load_settings_model(TranslationConfig, None, ["task=colourisation", "data.folder=~/photos"])
+    assert translation.data.folder == Path.home() / "photos"
+
+
 def test_numbers_written_on_the_command_line_still_read_as_numbers() -> None:
     config = load_config(None, ["optim.lr_g=2e-4", "optim.lr_d=1", "steps=20", "device=cuda:1"])
     assert (config.optim.lr_g, config.optim.lr_d, config.steps, config.device) == (2e-4, 1.0, 20, "cuda:1")
