@@ -16,7 +16,7 @@ from service.errors import InvalidInput
 from service.runtime import Runtime
 from service.signature import LABEL_INPUT
 from service.tensors import TensorSpec
-from service.translator_signature import SOURCE_INPUT
+from service.translator_signature import SOURCE_INPUT, TranslatorSignature
 
 # datatype -> the InferTensorContents field that carries it when not sent raw
 CONTENTS_FIELD = {
@@ -176,6 +176,24 @@ def _check_values(index: int, array: np.ndarray, spec: TensorSpec, runtime: Runt
             raise InvalidInput(
                 f"{_where(index, spec.name)}: label {bad} is outside the model's classes 0..{classes - 1}"
             )
+    if spec.name == SOURCE_INPUT and runtime.translator is not None and array.ndim == 4:
+        _check_source(_where(index, spec.name), array, runtime.translator)
+
+
+def _check_source(where: str, array: np.ndarray, translator: TranslatorSignature) -> None:
+    """A translator's source holds colours in its value range and, for inpainting, a mask of 0 and 1
+    (gan.v1 Translate thresholds a mask; raw tensors must already be one)."""
+    colours = array[:, :3] if translator.input_format == "rgb+mask" else array
+    low, high = translator.value_range
+    tolerance = 1e-3 * (high - low)
+    if colours.size and (colours.min() < low - tolerance or colours.max() > high + tolerance):
+        bad = float(colours.min() if colours.min() < low - tolerance else colours.max())
+        raise InvalidInput(f"{where}: colour value {bad:g} is outside the model's value range [{low:g}, {high:g}]")
+    if translator.input_format == "rgb+mask":
+        mask = array[:, 3]
+        if not np.isin(mask, (0.0, 1.0)).all():
+            bad = float(mask[~np.isin(mask, (0.0, 1.0))][0])
+            raise InvalidInput(f"{where}: mask value {bad:g} in channel 3; the mask is 1 (known) or 0 (to fill)")
 
 
 def _all_finite(array: np.ndarray) -> bool:

@@ -222,8 +222,8 @@ def test_limits_are_named_in_the_messages(stub: pb_grpc.GeneratorServiceStub) ->
     assert "GAN_TRANSLATE_MAX_IMAGE_BYTES" in error.details() and str(MAX_BYTES) in error.details()
 
 
-def v2_request(source: np.ndarray) -> v2.ModelInferRequest:
-    message = v2.ModelInferRequest(model_name="sr")
+def v2_request(source: np.ndarray, model: str = "sr") -> v2.ModelInferRequest:
+    message = v2.ModelInferRequest(model_name=model)
     message.inputs.add(name="source", datatype="FP32", shape=source.shape)
     message.raw_input_contents.append(source.tobytes())
     return message
@@ -284,3 +284,19 @@ def test_a_translation_whose_reply_would_not_fit_is_refused_before_it_runs(trans
         assert "GAN_MAX_REPLY_MIB" in error.details() and error.details().startswith("images:")
         request.output_format = pb.OUTPUT_FORMAT_UINT8  # 768 KiB: fits
         assert decode_tensor(stub.Translate(request, timeout=30)).shape == (1, 3, 512, 512)
+
+
+def test_v2_sources_hold_colours_in_range_and_a_binary_mask(translate_server: ServerThread) -> None:
+    """gan.v1 thresholds a mask and scales colours; a raw V2 tensor must already be what the model was trained on."""
+    infer = v2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(translate_server.target))
+    source = np.zeros((1, 4, 8, 8), np.float32)
+    source[:, 3] = 1.0
+    assert infer.ModelInfer(v2_request(source, "inpaint"), timeout=30).outputs[0].name == "image"
+    half = source.copy()
+    half[0, 3, 0, 0] = 0.5
+    error = status_of(lambda: infer.ModelInfer(v2_request(half, "inpaint"), timeout=30))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "mask value 0.5" in error.details()
+    bright = source.copy()
+    bright[0, 0, 0, 0] = 50.0
+    error = status_of(lambda: infer.ModelInfer(v2_request(bright, "inpaint"), timeout=30))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "outside the model's value range" in error.details()
