@@ -308,8 +308,8 @@ def write_rows(args: argparse.Namespace, client: GeneratorClient) -> None:
     if args.count < 1:
         raise SystemExit(f"gan-client: error: --count must be at least 1, got {args.count}")
     check_seed(args.seed)
-    if suffix == ".parquet":
-        parquet_writer()  # before the stream: without pyarrow, say so before any rows are made
+    # before the stream: without pyarrow, say so before any rows are made
+    write_parquet = parquet_writer() if suffix == ".parquet" else None
     conditions = conditions_from(args.condition)
     replies = client.rows(
         args.model, args.count, seed=args.seed, conditions=conditions, version=args.version, chunk_rows=args.chunk_rows
@@ -335,7 +335,7 @@ def write_rows(args: argparse.Namespace, client: GeneratorClient) -> None:
                         gathered.setdefault(name, []).extend(values)
                 bar.update(reply.rows)
         bar.close()
-        if suffix == ".parquet":
+        if write_parquet is not None:
             write_parquet(gathered, partial)
         partial.replace(args.out)
     except BaseException:
@@ -357,10 +357,6 @@ def parquet_writer() -> Callable[[dict[str, list[object]], Path], None]:
         pq.write_table(pa.table(table), out)
 
     return write
-
-
-def write_parquet(table: dict[str, list[object]], out: Path) -> None:
-    parquet_writer()(table, out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,11 +20,6 @@ from service.signature import CLASS_WEIGHTS_INPUT, IMAGE_OUTPUT, LABEL_INPUT, LA
 LABEL_BYTES = 10  # a Generate reply's label of a sample, at most (a varint)
 
 
-def sample_reply_bytes(signature: Signature, reply_format: ReplyFormat) -> int:
-    """At most how many bytes one sample's image takes in a reply."""
-    return image_reply_bytes(*signature.sample_shape, reply_format)
-
-
 def generator_signature(model: ModelVersion) -> Signature:
     """The gan.v1 contract of `model`; plain ONNX files have none and are served through V2 only."""
     signature = model.runtime.signature
@@ -103,7 +98,7 @@ class GenerationService:
     ) -> int:
         """The most samples one call may ask for: max_count, and no more than fit in one reply
         (GAN_MAX_REPLY_MIB) in `reply_format`, each with `extra_bytes` besides its image."""
-        per_sample = sample_reply_bytes(signature, reply_format) + extra_bytes
+        per_sample = image_reply_bytes(*signature.sample_shape, reply_format) + extra_bytes
         return min(self._max_count, max(0, self._max_reply_bytes - REPLY_OVERHEAD_BYTES) // per_sample)
 
     def _check_reply_size(

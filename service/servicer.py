@@ -13,7 +13,7 @@ import numpy as np
 
 from gan.v1 import generator_pb2 as pb
 from gan.v1 import generator_pb2_grpc as pb_grpc
-from service.encoding import to_png, to_uint8
+from service.encoding import ReplyFormat, to_png, to_uint8
 from service.errors import InvalidInput, ModelNotFound
 from service.generation import (
     Endpoint,
@@ -21,7 +21,6 @@ from service.generation import (
     GenerationResult,
     GenerationService,
     InterpolationRequest,
-    ReplyFormat,
     generator_signature,
 )
 from service.metrics import Metrics

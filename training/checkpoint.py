@@ -139,10 +139,18 @@ def resume_config(checkpoint: Path, path: Path | None = None, overrides: Sequenc
     recorded = recorded_config(load_checkpoint(checkpoint), checkpoint)
     try:
         config = load_config(path, overrides, base=recorded)
+    except ConfigError as exc:
+        raise ConfigError(f"resuming {checkpoint}: {exc}") from None
+    check_resume(recorded, config, checkpoint)
+    return config
+
+
+def check_resume(recorded: dict[str, Any], config: TrainConfig, checkpoint: Path) -> None:
+    """ConfigError, naming the checkpoint, when `config` changes what the run at `checkpoint` cannot follow."""
+    try:
         check_resumable(recorded, config)
     except ConfigError as exc:
         raise ConfigError(f"resuming {checkpoint}: {exc}") from None
-    return config
 
 
 def load_generator(path: Path, ema: bool | None = None) -> LoadedGenerator:

@@ -21,6 +21,7 @@ from training.acceleration import Forward, autocast, check_acceleration, forward
 from training.augment import diff_augment
 from training.checkpoint import (
     CheckpointError,
+    check_resume,
     code_version,
     global_rng_state,
     load_checkpoint,
@@ -28,7 +29,7 @@ from training.checkpoint import (
     restore_global_rng,
     save_checkpoint,
 )
-from training.config import ConfigError, TrainConfig, check_resumable
+from training.config import TrainConfig
 from training.data import DataError, ImageDataset, load_dataset
 from training.determinism import set_determinism
 from training.distributed import (
@@ -299,10 +300,7 @@ def checkpoint_state(run: Run, config: TrainConfig, dataset: ImageDataset) -> di
 def resumable_state(path: Path, config: TrainConfig) -> dict[str, Any]:
     """The checkpoint at `path`, once `config` is known to keep what shapes its networks and optimisers."""
     state = load_checkpoint(path)
-    try:
-        check_resumable(recorded_config(state, path), config)
-    except ConfigError as exc:
-        raise ConfigError(f"resuming {path}: {exc}") from None
+    check_resume(recorded_config(state, path), config, path)
     return state
 
 
