@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -44,7 +45,15 @@ from typing import Protocol
 import numpy as np
 
 from service.clock import Clock, MonotonicClock
-from service.errors import DeadlineExceeded, InferenceFailed, InvalidInput, Overloaded, Unavailable
+from service.errors import (
+    DeadlineExceeded,
+    InferenceFailed,
+    InvalidInput,
+    OutOfMemory,
+    Overloaded,
+    ServiceError,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -398,7 +407,7 @@ class Batcher:
     async def _isolate_failure(self, runner: RunBatch, batch: list[_Slice], exc: Exception) -> None:
         """A failed run of several requests: run each alone, so one bad request fails only itself."""
         if len({id(piece.pending) for piece in batch}) == 1:
-            _fail(batch, _inference_failed(self.name, exc))
+            _fail(batch, _inference_failed(self.name, exc, sum(piece.stop - piece.start for piece in batch)))
             return
         for piece in batch:
             if piece.pending.future.done():
@@ -408,7 +417,7 @@ class Batcher:
             try:
                 outputs, _, _ = await self._execute(runner, alone, size, self.policy.padded_size(size), False)
             except Exception as alone_exc:  # noqa: BLE001 - this request is the bad one
-                _fail(alone, _inference_failed(self.name, alone_exc))
+                _fail(alone, _inference_failed(self.name, alone_exc, size))
             else:
                 _deliver(alone, outputs)
 
@@ -506,7 +515,19 @@ def _deliver(batch: list[_Slice], outputs: Outputs) -> None:
             pending.future.set_result({name: np.concatenate([part[name] for part in ordered]) for name in outputs})
 
 
-def _inference_failed(name: str, exc: Exception) -> InferenceFailed:
+# what onnxruntime (its CPU and CUDA arenas), CUDA libraries and numpy say when memory runs out
+_OUT_OF_MEMORY_SIGNS = ("Failed to allocate memory", "out of memory", "STATUS_ALLOC_FAILED")
+
+
+def _inference_failed(name: str, exc: Exception, samples: int) -> ServiceError:
+    """The error the requests of a failed run get: RESOURCE_EXHAUSTED if memory ran out, else INTERNAL."""
+    if isinstance(exc, MemoryError) or any(sign in str(exc) for sign in _OUT_OF_MEMORY_SIGNS):
+        size = re.search(r"buffer of size (\d+)", str(exc))
+        needed = f" (it asked for {int(size[1]):,} bytes more)" if size else ""
+        return OutOfMemory(
+            f"model {name}: a run of {samples} samples ran out of memory{needed}: "
+            "send fewer samples or smaller inputs per request, or retry when the server is less busy"
+        )
     return InferenceFailed(f"model {name}: inference failed: {type(exc).__name__}: {exc}")
 
 

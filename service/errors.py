@@ -50,6 +50,10 @@ class InferenceFailed(ServiceError):
     """The model runtime raised while running a batch."""
 
 
+class OutOfMemory(ServiceError):
+    """A run could not allocate its memory: fewer samples (or smaller inputs) per request, or a retry, may fit."""
+
+
 class ModelLoadError(ServiceError):
     """A model file in the repository cannot be served (missing, corrupt, wrong signature)."""
 
@@ -61,6 +65,7 @@ _STATUS: dict[type[ServiceError], grpc.StatusCode] = {
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     InferenceFailed: grpc.StatusCode.INTERNAL,
+    OutOfMemory: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ModelLoadError: grpc.StatusCode.FAILED_PRECONDITION,
     ModelUnavailable: grpc.StatusCode.UNAVAILABLE,
     ModelUnsupported: grpc.StatusCode.FAILED_PRECONDITION,

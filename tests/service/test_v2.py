@@ -23,14 +23,15 @@ from inference import grpc_service_pb2_grpc as v2_grpc
 from service.interpolation import one_hot
 from service.sampling import latents_from_seed
 from tests.conftest import ServerThread, scrape
-from tests.service.onnx_models import write_doubler, write_int8_caster
+from tests.service.onnx_models import write_doubler, write_int8_caster, write_memory_hog
 
 LATENT_DIM = 8  # of the tiny test generators
 
 
 @pytest.fixture(scope="module")
 def v2_server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    """digits and noise (our exports), plus `doubler` (variable batch) and `fixed` (no batch axis), plain ONNX."""
+    """digits and noise (our exports), plus plain ONNX: `doubler` (variable batch), `fixed` (no batch axis),
+    `caster` (int8 in) and `hog` (its memory grows with its input's values)."""
     root = tmp_path_factory.mktemp("v2-models")
     for name in ("digits", "noise"):
         shutil.copytree(model_repository / name, root / name)
@@ -39,6 +40,7 @@ def v2_server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) 
     write_doubler(root / "fixed" / "1" / "model.onnx", batch=2)
     write_int8_caster(root / "caster" / "1" / "model.onnx")
     (root / "caster" / "config.json").write_text(json.dumps({"max_batch_size": 512}))  # above max_count 256
+    write_memory_hog(root / "hog" / "1" / "model.onnx")
     with ServerThread(model_repository=root, max_count=256) as running:
         yield running
 
@@ -345,6 +347,7 @@ def test_repository_control_is_off_unless_explicit(infer_stub: v2_grpc.GRPCInfer
         ("doubler", "1", "READY"),
         ("fixed", "1", "READY"),
         ("caster", "1", "READY"),
+        ("hog", "1", "READY"),
     }
 
 
@@ -395,3 +398,17 @@ def test_failures_are_counted_by_reason(infer_stub: v2_grpc.GRPCInferenceService
     assert after.get(key, 0) - before.get(key, 0) == 3
     key = 'gan_request_failures_total{method="ModelInfer",model="unknown",reason="not_found"}'
     assert after.get(key, 0) - before.get(key, 0) == 1
+
+
+def test_a_run_that_runs_out_of_memory_is_resource_exhausted_and_the_model_keeps_serving(
+    infer_stub: v2_grpc.GRPCInferenceServiceStub, v2_server: ServerThread
+) -> None:
+    before = scrape(v2_server)
+    error = status_of(infer_stub.ModelInfer, raw_request("hog", x=np.array([[2**42]], dtype=np.int64)))
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "ran out of memory" in (error.details() or "") and "fewer samples" in (error.details() or "")
+    assert "onnxruntime_src" not in (error.details() or ""), "no runtime internals in the message"
+    reply = infer_stub.ModelInfer(raw_request("hog", x=np.array([[3], [2]], dtype=np.int64)), timeout=30)
+    np.testing.assert_array_equal(output(reply, "y"), [[9.0], [6.0]])
+    key = 'gan_request_failures_total{method="ModelInfer",model="hog",reason="overloaded"}'
+    assert scrape(v2_server).get(key, 0) - before.get(key, 0) == 1
