@@ -116,7 +116,7 @@ def read_token(path: Path | None) -> str | None:
     if path is None:
         return None
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"--token-file: cannot read {path}: {exc}") from None
     tokens = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]

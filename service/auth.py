@@ -28,15 +28,27 @@ _SCHEME = "bearer "
 
 
 def read_tokens(path: Path, setting: str) -> tuple[bytes, ...]:
-    """One token per line; blank lines and lines starting with # are skipped."""
+    """One token per line; blank lines and lines starting with # are skipped. UTF-8, with or
+    without the byte-order mark some editors write first (it would otherwise join the first token)."""
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise OSError(f"{setting} (GAN_{setting.upper()}): cannot read {path}: {exc}") from None
-    tokens = tuple(line.strip().encode() for line in lines if line.strip() and not line.lstrip().startswith("#"))
+    tokens = tuple(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
     if not tokens:
         raise OSError(f"{setting} (GAN_{setting.upper()}): {path} holds no tokens; put one token per line")
-    return tokens
+    for token in tokens:
+        _check_sendable(token, path, setting)
+    return tuple(token.encode() for token in tokens)
+
+
+def _check_sendable(token: str, path: Path, setting: str) -> None:
+    """gRPC metadata carries printable ASCII only: a token with anything else could never match."""
+    if not all(" " <= char <= "~" for char in token):
+        raise OSError(
+            f"{setting} (GAN_{setting.upper()}): {path} holds a token with a character other than printable "
+            "ASCII, which no client can send in gRPC metadata; use letters, digits and punctuation"
+        )
 
 
 def _matches(given: bytes, tokens: tuple[bytes, ...]) -> bool:

@@ -152,6 +152,7 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
         )
         reply = v2.ModelInferResponse(model_name=model.name, model_version=str(model.version), id=request.id)
         encode_outputs(reply, outputs, specs, raw=bool(request.raw_input_contents) or not request.inputs)
+        check_reply_size(reply, self._settings.max_reply_mib)
         samples = len(next(iter(outputs.values()))) if outputs and model.runtime.batched else 1
         return reply, samples
 
@@ -237,6 +238,17 @@ def _naming(field: str) -> Iterator[None]:
         yield
     except (ModelNotFound, ModelUnavailable) as exc:
         raise type(exc)(f"{field}: {exc}") from None
+
+
+def check_reply_size(reply: v2.ModelInferResponse, max_reply_mib: int) -> None:
+    """Refuse a reply over GAN_MAX_REPLY_MIB by name: gRPC would refuse to send it as RESOURCE_EXHAUSTED
+    (a code clients retry) with a message naming no setting, after the call was counted a success."""
+    size = reply.ByteSize()
+    if size > max_reply_mib * 2**20:
+        raise InvalidInput(
+            f"inputs: the reply would hold {size / 2**20:.1f} MiB, over the limit of {max_reply_mib} MiB "
+            "(GAN_MAX_REPLY_MIB); send fewer samples per request"
+        )
 
 
 def timeout_deadline(parameters: Any) -> float | None:

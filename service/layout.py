@@ -16,7 +16,8 @@ MODEL_NAME_RULE = "1-128 characters of letters, digits, '_', '.', '-', starting 
 
 
 def is_model_name(name: str) -> bool:
-    return MODEL_NAME.match(name) is not None and ".." not in name
+    # fullmatch: with match, the pattern's $ also matches before a final newline ('digits\n')
+    return MODEL_NAME.fullmatch(name) is not None and ".." not in name
 
 
 MAX_VERSION_DIGITS = 18  # within int64, as V2 clients hold versions; int() of a huge string is refused

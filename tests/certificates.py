@@ -27,12 +27,13 @@ class Certificates:
     stranger: Pair  # a client certificate from another CA
 
 
-def make_certificates(folder: Path) -> Certificates:
+def make_certificates(folder: Path, server_name: str = "localhost") -> Certificates:
+    """The server certificate names `server_name` and 127.0.0.1."""
     folder.mkdir(parents=True, exist_ok=True)
     ca_key, ca_cert = _authority("test CA")
     other_key, other_cert = _authority("another CA")
     (folder / "ca.pem").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    server = _leaf(folder, "server", ca_key, ca_cert, ExtendedKeyUsageOID.SERVER_AUTH)
+    server = _leaf(folder, "server", ca_key, ca_cert, ExtendedKeyUsageOID.SERVER_AUTH, server_name)
     client = _leaf(folder, "client", ca_key, ca_cert, ExtendedKeyUsageOID.CLIENT_AUTH)
     stranger = _leaf(folder, "stranger", other_key, other_cert, ExtendedKeyUsageOID.CLIENT_AUTH)
     return Certificates(folder / "ca.pem", server, client, stranger)
@@ -62,10 +63,15 @@ def _authority(name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]
 
 
 def _leaf(
-    folder: Path, name: str, ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, usage: x509.ObjectIdentifier
+    folder: Path,
+    name: str,
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    usage: x509.ObjectIdentifier,
+    dns_name: str = "localhost",
 ) -> Pair:
     key = ec.generate_private_key(ec.SECP256R1())
-    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    names = [x509.DNSName(dns_name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
     cert = (
         _builder(name, ca_cert.subject, key)
         .add_extension(x509.SubjectAlternativeName(names), False)

@@ -45,6 +45,24 @@ def write_custom_op_model(path: Path) -> Path:
     return path
 
 
+def write_external_data_model(path: Path, location: str) -> Path:
+    """y = x + w over x of shape [N, 4] float32, the weight w (16 bytes) stored as external data at `location`."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [4], [0.0] * 4)
+    weight.ClearField("float_data")
+    weight.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", "16")):
+        entry = weight.external_data.add()
+        entry.key, entry.value = key, value
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "reader", [x], [y], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(model.SerializeToString())  # onnx.save would try to resolve the external data
+    return path
+
+
 def _save(model: onnx.ModelProto, path: Path, metadata: dict[str, str]) -> Path:
     for key, value in metadata.items():
         entry = model.metadata_props.add()

@@ -9,7 +9,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gan_client.cli import main
+from gan_client.cli import main, read_token
 from gan_client.client import GeneratorClient
 from inference import grpc_service_pb2 as v2
 from inference import grpc_service_pb2_grpc as v2_grpc
@@ -80,3 +80,13 @@ def test_token_files_without_tokens_are_refused_by_name(tmp_path: Path) -> None:
         read_tokens(empty, "auth_token_file")
     with pytest.raises(OSError, match=r"admin_token_file .*cannot read"):
         read_tokens(tmp_path / "missing", "admin_token_file")
+
+
+def test_token_files_from_other_editors_read_as_written(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_bytes(b"\xef\xbb\xbfuser-token-1\r\n# a comment\r\n\r\n  admin-token-9  \r\n")  # BOM, CRLF
+    assert read_tokens(tokens, "auth_token_file") == (b"user-token-1", b"admin-token-9")
+    assert read_token(tokens) == "user-token-1", "the CLI reads it the same way"
+    tokens.write_text("t\u00f6ken\n", encoding="utf-8")
+    with pytest.raises(OSError, match=r"auth_token_file .*printable ASCII"):
+        read_tokens(tokens, "auth_token_file")

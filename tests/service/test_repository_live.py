@@ -210,7 +210,8 @@ def test_explicit_mode_loads_and_unloads_on_request(model_repository: Path, tmp_
         assert not ready(stub, "digits"), "explicit mode does not follow the disk by itself"
         stub.RepositoryModelLoad(v2.RepositoryModelLoadRequest(model_name="digits"), timeout=30)
         assert ready(stub, "digits", "2")
-        for name, code in (("absent", grpc.StatusCode.NOT_FOUND), ("../digits", grpc.StatusCode.INVALID_ARGUMENT)):
+        refused = (("absent", grpc.StatusCode.NOT_FOUND), ("../digits", grpc.StatusCode.INVALID_ARGUMENT))
+        for name, code in (*refused, ("digits\n", grpc.StatusCode.INVALID_ARGUMENT)):
             with pytest.raises(grpc.RpcError) as caught:
                 stub.RepositoryModelLoad(v2.RepositoryModelLoadRequest(model_name=name), timeout=10)
             assert caught.value.code() == code and "model_name" in (caught.value.details() or "")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
@@ -11,7 +12,7 @@ from service import runtime as runtime_module
 from service.errors import ModelLoadError
 from service.runtime import CPU, CUDA, TENSORRT, choose_providers, load_runtime, session_threads
 from service.settings import load_settings
-from tests.service.onnx_models import write_custom_op_model, write_doubler
+from tests.service.onnx_models import write_custom_op_model, write_doubler, write_external_data_model
 
 GPU_BUILD = [TENSORRT, CUDA, CPU]
 
@@ -119,6 +120,28 @@ def test_a_model_with_a_custom_operator_is_refused_not_given_a_library(tmp_path:
     path = write_custom_op_model(tmp_path / "custom" / "1" / "model.onnx")
     with pytest.raises(ModelLoadError, match=r"custom.*onnxruntime cannot load it.*Backdoor"):
         load_runtime(path, load_settings(provider="cpu"))
+
+
+@pytest.mark.parametrize("where", ["parent", "absolute", "symlink"])
+def test_a_model_cannot_read_files_outside_its_folder_as_external_data(tmp_path: Path, where: str) -> None:
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"SECRET-KEY-BYTES")
+    folder = tmp_path / "models" / "reader" / "1"
+    folder.mkdir(parents=True)
+    (folder / "link.bin").symlink_to(secret)
+    location = {"parent": "../../../secret.bin", "absolute": str(secret), "symlink": "link.bin"}[where]
+    path = write_external_data_model(folder / "model.onnx", location)
+    with pytest.raises(ModelLoadError, match=r"onnxruntime cannot load it.*External data path"):
+        load_runtime(path, load_settings(provider="cpu"))
+
+
+def test_a_model_reads_external_data_inside_its_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "models" / "reader" / "1"
+    folder.mkdir(parents=True)
+    np.array([1, 2, 3, 4], dtype=np.float32).tofile(folder / "weights.bin")
+    path = write_external_data_model(folder / "model.onnx", "weights.bin")
+    runtime = load_runtime(path, load_settings(provider="cpu"))
+    assert runtime.sessions[0].run({"x": np.zeros((1, 4), np.float32)})["y"].tolist() == [[1, 2, 3, 4]]
 
 
 def test_a_translator_is_detected_and_its_graph_checked(tmp_path: Path) -> None:

@@ -70,6 +70,19 @@ def test_mutual_tls_needs_a_client_certificate_from_the_ca(
         assert main([*argv, "--out", str(out)]) == 0 and out.exists()
 
 
+def test_the_container_check_accepts_a_certificate_issued_for_the_service_name(
+    model_repository: Path, tmp_path: Path
+) -> None:
+    certificates = make_certificates(tmp_path / "certs", server_name="gan-serve.example")  # not localhost
+    settings = {"tls_cert_file": certificates.server.cert, "tls_key_file": certificates.server.key}
+    with ServerThread(model_repository=model_repository, **settings) as running, pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GAN_GRPC_PORT", running.target.rsplit(":", 1)[1])
+        patch.setenv("GAN_HEALTHCHECK_CA_FILE", str(certificates.ca))
+        assert healthcheck.main() == 1, "the certificate does not name localhost"
+        patch.setenv("GAN_HEALTHCHECK_SERVER_NAME", "gan-serve.example")
+        assert healthcheck.main() == 0
+
+
 def test_tls_settings_that_cannot_work_are_refused_by_name(certificates: Certificates, tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="tls_cert_file and tls_key_file"):
         load_settings(tls_cert_file=certificates.server.cert)

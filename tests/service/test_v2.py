@@ -337,6 +337,18 @@ def test_duplicate_outputs_and_classification_are_refused(infer_stub: v2_grpc.GR
     assert "outputs[0].parameters['classification']" in (error.details() or "")
 
 
+def test_a_reply_over_the_limit_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    write_doubler(tmp_path / "doubler" / "1" / "model.onnx")
+    limits = {"max_reply_mib": 1, "max_count": 200_000, "max_queue_size": 200_000}
+    with ServerThread(model_repository=tmp_path, **limits) as running, grpc.insecure_channel(running.target) as channel:
+        stub = v2_grpc.GRPCInferenceServiceStub(channel)
+        x = np.ones((100_000, 3), np.float32)  # 1.2 MB in, 1.2 MB out
+        error = status_of(stub.ModelInfer, raw_request("doubler", x=x))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "GAN_MAX_REPLY_MIB" in (error.details() or "")
+        assert output(stub.ModelInfer(raw_request("doubler", x=x[:1000]), timeout=30), "y").shape == (1000, 3)
+
+
 def test_repository_control_is_off_unless_explicit(infer_stub: v2_grpc.GRPCInferenceServiceStub) -> None:
     error = status_of(infer_stub.RepositoryModelUnload, v2.RepositoryModelUnloadRequest(model_name="digits"))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and "explicit" in (error.details() or "")
