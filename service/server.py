@@ -174,11 +174,24 @@ async def start_server(settings: Settings, registry: CollectorRegistry | None = 
 
 def interceptors_for(settings: Settings, metrics: Metrics) -> list[grpc.aio.ServerInterceptor]:
     """Token authentication when a token file is set (the call guard wraps the handlers themselves)."""
+    _warn_if_model_control_is_open(settings)
     if settings.auth_token_file is None and settings.admin_token_file is None:
         return []
     users = read_tokens(settings.auth_token_file, "auth_token_file") if settings.auth_token_file else ()
     admins = read_tokens(settings.admin_token_file, "admin_token_file") if settings.admin_token_file else ()
     return [TokenAuth(users, admins, metrics)]
+
+
+def _warn_if_model_control_is_open(settings: Settings) -> None:
+    """Explicit model control without admin tokens lets every caller load and unload models: allowed, but said."""
+    if settings.model_control_mode != "explicit" or settings.admin_token_file is not None:
+        return
+    who = "every client with a token" if settings.auth_token_file is not None else "anyone who reaches the port"
+    log.warning(
+        "model control is explicit and %s may load and unload models; set GAN_ADMIN_TOKEN_FILE to keep that "
+        "to operators",
+        who,
+    )
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import CollectorRegistry
 
 from gan_client.cli import main, read_token
 from gan_client.client import GeneratorClient
 from inference import grpc_service_pb2 as v2
 from inference import grpc_service_pb2_grpc as v2_grpc
 from service.auth import read_tokens
+from service.metrics import Metrics
+from service.server import interceptors_for
+from service.settings import Settings
 from tests.conftest import ServerThread, scrape
 
 USER, ADMIN = "user-token-1", "admin-token-9"
@@ -90,3 +95,23 @@ def test_token_files_from_other_editors_read_as_written(tmp_path: Path) -> None:
     tokens.write_text("t\u00f6ken\n", encoding="utf-8")
     with pytest.raises(OSError, match=r"auth_token_file .*printable ASCII"):
         read_tokens(tokens, "auth_token_file")
+
+
+@pytest.mark.parametrize(
+    ("tokens", "warned"),
+    [((), "anyone who reaches the port"), (("auth",), "every client with a token"), (("auth", "admin"), None)],
+)
+def test_explicit_model_control_without_admin_tokens_is_warned_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, tokens: tuple[str, ...], warned: str | None
+) -> None:
+    for kind in tokens:
+        (tmp_path / kind).write_text(f"{kind}-token\n")
+    files = {f"{kind}_token_file": tmp_path / kind for kind in tokens}
+    settings = Settings(model_repository=tmp_path, model_control_mode="explicit", **files)
+    with caplog.at_level(logging.WARNING, logger="service.server"):
+        interceptors_for(settings, Metrics(CollectorRegistry()))
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    if warned is None:
+        assert not warnings
+    else:
+        assert len(warnings) == 1 and warned in warnings[0] and "GAN_ADMIN_TOKEN_FILE" in warnings[0]
