@@ -1,7 +1,7 @@
 """`python -m service.healthcheck`: exit 0 when the local gan-serve reports SERVING over gRPC health.
 
 Used by the container HEALTHCHECK. It reads the same GAN_* settings as the server (port,
-TLS); with TLS, GAN_HEALTHCHECK_CA_FILE names the CA to trust (default: the server's own
+address, TLS); with TLS, GAN_HEALTHCHECK_CA_FILE names the CA to trust (default: the server's own
 certificate file, which works for self-signed certificates) and GAN_HEALTHCHECK_SERVER_NAME the
 name the server's certificate must hold (default: localhost; it connects to localhost, but a
 production certificate names the service), and with mutual TLS (GAN_TLS_CLIENT_CA_FILE)
@@ -39,6 +39,14 @@ def check(
     return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 
+def local_address(host: str) -> str:
+    """Where to reach a server bound to `host` (GAN_HOST) from its own machine: localhost when it binds
+    every address, else that address (a server bound to one interface does not answer on localhost)."""
+    if host in ("0.0.0.0", "::", "[::]", ""):
+        return "localhost"
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 def main() -> int:
     port = os.environ.get("GAN_GRPC_PORT", "8001")
     ca = os.environ.get("GAN_HEALTHCHECK_CA_FILE") or os.environ.get("GAN_TLS_CERT_FILE")
@@ -49,10 +57,11 @@ def main() -> int:
         return 1
     pair = (Path(cert), Path(key)) if cert and key else None
     server_name = os.environ.get("GAN_HEALTHCHECK_SERVER_NAME") or "localhost"
+    target = local_address(os.environ.get("GAN_HOST") or "0.0.0.0")
     try:
-        status = check(f"localhost:{port}", ca_file=Path(ca) if ca else None, client_pair=pair, server_name=server_name)
+        status = check(f"{target}:{port}", ca_file=Path(ca) if ca else None, client_pair=pair, server_name=server_name)
     except (grpc.RpcError, OSError) as exc:
-        print(f"gan-serve health: unreachable on port {port}: {exc}", file=sys.stderr)
+        print(f"gan-serve health: unreachable on {target}:{port}: {exc}", file=sys.stderr)
         return 1
     print(f"gan-serve health: {status}")
     return 0 if status == "SERVING" else 1

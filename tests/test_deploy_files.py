@@ -80,3 +80,17 @@ def test_the_healthcheck_reports_serving_and_fails_when_nothing_listens(
         monkeypatch.setenv("GAN_GRPC_PORT", str(probe.getsockname()[1]))
     assert healthcheck.main() == 1
     assert "unreachable" in capsys.readouterr().err
+
+
+def test_the_healthcheck_reaches_a_server_bound_to_one_address(
+    model_repository: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service import healthcheck
+
+    assert healthcheck.local_address("0.0.0.0") == "localhost" and healthcheck.local_address("::") == "localhost"
+    assert healthcheck.local_address("fd00::5") == "[fd00::5]"
+    with ServerThread(model_repository=model_repository, host="127.0.0.2") as bound:  # not on 127.0.0.1
+        monkeypatch.setenv("GAN_GRPC_PORT", str(bound.server.grpc_port))
+        monkeypatch.setenv("GAN_HOST", "127.0.0.2")
+        monkeypatch.delenv("GAN_TLS_CERT_FILE", raising=False)
+        assert healthcheck.main() == 0
