@@ -79,6 +79,12 @@ def test_kserve_runtime_serves_the_v2_grpc_protocol_from_the_mounted_repository(
     env = {item["name"]: item["value"] for item in main["env"]}
     assert env["GAN_MODEL_REPOSITORY"] == "/mnt/models"  # where KServe's storage initializer puts the model
     assert main["ports"][0]["containerPort"] == int(env["GAN_GRPC_PORT"]) and main["ports"][0]["name"] == "h2c"
+    security = main["securityContext"]
+    assert (
+        security["runAsNonRoot"]
+        and not security["allowPrivilegeEscalation"]
+        and security["capabilities"]["drop"] == ["ALL"]
+    )
     model = service["spec"]["predictor"]["model"]
     assert model["runtime"] == runtime["metadata"]["name"]
     assert model["modelFormat"]["name"] in {f["name"] for f in runtime["spec"]["supportedModelFormats"]}
