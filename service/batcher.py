@@ -389,23 +389,31 @@ class Batcher:
         alone = arrived_idle and len(batch) == 1 and self._queued_samples == 0 and not others_running
         inline = self._runs_inline(padded, batch[0].pending.key, alone)
         try:
-            outputs, input_s, infer_s = await self._execute(runner, batch, samples, padded, inline)
+            result = await self._execute(runner, batch, samples, padded, inline)
         except Exception as exc:  # noqa: BLE001 - whatever the runner raises, only this batch fails
             log.error("model %s: a batch of %d samples failed: %s", self.name, samples, exc)
-            await self._isolate_failure(runner, batch, exc)
+            await self._isolate_failure(runner, batch, exc, started)
             return inline
         finally:
             self._last_finished_at = self._clock.now()
             self._last_batch = samples
+        self._deliver_run(batch, samples, padded, waits, result)
+        return inline
+
+    def _deliver_run(
+        self, batch: list[_Slice], samples: int, padded: int, waits: list[float], result: tuple[Outputs, float, float]
+    ) -> None:
+        """Hand every request its rows, and report the run to the observer."""
+        outputs, input_s, infer_s = result
         delivered_at = time.perf_counter()
         _deliver(batch, outputs)
         timings = BatchTimings(input_s, infer_s, time.perf_counter() - delivered_at)
         if self._observer is not None:
             self._observer.on_batch(samples, padded, waits, timings)
-        return inline
 
-    async def _isolate_failure(self, runner: RunBatch, batch: list[_Slice], exc: Exception) -> None:
-        """A failed run of several requests: run each alone, so one bad request fails only itself."""
+    async def _isolate_failure(self, runner: RunBatch, batch: list[_Slice], exc: Exception, started: float) -> None:
+        """A failed run of several requests: run each alone, so one bad request fails only itself.
+        Each run that succeeds is reported like any run (its samples reach a client)."""
         if len({id(piece.pending) for piece in batch}) == 1:
             _fail(batch, _inference_failed(self.name, exc, sum(piece.stop - piece.start for piece in batch)))
             return
@@ -413,13 +421,15 @@ class Batcher:
             if piece.pending.future.done():
                 continue
             size = piece.stop - piece.start
+            padded = self.policy.padded_size(size)
             alone = [piece]
             try:
-                outputs, _, _ = await self._execute(runner, alone, size, self.policy.padded_size(size), False)
+                result = await self._execute(runner, alone, size, padded, False)
             except Exception as alone_exc:  # noqa: BLE001 - this request is the bad one
                 _fail(alone, _inference_failed(self.name, alone_exc, size))
             else:
-                _deliver(alone, outputs)
+                waits = [started - piece.pending.enqueued_at] if piece.start == 0 else []
+                self._deliver_run(alone, size, padded, waits, result)
 
     async def _execute(
         self, runner: RunBatch, batch: list[_Slice], samples: int, padded: int, inline: bool

@@ -71,12 +71,18 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
     async def ServerLive(
         self, request: v2.ServerLiveRequest, context: grpc.aio.ServicerContext
     ) -> v2.ServerLiveResponse:
-        return v2.ServerLiveResponse(live=True)
+        async def handle() -> v2.ServerLiveResponse:
+            return v2.ServerLiveResponse(live=True)
+
+        return await self._observe("ServerLive", "", context, handle)
 
     async def ServerReady(
         self, request: v2.ServerReadyRequest, context: grpc.aio.ServicerContext
     ) -> v2.ServerReadyResponse:
-        return v2.ServerReadyResponse(ready=self._repository.ready())
+        async def handle() -> v2.ServerReadyResponse:
+            return v2.ServerReadyResponse(ready=self._repository.ready())
+
+        return await self._observe("ServerReady", "", context, handle)
 
     async def ModelReady(
         self, request: v2.ModelReadyRequest, context: grpc.aio.ServicerContext
@@ -93,7 +99,10 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
     async def ServerMetadata(
         self, request: v2.ServerMetadataRequest, context: grpc.aio.ServicerContext
     ) -> v2.ServerMetadataResponse:
-        return v2.ServerMetadataResponse(name=SERVER_NAME, version=self._version, extensions=EXTENSIONS)
+        async def handle() -> v2.ServerMetadataResponse:
+            return v2.ServerMetadataResponse(name=SERVER_NAME, version=self._version, extensions=EXTENSIONS)
+
+        return await self._observe("ServerMetadata", "", context, handle)
 
     async def ModelMetadata(
         self, request: v2.ModelMetadataRequest, context: grpc.aio.ServicerContext

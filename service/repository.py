@@ -415,13 +415,17 @@ class Repository:
 
     def _retire(self, name: str, versions: list[ModelVersion], still_served: Sequence[ModelVersion] = ()) -> None:
         """Stop serving `versions`: drain and release each once no request holds it, in the background.
-        The gauges of a version number still served (a copy reloaded in place) stay: they are its successor's."""
-        served = {mv.version for mv in still_served}
+        The gauges of a version number still served (a copy reloaded in place) stay: they are its successor's,
+        and its queue depth is the successor's from now on (the retired copy's last value would stay)."""
+        served = {mv.version: mv for mv in still_served}
         for mv in versions:
             mv.retired = True
             mv.observer.detach()
-            if mv.version not in served:
+            successor = served.get(mv.version)
+            if successor is None:
                 self._metrics.retire(name, mv.version, mv.runtime.provider)
+            else:
+                successor.observer.on_queue_depth(successor.batcher.queued_samples)
             log.info("retiring %s version %d", name, mv.version)
             if mv.holders == 0:
                 self._close(mv)

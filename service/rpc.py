@@ -46,10 +46,20 @@ async def observe(
         await context.abort(code, bounded(str(exc)))
         raise  # unreachable: abort raises
     except asyncio.CancelledError:
-        count(grpc.StatusCode.CANCELLED)
+        count(cancellation_code(context))
         raise
     finally:
         count(grpc.StatusCode.INTERNAL)  # anything else escaped: grpc answers it as an error
+
+
+def cancellation_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    """What the client of a cancelled handler sees: grpc cancels it both when the call's deadline
+    passes (DEADLINE_EXCEEDED: often a server too slow, which alerts count) and when the client
+    cancels (CANCELLED: the client's doing)."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
 
 
 MAX_MESSAGE_CHARS = 1000  # gRPC refuses status messages over ~16 KiB, and a client's long value echoed back

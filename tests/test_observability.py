@@ -84,6 +84,42 @@ def test_alerts_cover_errors_saturation_latency_and_readiness_with_exported_metr
         assert not unknown, f"alert {rule['alert']} uses metrics the service does not export: {unknown}"
 
 
+def test_the_load_failure_alert_fires_for_a_new_model_whose_first_load_fails(tmp_path: Path) -> None:
+    # A model added to a running server's repository with a broken file: its counter starts at 1.
+    promtool = tool("promtool", "prometheus")
+    shutil.copy(PROMETHEUS / "alerts.yml", tmp_path / "alerts.yml")
+    failures = 'gan_model_load_failures_total{{instance="a",job="gan-serve",model="{}"}}'
+    series = {
+        'up{instance="a",job="gan-serve"}': "1x40",
+        failures.format("old"): "0x15 1x25",  # a new version of a served model failed
+        failures.format("new"): "_x15 1x25",  # a new model failed its first load
+        failures.format("stale"): "3x40",  # failed before Prometheus started
+    }
+
+    rule = next(rule for rule in alert_rules() if rule["alert"] == "GanModelLoadFailures")
+    description = rule["annotations"]["description"]  # type: ignore[index]
+
+    def firing(model: str) -> dict[str, object]:
+        labels = {"severity": "ticket", "model": model, "instance": "a", "job": "gan-serve"}
+        annotations = {"summary": f"model {model} failed to load", "description": description}
+        return {"exp_labels": labels, "exp_annotations": annotations}
+
+    test = {
+        "interval": "1m",
+        "input_series": [{"series": name, "values": values} for name, values in series.items()],
+        "alert_rule_test": [
+            {"eval_time": "2m", "alertname": "GanModelLoadFailures", "exp_alerts": []},
+            {"eval_time": "18m", "alertname": "GanModelLoadFailures", "exp_alerts": [firing("old"), firing("new")]},
+            {"eval_time": "30m", "alertname": "GanModelLoadFailures", "exp_alerts": []},
+        ],
+    }
+    (tmp_path / "test.yml").write_text(yaml.safe_dump({"rule_files": ["alerts.yml"], "tests": [test]}))
+    result = subprocess.run(
+        [promtool, "test", "rules", str(tmp_path / "test.yml")], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_the_dashboard_shows_what_operators_need_using_exported_metrics_only() -> None:
     panels = dashboard_expressions()
     titles = " | ".join(panels).lower()

@@ -466,6 +466,30 @@ def test_a_bad_request_fails_alone_not_the_requests_batched_with_it() -> None:
     asyncio.run(main())
 
 
+def test_the_runs_that_isolate_a_bad_request_are_reported_like_any_run() -> None:
+    # The metrics' numbers must add up: samples in runs = samples answered, one queue wait per request.
+    class WaitRecorder(Recorder):
+        waits = 0
+
+        def on_batch(self, samples: int, padded: int, queue_waits: list[float], timings: BatchTimings) -> None:
+            super().on_batch(samples, padded, queue_waits, timings)
+            self.waits += len(queue_waits)
+
+    async def main() -> None:
+        recorder = WaitRecorder()
+        policy = BatchPolicy(8, 0.0, 100, allowed_batch_sizes=(4, 8))
+        batcher = Batcher("fake", [ThreadRecorder(slow_size=-1, fail_value=99.0)], policy, recorder, FakeClock())
+        batcher.start()
+        try:
+            await asyncio.gather(*(batcher.submit(rows(start, 1)) for start in (1, 99, 2)), return_exceptions=True)
+        finally:
+            await batcher.close()
+        assert recorder.batches == [(1, 4), (1, 4)]  # the failed run of 3 and the bad request's run: none
+        assert recorder.waits == 2
+
+    asyncio.run(main())
+
+
 def images(value: float, count: int, side: int) -> dict[str, np.ndarray]:
     """`count` rows of (side, side) pixels, all `value`: requests of one side can share a run."""
     return {"x": np.full((count, side, side), value, dtype=np.float32)}

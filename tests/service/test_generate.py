@@ -125,6 +125,23 @@ def test_metrics_count_requests_and_samples(stub: pb_grpc.GeneratorServiceStub, 
     assert after['gan_model_ready{model="noise",provider="CPUExecutionProvider",version="1"}'] == 1
 
 
+def test_a_deadline_that_passes_in_the_queue_is_counted_as_deadline_exceeded(model_repository: Path) -> None:
+    # A long queue delay: right after a run of 2, a request of 1 waits for company past its deadline.
+    with ServerThread(model_repository=model_repository, max_queue_delay_ms=5000) as server:
+        stub = pb_grpc.GeneratorServiceStub(grpc.insecure_channel(server.target))
+        codes = []
+        for seed in range(3):
+            generate(stub, model="noise", count=2, seed=seed)
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.Generate(pb.GenerateRequest(model="noise", count=1, seed=seed), timeout=0.2)
+            codes.append(raised.value.code())
+        assert codes == [grpc.StatusCode.DEADLINE_EXCEEDED] * 3
+        metrics = scrape(server)
+    failures = 'gan_request_failures_total{method="Generate",model="noise",reason="deadline_exceeded"}'
+    assert metrics.get(failures) == 3, "the alerts count deadline_exceeded as a server-side failure"
+    assert 'gan_requests_total{code="CANCELLED",method="Generate",model="noise"}' not in metrics
+
+
 def test_png_and_uint8_outputs(stub: pb_grpc.GeneratorServiceStub) -> None:
     floats = decode_tensor(generate(stub, model="digits", count=3, seed=9, labels=[4]))
     as_uint8 = generate(stub, model="digits", count=3, seed=9, labels=[4], output_format=pb.OUTPUT_FORMAT_UINT8)

@@ -138,6 +138,25 @@ def test_a_version_reloaded_in_place_keeps_its_queue_gauges(model_repository: Pa
         assert f"gan_queue_depth_samples{labels}" in metrics
 
 
+def test_a_reload_in_place_while_a_request_is_queued_leaves_no_queue_depth_behind(
+    model_repository: Path, tmp_path: Path
+) -> None:
+    root = fresh_repository(model_repository, tmp_path)
+    config = {"max_queue_delay_ms": 3000}  # right after a run of 2, a request of 1 waits for company
+    (root / "digits" / "config.json").write_text(json.dumps(config))
+    labels = '{model="digits",version="1"}'
+    depth = f"gan_queue_depth_samples{labels}"
+    with ServerThread(model_repository=root, **POLL) as server:
+        stub = pb_grpc.GeneratorServiceStub(grpc.insecure_channel(server.target))
+        stub.Generate(pb.GenerateRequest(model="digits", count=2, seed=1), timeout=30)
+        queued = stub.Generate.future(pb.GenerateRequest(model="digits", count=1, seed=2), timeout=30)
+        wait_for(lambda: scrape(server).get(depth) == 1, "the request in the queue")
+        (root / "digits" / "config.json").write_text(json.dumps({**config, "max_queue_size": 777}))  # reloads v1
+        assert queued.result().version == 1  # the retired copy drains its queue
+        wait_for(lambda: scrape(server).get(f"gan_queue_capacity_samples{labels}") == 777, "the new copy")
+        assert scrape(server)[depth] == 0
+
+
 def test_a_bad_config_is_counted_once_per_change_and_a_policy_must_select_a_version(
     model_repository: Path, tmp_path: Path
 ) -> None:

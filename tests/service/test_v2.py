@@ -400,6 +400,20 @@ def test_both_apis_share_the_batcher_and_the_numbers_add_up(
     assert stats.inference_stats.success.count - stats_before.inference_stats.success.count == 48
 
 
+def test_server_calls_are_counted_like_every_other_call(
+    infer_stub: v2_grpc.GRPCInferenceServiceStub, v2_server: ServerThread
+) -> None:
+    # Their refusals (a bad token, the drain, the concurrency limit) are counted: their answers must be too.
+    before = scrape(v2_server)
+    infer_stub.ServerLive(v2.ServerLiveRequest(), timeout=10)
+    infer_stub.ServerReady(v2.ServerReadyRequest(), timeout=10)
+    infer_stub.ServerMetadata(v2.ServerMetadataRequest(), timeout=10)
+    after = scrape(v2_server)
+    for method in ("ServerLive", "ServerReady", "ServerMetadata"):
+        key = f'gan_requests_total{{code="OK",method="{method}",model=""}}'
+        assert after.get(key, 0) - before.get(key, 0) == 1, method
+
+
 def test_failures_are_counted_by_reason(infer_stub: v2_grpc.GRPCInferenceServiceStub, v2_server: ServerThread) -> None:
     before = scrape(v2_server)
     for _ in range(3):
