@@ -52,12 +52,17 @@ async def observe(
         count(grpc.StatusCode.INTERNAL)  # anything else escaped: grpc answers it as an error
 
 
+# The client cancels at its own deadline, which the server's copy (received time + grpc-timeout)
+# trails by the request's transit time: a cancel that close to the deadline is the deadline's.
+DEADLINE_SLACK_S = 0.05
+
+
 def cancellation_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
     """What the client of a cancelled handler sees: grpc cancels it both when the call's deadline
     passes (DEADLINE_EXCEEDED: often a server too slow, which alerts count) and when the client
     cancels (CANCELLED: the client's doing)."""
     remaining = context.time_remaining()
-    if remaining is not None and remaining <= 0:
+    if remaining is not None and remaining <= DEADLINE_SLACK_S:
         return grpc.StatusCode.DEADLINE_EXCEEDED
     return grpc.StatusCode.CANCELLED
 
