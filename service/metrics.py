@@ -6,7 +6,9 @@ multiprocess folder and the supervisor serves their sum; gauges say how they com
 worker). Without workers the mode is ignored.
 
 Units follow Prometheus conventions: seconds, samples, `_total` counters. Label values
-are bounded: `model` only takes names of models in the repository (or "unknown"),
+are bounded: `model` only takes names of models in the repository, "unknown" (a name that
+is not), or "" (calls refused before any model is read: the concurrency cap, the drain, tokens,
+undecodable requests, and calls that name no model),
 `method` the RPC names, `reason` the fixed set in REASONS, `phase` input/infer/output.
 """
 
@@ -23,8 +25,9 @@ from service.statistics import VersionStats
 from service.workers import METRICS_DIR_ENV
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
-_LOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384, 65536)  # up to max_batch_size's limit
+# loads: a TensorRT engine build takes minutes
+_LOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 # gRPC status code name -> failure reason label
 REASONS = {
