@@ -35,15 +35,21 @@ Generate = Callable[[np.ndarray, np.ndarray], np.ndarray]  # latents, labels -> 
 
 
 def onnx_generator(path: Path) -> tuple[Generate, int]:
+    """An exported generator, fed as the service feeds it: int64 labels, or one-hot class weights
+    for the graphs gan-export writes today (its metadata says which)."""
     import onnxruntime as ort
 
+    from service.generation import class_inputs
+    from service.signature import IMAGE_OUTPUT, LATENT_INPUT, signature_from_metadata
+
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    latent_dim = int(session.get_inputs()[0].shape[1])
+    signature = signature_from_metadata(session.get_modelmeta().custom_metadata_map, str(path))
 
     def generate(latent: np.ndarray, label: np.ndarray) -> np.ndarray:
-        return np.asarray(session.run(["image"], {"latent": latent, "label": label})[0])
+        feeds = {LATENT_INPUT: latent, **class_inputs(signature, label)}
+        return np.asarray(session.run([IMAGE_OUTPUT], feeds)[0])
 
-    return generate, latent_dim
+    return generate, signature.latent_dim
 
 
 def checkpoint_generator(path: Path) -> tuple[Generate, int]:

@@ -71,6 +71,22 @@ def test_conditional_export_takes_class_weights_that_match_labels(checkpoints: d
     assert not np.allclose(images[2], expected[2], atol=1e-3), "a blend of two classes is not one of them"
 
 
+def test_the_digits_bench_scores_an_exported_model(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    """bench/digits_quality.py's default path (the newest ONNX version) gives PyTorch's images for each label."""
+    import torch
+
+    from bench.digits_quality import onnx_generator
+
+    result = export_checkpoint(checkpoints["conditional"], tmp_path, "digits")
+    generate, latent_dim = onnx_generator(result.path)
+    latent = np.random.default_rng(0).standard_normal((4, latent_dim)).astype(np.float32)
+    labels = np.array([0, 3, 3, 9], dtype=np.int64)
+    generator = load_generator(checkpoints["conditional"]).generator
+    with torch.no_grad():
+        expected = generator(torch.from_numpy(latent), torch.from_numpy(labels))
+    np.testing.assert_allclose(generate(latent, labels), expected.numpy(), atol=1e-4)
+
+
 def test_unconditional_export_has_no_label_input(checkpoints: dict[str, Path], tmp_path: Path) -> None:
     result = export_checkpoint(checkpoints["unconditional"], tmp_path, "noise")
     session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from training.checkpoint import CheckpointError
 from training.config import ConfigError
 from training.train import TrainingDiverged
 from training.translation import train as train_module
@@ -84,6 +85,17 @@ def test_a_resumed_run_is_bit_for_bit_the_uninterrupted_one(task: str, tmp_path:
         left, right = _tensors(a[key]), _tensors(b[key])
         assert len(left) == len(right) and all(torch.equal(x, y) for x, y in zip(left, right, strict=True)), key
     assert (tmp_path / "resumed/losses.csv").read_text() == (tmp_path / "straight/losses.csv").read_text()
+
+
+def test_resume_refuses_a_checkpoint_that_does_not_fit_the_config(tmp_path: Path) -> None:
+    """A moving average switched on at resume would start from the initial weights; other networks cannot load."""
+    first = train_translation(tiny("unpaired", tmp_path, "steps=2", "optim.ema_decay=0"), progress=False)
+    with pytest.raises(CheckpointError, match=r"checkpoint.pt: does not fit.*moving average.*optim.ema_decay"):
+        train_translation(tiny("unpaired", tmp_path, "steps=3"), resume=first.checkpoint, progress=False)
+    wider = tiny("unpaired", tmp_path, "steps=3", "optim.ema_decay=0", "model.width=8")
+    with pytest.raises(CheckpointError, match=r"checkpoint.pt: does not fit.*size mismatch"):
+        train_translation(wider, resume=first.checkpoint, progress=False)
+    assert load_translation_checkpoint(first.checkpoint)["step"] == 2, "a refused resume leaves the checkpoint alone"
 
 
 def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from training.checkpoint import atomic_save, code_version, global_rng_state, restore_global_rng
+from training.checkpoint import CheckpointError, atomic_save, code_version, global_rng_state, restore_global_rng
 from training.train import check_finite, ema_decay, seed_everything, update_ema
 from training.translation.checkpoint import FORMAT, load_translation_checkpoint
 from training.translation.config import TranslationConfig, translation_digest
@@ -72,7 +72,7 @@ def train_translation(
     seed_everything(config.seed)
     run = new_run(config)
     if resume is not None:
-        restore(run, load_translation_checkpoint(resume))
+        restore(run, load_translation_checkpoint(resume), resume)
     out = config.out_dir
     (out / "samples").mkdir(parents=True, exist_ok=True)
     columns = PAIRED_COLUMNS if config.is_paired else UNPAIRED_COLUMNS
@@ -242,20 +242,35 @@ def checkpoint_state(run: Run, config: TranslationConfig) -> dict[str, Any]:
     }
 
 
-def restore(run: Run, state: dict[str, Any]) -> None:
-    run.generators.load_state_dict(state["generators"])
-    run.discriminators.load_state_dict(state["discriminators"])
-    if run.ema is not None and state["ema"] is not None:
-        run.ema.load_state_dict(state["ema"])
-    run.opt_g.load_state_dict(state["optimizer_g"])
-    run.opt_d.load_state_dict(state["optimizer_d"])
-    for name, pool in run.pools.items():
-        pool.restore(state["pools"][name])
+def restore(run: Run, state: dict[str, Any], path: Path) -> None:
+    """Put the checkpoint's weights, optimiser states, pools, step and random states into `run`."""
+    try:
+        load_weights(run, state)
+    except (RuntimeError, ValueError, KeyError) as exc:  # size mismatch, missing keys, another task's state
+        detail = " ".join(str(exc).split())
+        raise CheckpointError(
+            f"{path}: does not fit this run ({detail[:300]}). Resume it with the config it was trained with "
+            "(the same task, model.* and optim.ema_decay, on or off)"
+        ) from None
     run.step = int(state["step"])
     rng = state["rng"]
     run.batches.set_state(rng["batches"])
     run.pool_rng.set_state(rng["pools"])
     restore_global_rng(rng, cuda=False)  # translation trains on the CPU
+
+
+def load_weights(run: Run, state: dict[str, Any]) -> None:
+    # An average the checkpoint lacks would start from the networks' initial weights, not the trained ones.
+    if (run.ema is None) != (state["ema"] is None):
+        raise ValueError("the run and the checkpoint disagree on keeping a moving average (optim.ema_decay)")
+    run.generators.load_state_dict(state["generators"])
+    run.discriminators.load_state_dict(state["discriminators"])
+    if run.ema is not None:
+        run.ema.load_state_dict(state["ema"])
+    run.opt_g.load_state_dict(state["optimizer_g"])
+    run.opt_d.load_state_dict(state["optimizer_d"])
+    for name, pool in run.pools.items():
+        pool.restore(state["pools"][name])
 
 
 class CsvLog:
