@@ -7,6 +7,7 @@ import csv
 import json
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,8 @@ def train(
             save_samples(sampler(run), fixed_latent, fixed_label, picture, config)
             board.image(run.step, picture)
         if run.step % config.checkpoint_every == 0 or run.step == config.steps:
+            networks = {"generator": run.generator, "discriminator": run.discriminator, "ema": run.ema}
+            check_weights_finite(networks, run.step, out / CHECKPOINT)
             save_checkpoint(out / CHECKPOINT, checkpoint_state(run, config, dataset))
             plot_losses(out / LOSSES, out / LOSS_PLOT)
             board.flush()
@@ -268,14 +271,32 @@ def sampler(run: Run) -> nn.Module:
     return run.ema if run.ema is not None else run.generator
 
 
-def check_finite(losses: dict[str, float], step: int, checkpoint: Path) -> None:
+RESUME = "gan-train --resume CHECKPOINT optim.lr_g=... optim.lr_d=..."  # what a diverged run's message suggests
+
+
+def check_finite(losses: dict[str, float], step: int, checkpoint: Path, resume: str = RESUME) -> None:
     bad = {name: value for name, value in losses.items() if not math.isfinite(value)}
     if bad:
-        kept = f"the last good checkpoint {checkpoint} is kept" if checkpoint.exists() else "no checkpoint was written"
-        raise TrainingDiverged(
-            f"step {step + 1}: {bad} is not finite; training stopped and {kept}. "
-            "Resume from it with lower learning rates: gan-train --resume CHECKPOINT optim.lr_g=... optim.lr_d=..."
-        )
+        raise TrainingDiverged(_diverged(f"step {step + 1}: {bad} is not finite", checkpoint, resume))
+
+
+def check_weights_finite(
+    networks: Mapping[str, nn.Module | None], step: int, checkpoint: Path, resume: str = RESUME
+) -> None:
+    """Before a save: the update after a finite loss can still leave a weight NaN or infinite."""
+    bad = [name for name, network in networks.items() if network is not None and not _all_finite(network)]
+    if bad:
+        what = f"step {step}: the weights of {', '.join(bad)} are not finite"
+        raise TrainingDiverged(_diverged(what, checkpoint, resume))
+
+
+def _all_finite(network: nn.Module) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in network.state_dict().values() if t.is_floating_point())
+
+
+def _diverged(what: str, checkpoint: Path, resume: str) -> str:
+    kept = f"the last good checkpoint {checkpoint} is kept" if checkpoint.exists() else "no checkpoint was written"
+    return f"{what}; training stopped and {kept}. Resume from it with lower learning rates: {resume}"
 
 
 def checkpoint_state(run: Run, config: TrainConfig, dataset: ImageDataset) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from training.tabular.evaluate import evaluate_table, independent_columns, pair_
 from training.tabular.schema import SchemaError, infer_schema
 from training.tabular.synthesizer import TabularConfig, effective_batch_size, load_synthesizer, train_table
 from training.tabular.transform import TableTransformer
+from training.train import TrainingDiverged
 
 
 def correlated_table(rows: int = 600, seed: int = 0) -> pd.DataFrame:
@@ -151,6 +152,21 @@ def test_a_trained_synthesizer_keeps_relationships_and_honours_conditions(tmp_pa
         loaded.sample(5, conditions={"shape": "round"})
     with pytest.raises(ValueError, match="only categorical and boolean columns"):
         loaded.sample(5, conditions={"x": 1.0})
+
+
+def test_a_loss_gone_nan_stops_training_and_saves_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import training.tabular.synthesizer as synthesizer
+
+    real_loss, calls = synthesizer.condition_loss, {"n": 0}
+
+    def poisoned(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(synthesizer, "condition_loss", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"step 3: .*g_loss.* not finite.*nothing was saved"):
+        train_table(correlated_table(rows=100), TabularConfig(steps=10, seed=1))
 
 
 def test_a_truncated_model_file_is_refused(tmp_path: Path) -> None:

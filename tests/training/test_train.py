@@ -81,6 +81,27 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path: Path, monkeypatc
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2
 
 
+def test_weights_gone_nan_after_a_finite_loss_are_never_saved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import training.train as loop
+
+    real_step = loop.train_step
+    calls = {"n": 0}
+
+    def poisoning_step(run, *args, **kwargs):  # type: ignore[no-untyped-def]
+        losses = real_step(run, *args, **kwargs)  # finite: the update after it breaks the weights
+        calls["n"] += 1
+        if calls["n"] == 4:
+            with torch.no_grad():
+                next(run.generator.parameters()).fill_(float("nan"))
+        return losses
+
+    monkeypatch.setattr(loop, "train_step", poisoning_step)
+    with pytest.raises(TrainingDiverged, match=r"step 4: the weights of generator.*last good checkpoint"):
+        train(tiny(tmp_path, "steps=6", "checkpoint_every=2", "optim.ema_decay=0"), progress=False)
+    kept = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert kept["step"] == 2 and all(torch.isfinite(t).all() for t in kept["generator"].values())
+
+
 def test_a_kill_at_any_moment_leaves_a_loadable_checkpoint(tmp_path: Path) -> None:
     """SIGKILL a run that checkpoints every step, at several moments: what is on disk always loads."""
     import signal

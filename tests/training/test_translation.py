@@ -115,6 +115,24 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(
     assert load_translation_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2
 
 
+def test_weights_gone_nan_are_never_saved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_step = train_module.paired_step
+    calls = {"n": 0}
+
+    def poisoning(run: train_module.Run, *args: object) -> dict[str, float]:
+        losses = real_step(run, *args)  # type: ignore[arg-type]
+        calls["n"] += 1
+        if calls["n"] == 4:
+            with torch.no_grad():
+                next(run.discriminators.parameters()).fill_(float("inf"))
+        return losses
+
+    monkeypatch.setattr(train_module, "paired_step", poisoning)
+    with pytest.raises(TrainingDiverged, match=r"step 4: the weights of discriminators.*gan-translate train"):
+        train_translation(tiny("colourisation", tmp_path, "steps=6", "checkpoint_every=2"), progress=False)
+    assert load_translation_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2
+
+
 def test_the_transforms_make_the_inputs_each_task_describes() -> None:
     targets = torch.rand(5, 3, 16, 16) * 2 - 1
     generator = torch.Generator().manual_seed(0)

@@ -17,6 +17,7 @@ from training.checkpoint import CheckpointError
 from training.config import load_settings_model
 from training.tabular.schema import SchemaError
 from training.tabular.synthesizer import TabularConfig, load_synthesizer, train_table
+from training.train import TrainingDiverged
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -76,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             rows.to_csv(args.out, index=False)
             print(f"gan-tabular: {len(rows)} rows written to {args.out}")
-    except (ValueError, SchemaError, CheckpointError) as exc:
+    except (ValueError, SchemaError, CheckpointError, TrainingDiverged) as exc:
         print(f"gan-tabular: error: {exc}", file=sys.stderr)
         return 2
     return 0

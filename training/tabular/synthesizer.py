@@ -12,6 +12,7 @@ single update, which is why epoch-counted tabular GANs under-train small tables.
 from __future__ import annotations
 
 import copy
+import math
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 from pydantic import Field, model_validator
+from torch import nn
 
 from service.tabular import Span, TabularSpec, generation_rounds, run_rounds, spans
 from training.checkpoint import CheckpointError, atomic_save
@@ -31,7 +33,7 @@ from training.tabular.conditions import ConditionSampler
 from training.tabular.models import TableCritic, TableGenerator, activate, condition_loss, packed
 from training.tabular.schema import KINDS, infer_schema
 from training.tabular.transform import TableTransformer
-from training.train import ema_decay, update_ema
+from training.train import TrainingDiverged, ema_decay, update_ema
 
 FORMAT = "gan-serving-tabular/1"
 
@@ -113,6 +115,18 @@ def effective_batch_size(batch_size: int, pack: int, rows: int) -> int:
     return min(batch_size, max(pack, rows // pack * pack))
 
 
+def check_step(step: int, d_loss: torch.Tensor, g_loss: torch.Tensor, generator: nn.Module) -> None:
+    """Stop at the first non-finite loss or generator weight: a NaN model would be saved and served."""
+    losses = {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
+    bad = {name: value for name, value in losses.items() if not math.isfinite(value)}
+    if bad or not all(bool(torch.isfinite(p).all()) for p in generator.parameters()):
+        what = f"{bad} is not finite" if bad else "the generator's weights are not finite"
+        raise TrainingDiverged(
+            f"step {step + 1}: {what}; training stopped and nothing was saved. "
+            "Train again with lower learning rates (lr_g=..., lr_d=...) or a larger gp_weight"
+        )
+
+
 def train_table(table: pd.DataFrame, config: TabularConfig, progress: bool = False) -> Synthesizer:
     """Fit the column transforms, then train for `config.steps` steps; returns the trained synthesizer."""
     random.seed(config.seed)
@@ -169,6 +183,7 @@ def train_table(table: pd.DataFrame, config: TabularConfig, progress: bool = Fal
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
+        check_step(step, d_loss, g_loss, generator)
         if ema is not None:
             update_ema(ema, generator, ema_decay(config.ema_decay, step))
     spec = TabularSpec(

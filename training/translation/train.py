@@ -21,7 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from training.checkpoint import CheckpointError, atomic_save, code_version, global_rng_state, restore_global_rng
-from training.train import check_finite, ema_decay, seed_everything, update_ema
+from training.train import check_finite, check_weights_finite, ema_decay, seed_everything, update_ema
 from training.translation.checkpoint import FORMAT, load_translation_checkpoint
 from training.translation.config import TranslationConfig, translation_digest
 from training.translation.data import PairedData, UnpairedData, load_paired, load_unpaired
@@ -31,6 +31,7 @@ from training.translation.pool import ImagePool
 
 CHECKPOINT = "checkpoint.pt"
 LOSSES = "losses.csv"
+RESUME = "gan-translate train --config CONFIG --resume CHECKPOINT optim.lr_g=... optim.lr_d=..."
 PAIRED_COLUMNS = ["d_loss", "g_adv", "l1"]
 UNPAIRED_COLUMNS = ["d_loss", "g_adv", "cycle", "identity"]
 PICTURE_ROWS = 8
@@ -81,7 +82,7 @@ def train_translation(
     bar = tqdm(total=config.steps, initial=run.step, disable=not progress, desc=config.task, unit="step")
     while run.step < config.steps:
         losses = train_step(run, config, data)
-        check_finite(losses, run.step, out / CHECKPOINT)  # stops before a non-finite state is ever saved
+        check_finite(losses, run.step, out / CHECKPOINT, RESUME)  # stops before a non-finite state is ever saved
         run.step += 1
         bar.update(1)
         if run.step % config.log_every == 0 or run.step == config.steps:
@@ -90,6 +91,8 @@ def train_translation(
         if run.step % config.sample_every == 0 or run.step == config.steps:
             save_picture(run, config, data, out / "samples" / f"step_{run.step:06d}.png")
         if run.step % config.checkpoint_every == 0 or run.step == config.steps:
+            networks = {"generators": run.generators, "discriminators": run.discriminators, "ema": run.ema}
+            check_weights_finite(networks, run.step, out / CHECKPOINT, RESUME)
             atomic_save(out / CHECKPOINT, checkpoint_state(run, config))
     bar.close()
     return TranslationResult(out / CHECKPOINT, run.step, losses)
