@@ -212,6 +212,11 @@ class TrainConfig(FrozenConfig):
                 "optim.loss=wgan-gp: the gradient penalty is per sample, which batch norm breaks; "
                 "set model.d_batch_norm=false"
             )
+        if self.optim.r1_gamma > 0 and self.model.d_batch_norm:  # batch norm mixes the samples' gradients
+            raise ValueError(
+                "optim.r1_gamma: the R1 penalty is each real sample's own gradient norm, which batch norm "
+                "breaks; set model.d_batch_norm=false (spectral norm is a good replacement)"
+            )
         return self
 
 

@@ -62,8 +62,7 @@ def test_the_gradient_penalty_measures_the_critics_slope(scale: float, penalty: 
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_short_run_with_each_loss_and_the_stabilisers_stays_finite(kind: LossKind, tmp_path: Path) -> None:
     extra = [f"optim.loss={kind}", "steps=3", "model.spectral_norm=true", "optim.r1_gamma=1.0"]
-    if kind == "wgan-gp":
-        extra.append("model.d_batch_norm=false")
+    extra.append("model.d_batch_norm=false")  # both penalties are per sample
     result = train(load_config(None, [*TINY, f"out_dir={tmp_path}", *extra]), progress=False)
     assert result.step == 3 and all(math.isfinite(v) for v in result.losses.values())
 
@@ -110,3 +109,9 @@ def test_packing_settings_that_cannot_work_are_refused_by_name() -> None:
         load_config(None, ["model.pack=2"])
     with pytest.raises(ConfigError, match=r"batch_size: 63 is not a multiple of model\.pack=2"):
         load_config(None, ["model.pack=2", "data.conditional=false", "batch_size=63"])
+
+
+@pytest.mark.parametrize("penalty", ["optim.loss=wgan-gp", "optim.r1_gamma=1"])
+def test_a_per_sample_penalty_with_a_batch_norm_discriminator_is_refused(penalty: str) -> None:
+    with pytest.raises(ConfigError, match=r"(wgan-gp|r1_gamma).*batch norm.*model.d_batch_norm=false"):
+        load_config(None, [penalty, "model.d_batch_norm=true"])
