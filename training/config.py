@@ -123,6 +123,7 @@ class OptimConfig(FrozenConfig):
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)  # real targets become 1 - label_smoothing
     loss: LossKind = "nonsaturating"  # minimax, nonsaturating, lsgan, hinge, wgan-gp (training/losses.py)
     gp_weight: float = Field(10.0, ge=0, le=1000)  # wgan-gp: weight of the gradient penalty
+    n_critic: int = Field(1, ge=1, le=20)  # D updates per G update, each on its own batch (5 in the WGAN-GP paper)
     r1_gamma: float = Field(0.0, ge=0, le=1000)  # R1 penalty gamma/2 * ||grad D(real)||^2; 0 = off
     diffaugment: tuple[Literal["color", "translation", "cutout"], ...] = ()  # DiffAugment policy, e.g. color,cutout
     lr_decay: Literal["none", "linear", "cosine"] = "none"  # both learning rates fall to lr_floor x lr by the last step
@@ -270,6 +271,7 @@ RESUME_CHANGEABLE = (
     "optim.ema_decay",  # its value; turning the average on or off is refused (check_resumable)
     "optim.label_smoothing",
     "optim.gp_weight",
+    "optim.n_critic",
     "optim.r1_gamma",
     "optim.diffaugment",
 )

@@ -150,29 +150,17 @@ def train_step(
     device: torch.device,
     world: World = SINGLE_PROCESS,
 ) -> dict[str, float]:
-    """One update of D, then of G. Under torchrun: on this rank's slice of the global batch, gradients averaged."""
-    index = shard(torch.randint(len(images), (config.batch_size,), generator=run.batches), world).to(device)
-    real, label = images[index], labels[index]  # (B, C, H, W), (B,); B = batch_size / world.size
-    latent = shard(torch.randn(config.batch_size, config.model.latent_dim, generator=run.noise), world).to(device)
-    noise = rank_generator(run.noise, world)  # run.noise itself in a single process
-    generator, discriminator = run.g_forward, run.d_forward
-    optim, size = config.optim, config.model.pack
-    d_label = label[::size]  # packing is for unconditional models, whose discriminator ignores labels
-    with autocast(config, device):  # forward passes in bfloat16 with amp=bf16; backward passes outside
-        fake = generator(latent, label)
-        if optim.diffaugment:  # the same kind of transforms on both, differentiable, so G learns through them
-            real = diff_augment(real, optim.diffaugment, noise)
-            fake = diff_augment(fake, optim.diffaugment, noise)
-        packed_real, packed_fake = pack(real, size), pack(fake, size)
-        real_logits = discriminator(packed_real, d_label)
-        fake_logits = discriminator(packed_fake.detach(), d_label)
-        d_loss = discriminator_loss(optim.loss, real_logits, fake_logits, optim.label_smoothing)
-        d_total = d_loss + discriminator_penalties(run, config, packed_real, packed_fake.detach(), d_label, noise)
-    run.opt_d.zero_grad(set_to_none=True)
-    d_total.backward()
-    average_gradients(run.discriminator, world)  # an explicit all-reduce, not DDP: training/distributed.py says why
-    run.opt_d.step()
-
+    """`optim.n_critic` updates of D, then one of G. Under torchrun: on this rank's slice of the global batch,
+    gradients averaged. The extra critic updates (n_critic > 1) come first, each on its own batch."""
+    for _ in range(config.optim.n_critic - 1):
+        with torch.no_grad():
+            real, label, fake = _batch(run, config, images, labels, device, world)
+        _critic_update(run, config, real, fake, label, device, world)
+    real, label, fake = _batch(run, config, images, labels, device, world)
+    packed_fake, d_label, d_loss, real_logits, fake_logits = _critic_update(
+        run, config, real, fake, label, device, world
+    )
+    optim, discriminator = config.optim, run.d_forward
     with autocast(config, device):
         g_loss = generator_loss(optim.loss, discriminator(packed_fake, d_label))
     run.opt_g.zero_grad(set_to_none=True)
@@ -190,6 +178,47 @@ def train_step(
         "d_fake": torch.sigmoid(fake_logits).mean(),
     }
     return average_scalars(losses, world)  # over the ranks: the figures of the whole global batch
+
+
+def _batch(
+    run: Run, config: TrainConfig, images: torch.Tensor, labels: torch.Tensor, device: torch.device, world: World
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Real images, their labels and as many generated images: (B, C, H, W), (B,), (B, C, H, W)."""
+    index = shard(torch.randint(len(images), (config.batch_size,), generator=run.batches), world).to(device)
+    real, label = images[index], labels[index]  # B = batch_size / world.size
+    latent = shard(torch.randn(config.batch_size, config.model.latent_dim, generator=run.noise), world).to(device)
+    with autocast(config, device):  # forward passes in bfloat16 with amp=bf16; backward passes outside
+        fake = run.g_forward(latent, label)
+    return real, label, fake
+
+
+def _critic_update(
+    run: Run,
+    config: TrainConfig,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    label: torch.Tensor,
+    device: torch.device,
+    world: World,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One update of D; returns the packed fakes G learns through, D's labels, D's loss and logits."""
+    noise = rank_generator(run.noise, world)  # run.noise itself in a single process
+    optim, size = config.optim, config.model.pack
+    d_label = label[::size]  # packing is for unconditional models, whose discriminator ignores labels
+    with autocast(config, device):
+        if optim.diffaugment:  # the same kind of transforms on both, differentiable, so G learns through them
+            real = diff_augment(real, optim.diffaugment, noise)
+            fake = diff_augment(fake, optim.diffaugment, noise)
+        packed_real, packed_fake = pack(real, size), pack(fake, size)
+        real_logits = run.d_forward(packed_real, d_label)
+        fake_logits = run.d_forward(packed_fake.detach(), d_label)
+        d_loss = discriminator_loss(optim.loss, real_logits, fake_logits, optim.label_smoothing)
+        d_total = d_loss + discriminator_penalties(run, config, packed_real, packed_fake.detach(), d_label, noise)
+    run.opt_d.zero_grad(set_to_none=True)
+    d_total.backward()
+    average_gradients(run.discriminator, world)  # an explicit all-reduce, not DDP: training/distributed.py says why
+    run.opt_d.step()
+    return packed_fake, d_label, d_loss, real_logits, fake_logits
 
 
 def discriminator_penalties(

@@ -115,3 +115,13 @@ def test_packing_settings_that_cannot_work_are_refused_by_name() -> None:
 def test_a_per_sample_penalty_with_a_batch_norm_discriminator_is_refused(penalty: str) -> None:
     with pytest.raises(ConfigError, match=r"(wgan-gp|r1_gamma).*batch norm.*model.d_batch_norm=false"):
         load_config(None, [penalty, "model.d_batch_norm=true"])
+
+
+def test_n_critic_updates_the_discriminator_that_many_times_per_generator_update(tmp_path: Path) -> None:
+    extra = ["optim.loss=wgan-gp", "model.d_batch_norm=false", "optim.n_critic=3", "steps=2", "optim.ema_decay=0"]
+    result = train(load_config(None, [*TINY, f"out_dir={tmp_path}", *extra]), progress=False)
+    state = load_checkpoint(result.checkpoint)
+    d_steps = {float(entry["step"]) for entry in state["optimizer_d"]["state"].values()}
+    g_steps = {float(entry["step"]) for entry in state["optimizer_g"]["state"].values()}
+    assert d_steps == {6.0} and g_steps == {2.0}
+    assert all(math.isfinite(value) for value in result.losses.values())
