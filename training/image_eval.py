@@ -9,6 +9,9 @@ generator draws its samples for B's labels, so both sides have the same class mi
 - Fréchet distance, KID, precision and recall: on the embeddings of training/features.py.
 - Class accuracy (conditional models): the feature network's classifier on the generated samples;
   its floor is the classifier's accuracy on real images it never trained on.
+- Class coverage (any model of data with classes): how many classes the classifier finds among the
+  generated samples, and the KL divergence of their class mix from the real one; a collapsed
+  generator drops classes. Its floor classifies B's real images.
 - Memorisation: in pixel space, where a copy is unmistakably a copy (learned features may map
   distinct images together). Each generated sample's distance to its nearest training image
   is compared with each of B's real images' distance to its nearest *other* training image:
@@ -28,9 +31,11 @@ from training.data import ImageDataset, load_dataset
 from training.features import FeatureNetwork, feature_network
 from training.image_metrics import (
     NEAREST_K,
+    ClassCoverage,
     Kid,
     Memorisation,
     class_accuracy,
+    class_coverage,
     frechet_distance,
     kernel_inception_distance,
     leave_one_out_distances,
@@ -47,6 +52,12 @@ GENERATE_CHUNK = 256
 class Figure:
     generated: float  # generated samples against real half A
     floor: float  # real half B against real half A
+
+
+@dataclass(frozen=True)
+class CoverageFigure:
+    generated: ClassCoverage
+    floor: ClassCoverage  # real half B, classified
 
 
 @dataclass(frozen=True)
@@ -82,6 +93,7 @@ class ImageEvaluation:
     seed: int
     features: FeatureSummary
     class_accuracy: Figure | None  # None for unconditional models
+    class_coverage: CoverageFigure | None  # None when the feature network learned rotations, not classes
     frechet_distance: Figure
     kid: KidFigure
     precision: Figure
@@ -91,7 +103,8 @@ class ImageEvaluation:
     nearest: NearestTraining = field(repr=False)
 
     def as_dict(self) -> dict[str, object]:
-        figures = {name: getattr(self, name) for name in ("class_accuracy", "frechet_distance", "kid")}
+        names = ("class_accuracy", "class_coverage", "frechet_distance", "kid")
+        figures = {name: getattr(self, name) for name in names}
         figures |= {"precision": self.precision, "recall": self.recall}
         return {
             "checkpoint": self.checkpoint,
@@ -150,6 +163,7 @@ def evaluate(
             features.objective, features.held_out_accuracy, str(features.cache_file) if features.cache_file else None
         ),
         class_accuracy=generated_class_accuracy(loaded, features, generated, labels),
+        class_coverage=generated_class_coverage(features, generated, dataset.images[half_b], labels),
         frechet_distance=Figure(frechet_distance(fake, real_a), frechet_distance(real_b, real_a)),
         kid=KidFigure(
             kernel_inception_distance(fake, real_a, seed=seed), kernel_inception_distance(real_b, real_a, seed=seed)
@@ -194,6 +208,19 @@ def generated_class_accuracy(
     return Figure(class_accuracy(features.classify(generated), labels.numpy()), features.held_out_accuracy)
 
 
+def generated_class_coverage(
+    features: FeatureNetwork, generated: torch.Tensor, real: torch.Tensor, labels: torch.Tensor
+) -> CoverageFigure | None:
+    """The classes found among generated and among real images, against the real images' own labels."""
+    if features.objective != "classes":
+        return None
+    classes, reference = len(features.class_names), labels.numpy()
+    return CoverageFigure(
+        class_coverage(features.classify(generated), reference, classes),
+        class_coverage(features.classify(real), reference, classes),
+    )
+
+
 def nearest_training(generated: torch.Tensor, training: torch.Tensor, held_out: torch.Tensor) -> NearestTraining:
     """Pixel-space distances to the nearest training image, of generated and of held-out real images."""
     train_pixels = training.flatten(1).double().numpy()
@@ -218,6 +245,10 @@ def report_table(evaluation: ImageEvaluation) -> str:
     ]
     if e.class_accuracy is not None:
         lines.append(_row("class accuracy", f"{e.class_accuracy.generated:.1%}", f"{e.class_accuracy.floor:.1%}"))
+    if e.class_coverage is not None:
+        generated, floor = e.class_coverage.generated, e.class_coverage.floor
+        lines.append(_row("classes found", _found(generated), _found(floor)))
+        lines.append(_row("class mix KL", f"{generated.kl:.3f}", f"{floor.kl:.3f}"))
     lines += [
         _row("Fréchet distance", f"{e.frechet_distance.generated:.3f}", f"{e.frechet_distance.floor:.3f}"),
         _row("KID x 1000", _kid(e.kid.generated), _kid(e.kid.floor)),
@@ -237,6 +268,10 @@ def report_table(evaluation: ImageEvaluation) -> str:
 
 def _row(name: str, generated: str, floor: str) -> str:
     return f"{name:<24}{generated:>20}{floor:>24}"
+
+
+def _found(coverage: ClassCoverage) -> str:
+    return f"{coverage.found} of {coverage.classes}"
 
 
 def _kid(kid: Kid) -> str:

@@ -151,6 +151,29 @@ def class_accuracy(predicted: np.ndarray, intended: np.ndarray) -> float:
     return float((predicted == intended).mean())
 
 
+@dataclass(frozen=True)
+class ClassCoverage:
+    """Which classes a classifier finds among samples: the modes a collapsed generator drops."""
+
+    found: int  # classes found at least once
+    classes: int
+    kl: float  # KL(found class mix || the real class mix) in nats: 0 when the mixes agree
+
+
+def class_coverage(predicted: np.ndarray, reference: np.ndarray, classes: int) -> ClassCoverage:
+    """The classes among `predicted` (N,) class indices, and how far their mix is from `reference`'s labels."""
+    predicted, reference = np.asarray(predicted), np.asarray(reference)
+    if predicted.ndim != 1 or reference.ndim != 1 or len(predicted) == 0 or len(reference) == 0:
+        raise ValueError(f"labels: expected two non-empty (N,) arrays, got {predicted.shape} and {reference.shape}")
+    found = np.bincount(predicted, minlength=classes) / len(predicted)
+    expected = np.bincount(reference, minlength=classes) / len(reference)
+    present = found > 0
+    # a class the reference lacks counts as 1/(2N) there, so the divergence stays finite
+    expected = np.maximum(expected, 0.5 / len(reference))
+    kl = float(np.sum(found[present] * np.log(found[present] / expected[present])))
+    return ClassCoverage(found=int(present.sum()), classes=classes, kl=max(kl, 0.0))
+
+
 def nearest_distances(queries: np.ndarray, references: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """For each query row: the distance to its nearest reference row, and that row's index."""
     distances, indices = [], []

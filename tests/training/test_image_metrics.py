@@ -19,9 +19,10 @@ from training.config import DataConfig
 from training.data import load_dataset
 from training.eval_cli import main
 from training.features import FeatureNetwork, feature_network, train_feature_net
-from training.image_eval import evaluate
+from training.image_eval import evaluate, report_table
 from training.image_metrics import (
     class_accuracy,
+    class_coverage,
     frechet_distance,
     frechet_distance_gaussians,
     kernel_inception_distance,
@@ -198,6 +199,43 @@ def test_a_generator_that_copies_training_digits_matches_the_floor_and_is_flagge
     assert result.precision.generated > 0.8 and result.recall.generated > 0.8
     assert result.frechet_distance.generated < 3 * result.frechet_distance.floor + 0.5
     assert result.memorisation.copy_share > 0.9 and result.memorisation.suspicious
+    assert result.class_coverage is not None
+    assert result.class_coverage.generated.found == 10 == result.class_coverage.floor.found
+    assert result.class_coverage.generated.kl < 0.05
+
+
+class CollapsedGenerator(nn.Module):
+    """Mode collapse: whatever it is asked for, one training image of digit 3 or 8."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        super().__init__()
+        self.modes = torch.stack([images[labels == 3][0], images[labels == 8][0]])
+
+    def forward(self, latent: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return self.modes[torch.arange(len(latent)) % 2]
+
+
+def test_a_collapsed_generator_is_caught_by_class_coverage(
+    checkpoints: dict[str, Path], digits_features: FeatureNetwork
+) -> None:
+    dataset = load_dataset(DataConfig())
+    loaded = load_generator(checkpoints["unconditional"])
+    collapsed = replace(loaded, generator=CollapsedGenerator(dataset.images, dataset.labels))
+    result = evaluate(collapsed, dataset, digits_features, samples=300)
+    assert result.class_accuracy is None, "an unconditional model has no labels to check"
+    coverage = result.class_coverage
+    assert coverage is not None and coverage.generated.found <= 2 and coverage.floor.found == 10
+    assert coverage.generated.kl > 1.0 > 10 * coverage.floor.kl  # about log(10 / 2) against about 0
+    assert "classes found" in report_table(result) and "of 10" in report_table(result)
+
+
+def test_class_coverage_counts_classes_and_measures_the_mix() -> None:
+    even = class_coverage(np.arange(100) % 4, np.arange(100) % 4, 4)
+    assert (even.found, even.classes) == (4, 4) and even.kl == pytest.approx(0.0)
+    half = class_coverage(np.arange(100) % 2, np.arange(100) % 4, 4)
+    assert half.found == 2 and half.kl == pytest.approx(np.log(2))
+    with pytest.raises(ValueError, match="labels"):
+        class_coverage(np.array([], dtype=int), np.arange(4), 4)
 
 
 def test_gan_eval_images_writes_figures_beside_their_floors_and_a_plot(
@@ -219,6 +257,7 @@ def test_gan_eval_images_writes_figures_beside_their_floors_and_a_plot(
     assert figures["features"]["cache_file"] == str(digits_features.cache_file)  # not retrained
     # Two training steps make noise: every figure sits far from its floor.
     assert figures["class_accuracy"]["generated"] < 0.5 < figures["class_accuracy"]["floor"]
+    assert figures["class_coverage"]["floor"]["found"] == 10 and figures["class_coverage"]["floor"]["classes"] == 10
     assert figures["frechet_distance"]["generated"] > 10 * figures["frechet_distance"]["floor"]
     assert figures["kid"]["generated"]["mean"] > figures["kid"]["floor"]["mean"] + 10 * figures["kid"]["floor"]["std"]
     assert figures["precision"]["floor"] > 0.7 and figures["recall"]["floor"] > 0.7
