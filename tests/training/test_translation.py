@@ -173,6 +173,18 @@ def test_the_digit_domains_are_disjoint_halves_and_b_is_bolder() -> None:
     assert float(domains.train_b.mean()) > float(domains.train_a.mean()) + 0.1, "bold strokes cover more pixels"
 
 
+def test_both_directions_of_the_digit_domains_are_scored_with_digit_class_features(tmp_path: Path) -> None:
+    domains = digits_domains(0.3)
+    assert domains.labels_a is not None and domains.labels_b is not None
+    assert len(domains.labels_a) == len(domains.train_a) and len(domains.labels_b) == len(domains.train_b)
+    seen_from_b = domains.reversed()
+    assert seen_from_b.train_a is domains.train_b and seen_from_b.labels_b is domains.labels_a
+    checkpoint = train_translation(tiny("unpaired", tmp_path, "steps=1"), progress=False).checkpoint
+    for direction in ("a2b", "b2a"):
+        result = evaluate_translation(checkpoint, tmp_path / "features", direction=direction, feature_epochs=1)
+        assert result.features is not None and result.features.objective == "classes", direction
+
+
 def test_random_holes_respect_their_size_range() -> None:
     masks = random_holes(100, 32, 0.25, 0.5, torch.Generator().manual_seed(1))
     area = (1 - masks).sum((1, 2, 3))

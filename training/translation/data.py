@@ -61,6 +61,13 @@ class UnpairedData:
     held_out_a: torch.Tensor
     held_out_b: torch.Tensor
     labels_b: torch.Tensor | None  # classes of train_b (the digits), for the feature network
+    labels_a: torch.Tensor | None = None  # classes of train_a: the feature network's when scoring b2a
+
+    def reversed(self) -> UnpairedData:
+        """The same data seen from domain B: what b2a translates from and to."""
+        return UnpairedData(
+            self.train_b, self.train_a, self.held_out_b, self.held_out_a, self.labels_a, labels_a=self.labels_b
+        )
 
     def draw(self, count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         a = torch.randint(len(self.train_a), (count,), generator=generator)
@@ -279,7 +286,8 @@ def digits_domains(held_out_share: float, seed: int = 0) -> UnpairedData:
     half_a, half_b = order[: len(order) // 2], order[len(order) // 2 :]
     plain, bold = images[half_a], embolden(images[half_b])
     cut_a, cut_b = train_columns(len(plain), held_out_share), train_columns(len(bold), held_out_share)
-    return UnpairedData(plain[:cut_a], bold[:cut_b], plain[cut_a:], bold[cut_b:], labels[half_b][:cut_b])
+    labels_a, labels_b = labels[half_a][:cut_a], labels[half_b][:cut_b]
+    return UnpairedData(plain[:cut_a], bold[:cut_b], plain[cut_a:], bold[cut_b:], labels_b, labels_a=labels_a)
 
 
 def embolden(images: torch.Tensor) -> torch.Tensor:

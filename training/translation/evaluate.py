@@ -120,7 +120,7 @@ def evaluate_translation(
     config = loaded.config
     data = load_data(config)
     if direction == "b2a" and isinstance(data, UnpairedData):
-        data = UnpairedData(data.train_b, data.train_a, data.held_out_b, data.held_out_a, None)
+        data = data.reversed()
     if isinstance(data, PairedData):
         pixels, features, held_out = _paired(loaded, data, cache_dir, pictures, feature_epochs)
     else:
