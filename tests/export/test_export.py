@@ -107,16 +107,55 @@ def test_versions_increase_and_config_edits_survive(checkpoints: dict[str, Path]
     assert sorted(p.name for p in (tmp_path / "digits").iterdir()) == ["1", "2", "config.json"]
 
 
+def shift_weights(path: Path, name: str | None = None, row: int | None = None) -> None:
+    """Add 0.5 to the initializer `name` (default: the largest), or to one row of it, in place."""
+    model = onnx.load(str(path))
+    largest = max(model.graph.initializer, key=lambda t: len(t.raw_data))
+    weight = next(t for t in model.graph.initializer if t.name == name) if name else largest
+    array = onnx.numpy_helper.to_array(weight).copy()
+    if row is None:
+        array += 0.5
+    else:
+        array[row] += 0.5
+    weight.CopyFrom(onnx.numpy_helper.from_array(array, weight.name))
+    onnx.save(model, str(path))
+
+
+def test_parity_check_catches_a_graph_wrong_for_one_class(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    """Parity runs every class: a graph whose class 7 alone is wrong fails it."""
+    result = export_checkpoint(checkpoints["conditional"], tmp_path, "digits")
+    graph = onnx.load(str(result.path)).graph
+    (embedding,) = {name for node in graph.node if "class_weights" in node.input for name in node.input} & {
+        t.name for t in graph.initializer
+    }  # (classes, embedding) weights of the class_weights MatMul
+    shift_weights(result.path, embedding, row=7)
+    with pytest.raises(ParityError, match="differs from PyTorch"):
+        check_parity(load_generator(checkpoints["conditional"]), result.path)
+
+
+def test_an_export_that_fails_parity_exits_1_and_publishes_nothing(
+    checkpoints: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import export.cli
+
+    real_export = export.cli.export_onnx
+
+    def wrong_export(loaded, path):  # type: ignore[no-untyped-def]
+        signature = real_export(loaded, path)
+        shift_weights(path)
+        return signature
+
+    monkeypatch.setattr(export.cli, "export_onnx", wrong_export)
+    code = main([str(checkpoints["conditional"]), "--repository", str(tmp_path), "--name", "digits"])
+    assert code == 1 and "differs from PyTorch" in capsys.readouterr().err
+    assert not any((tmp_path / "digits").glob("*/model.onnx"))
+
+
 def test_parity_check_catches_a_wrong_graph(checkpoints: dict[str, Path], tmp_path: Path) -> None:
     result = export_checkpoint(checkpoints["conditional"], tmp_path, "digits")
-    model = onnx.load(str(result.path))
-    weight = max(model.graph.initializer, key=lambda t: len(t.raw_data))
-    array = onnx.numpy_helper.to_array(weight) + 0.5
-    weight.CopyFrom(onnx.numpy_helper.from_array(array, weight.name))
-    broken = tmp_path / "broken.onnx"
-    onnx.save(model, str(broken))
+    shift_weights(result.path)
     with pytest.raises(ParityError, match="differs from PyTorch"):
-        check_parity(load_generator(checkpoints["conditional"]), broken)
+        check_parity(load_generator(checkpoints["conditional"]), result.path)
 
 
 def test_cli_rejects_bad_name_and_missing_checkpoint(

@@ -11,6 +11,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
+from gan.v1 import generator_pb2 as pb
+from gan.v1 import generator_pb2_grpc as pb_grpc
 from gan_client.cli import main, read_token
 from gan_client.client import GeneratorClient
 from inference import grpc_service_pb2 as v2
@@ -51,6 +53,14 @@ def test_calls_need_a_valid_bearer_token(guarded: ServerThread) -> None:
     assert scrape(guarded)['gan_request_failures_total{method="ListModels",model="",reason="unauthenticated"}'] >= 3
 
 
+def test_a_streamed_reply_needs_a_token_too(guarded: ServerThread) -> None:
+    with grpc.insecure_channel(guarded.target) as channel:
+        stream = pb_grpc.GeneratorServiceStub(channel).GenerateRowsStream(
+            pb.GenerateRowsRequest(model="noise", count=1), timeout=5
+        )
+        assert code_of(lambda: list(stream)) == grpc.StatusCode.UNAUTHENTICATED
+
+
 def test_health_stays_open_for_probes(guarded: ServerThread) -> None:
     with grpc.insecure_channel(guarded.target) as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
@@ -63,6 +73,9 @@ def test_model_control_needs_an_admin_token(guarded: ServerThread) -> None:
         stub = v2_grpc.GRPCInferenceServiceStub(channel)
         as_user = (("authorization", f"Bearer {USER}"),)
         denied = code_of(lambda: stub.RepositoryModelLoad(request, timeout=30, metadata=as_user))
+        assert denied == grpc.StatusCode.PERMISSION_DENIED
+        unload = v2.RepositoryModelUnloadRequest(model_name="noise")
+        denied = code_of(lambda: stub.RepositoryModelUnload(unload, timeout=30, metadata=as_user))
         assert denied == grpc.StatusCode.PERMISSION_DENIED
         index = stub.RepositoryIndex(v2.RepositoryIndexRequest(), timeout=30, metadata=as_user)  # reading is fine
         assert "noise" in {model.name for model in index.models}

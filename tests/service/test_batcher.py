@@ -181,9 +181,14 @@ def test_batches_are_padded_to_the_nearest_allowed_size_and_trimmed() -> None:
         five = await batcher.submit(rows(0, 5))
         assert model.sizes == [4, 8]
         assert len(five["double"]) == 5
+        four = asyncio.ensure_future(batcher.submit(rows(0, 4)))
+        await settle()
+        clock.advance(DELAY)  # after a run of 5 it waits for 5; 4 run when the delay is up
+        await four
+        assert model.sizes == [4, 8, 4], "a batch of an allowed size runs as it is"
 
     scenario(body, observer=recorder, allowed_batch_sizes=(1, 2, 4, 8))
-    assert recorder.batches == [(3, 4), (5, 8)]
+    assert recorder.batches == [(3, 4), (5, 8), (4, 4)]
 
 
 def test_high_priority_requests_run_first() -> None:
@@ -212,10 +217,19 @@ def test_a_full_queue_is_refused_at_once() -> None:
         await settle()
         with pytest.raises(Overloaded, match="max_queue_size"):
             await batcher.submit(rows(0, 2))
+        filling = asyncio.ensure_future(batcher.submit(rows(0, 1)))  # 5 of 5: the queue holds max_queue_size
         model.gate.set()
-        await asyncio.gather(running, queued)
+        await asyncio.gather(running, queued, filling)
 
     scenario(body, model=model, max_queue_size=5)
+
+
+def test_a_request_of_exactly_max_queue_size_samples_is_served() -> None:
+    async def body(batcher: Batcher, model: FakeModel, clock: FakeClock) -> None:
+        result = await batcher.submit(rows(0, 5))
+        np.testing.assert_array_equal(result["double"], np.arange(5) * 2)
+
+    scenario(body, max_queue_size=5)
 
 
 def test_a_request_larger_than_the_queue_is_invalid_not_overloaded() -> None:

@@ -165,6 +165,7 @@ def test_a_count_whose_reply_would_not_fit_is_refused_before_it_runs(model_repos
         stub = pb_grpc.GeneratorServiceStub(grpc.insecure_channel(small.target))
         fits = (2**20 - 64 * 1024) // (16 * 16 * 4 + 10)  # float32 1x16x16 samples and labels under 1 MiB, less 64 KiB
         assert stub.GetModel(pb.GetModelRequest(name="noise"), timeout=10).max_count == fits
+        assert decode_tensor(generate(stub, model="noise", count=fits, seed=1)).shape[0] == fits, "max_count is served"
         with pytest.raises(grpc.RpcError) as caught:
             generate(stub, model="noise", count=fits + 1, seed=1)
         details = caught.value.details() or ""
@@ -202,6 +203,12 @@ def test_errors_name_the_field_the_client_got_wrong(stub: pb_grpc.GeneratorServi
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND and details.endswith(
         "(cut: the request holds a very long value)"
     )
+
+
+def test_seed_zero_is_a_seed_like_any_other(stub: pb_grpc.GeneratorServiceStub) -> None:
+    seeded = generate(stub, model="noise", count=2, seed=0)
+    latents = pb.Latents(values=latents_from_seed(0, 2, 8).ravel().tolist())
+    assert seeded.seed == 0 and seeded.tensor == generate(stub, model="noise", latents=latents).tensor
 
 
 def test_explicit_latents_match_seeded_latents(stub: pb_grpc.GeneratorServiceStub) -> None:

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gan.v1 import generator_pb2 as pb
 from gan.v1 import generator_pb2_grpc as pb_grpc
@@ -126,3 +128,31 @@ def test_calls_in_flight_when_the_server_stops_are_answered_not_refused(model_re
         codes = Counter(call.code() for call in calls)
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, codes
     assert codes[grpc.StatusCode.OK] > 0
+
+
+def test_while_draining_probes_see_not_serving_and_new_calls_get_unavailable(model_repository: Path) -> None:
+    """During the drain (drain_refuse_s) the port stays open: health answers NOT_SERVING, /metrics
+    gan_server_ready 0, and a new call UNAVAILABLE at once, so balancers and clients go elsewhere."""
+    from tests.conftest import ServerThread, scrape
+
+    running = ServerThread(model_repository=model_repository, drain_refuse_s=3.0).__enter__()
+    stopping = threading.Thread(target=running.__exit__, args=(None, None, None))
+    with grpc.insecure_channel(running.target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        stub = pb_grpc.GeneratorServiceStub(channel)
+        request = pb.GenerateRequest(model="noise", count=1, seed=1)
+        stub.Generate(request, timeout=30)
+        stopping.start()
+
+        def status() -> int:
+            return health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
+
+        deadline = time.monotonic() + 2
+        while status() == health_pb2.HealthCheckResponse.SERVING and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert status() == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert scrape(running)["gan_server_ready"] == 0
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.Generate(request, timeout=5)
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" in (raised.value.details() or "")
+    stopping.join(timeout=30)

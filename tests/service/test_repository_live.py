@@ -98,6 +98,8 @@ def test_poll_swaps_in_a_new_version_without_failing_a_request(model_repository:
         add_version(root / "digits" / "1" / "model.onnx", root / "digits", 2)
         wait_for(lambda: ready(stub, "digits", "2"), "version 2 to be ready")
         wait_for(lambda: not ready(stub, "digits", "1"), "version 1 to be retired (policy: latest 1)")
+        served = {key for key, value in scrape(server).items() if key.startswith("gan_model_ready{") and value == 1}
+        assert served == {'gan_model_ready{model="digits",provider="CPUExecutionProvider",version="2"}'}
         count = len(traffic.versions)
         wait_for(lambda: len(traffic.versions) > count + 5, "traffic on version 2")
     assert traffic.errors == []
@@ -214,6 +216,9 @@ def test_version_policies_choose_what_is_served(model_repository: Path, tmp_path
         wait_for(lambda: ready(stub, "digits", "2"), "the all-versions policy")
         metadata = stub.ModelMetadata(v2.ModelMetadataRequest(name="digits"), timeout=10)
         assert metadata.versions == ["3", "2", "1"]
+        (root / "digits" / "config.json").write_text(json.dumps({"version_policy": {"latest": 2}}))
+        wait_for(lambda: not ready(stub, "digits", "1"), "the latest-2 policy to drop version 1")
+        assert [ready(stub, "digits", str(v)) for v in (1, 2, 3)] == [False, True, True]
 
 
 def test_explicit_mode_loads_and_unloads_on_request(model_repository: Path, tmp_path: Path) -> None:

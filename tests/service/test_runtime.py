@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -183,3 +185,32 @@ def test_warm_up_runs_a_translator_at_its_train_size(tmp_path: Path) -> None:
     onnx.save(model, str(tmp_path / "m.onnx"))
     runtime = load_runtime(tmp_path / "m.onnx", load_settings(provider="cpu"))
     warm_up(runtime, BatchPolicy(max_batch_size=4, max_queue_delay_s=0.0, max_queue_size=8))
+
+
+def recording(run: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]], sizes: list[int]) -> Any:
+    """`run`, appending the batch size of each call to `sizes`."""
+
+    def run_and_record(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        sizes.append(len(feeds["x"]))
+        return run(feeds)
+
+    return run_and_record
+
+
+@pytest.mark.parametrize(
+    ("allowed", "warmed"), [((1, 4, 8), [1, 4, 8]), ((), [1, 8])], ids=["allowed sizes", "up to max_batch_size"]
+)
+def test_warm_up_runs_every_batch_size_a_request_may_run_at_on_every_instance(
+    tmp_path: Path, allowed: tuple[int, ...], warmed: list[int]
+) -> None:
+    """No request pays for a cold shape: each instance has run each size before the model is ready."""
+    from service.batcher import BatchPolicy
+    from service.repository import warm_up
+
+    runtime = load_runtime(write_doubler(tmp_path / "m.onnx"), load_settings(provider="cpu"), instances=2)
+    runs: list[list[int]] = [[], []]  # per instance: the batch size of each run
+    for session, sizes in zip(runtime.sessions, runs, strict=True):
+        session.run = recording(session.run, sizes)  # type: ignore[method-assign]
+    policy = BatchPolicy(max_batch_size=8, max_queue_delay_s=0.0, max_queue_size=8, allowed_batch_sizes=allowed)
+    warm_up(runtime, policy)
+    assert runs == [warmed, warmed]

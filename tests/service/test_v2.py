@@ -23,15 +23,16 @@ from inference import grpc_service_pb2_grpc as v2_grpc
 from service.interpolation import one_hot
 from service.sampling import latents_from_seed
 from tests.conftest import ServerThread, scrape
-from tests.service.onnx_models import write_doubler, write_int8_caster, write_memory_hog
+from tests.service.onnx_models import write_doubler, write_int8_caster, write_label_generator, write_memory_hog
 
 LATENT_DIM = 8  # of the tiny test generators
 
 
 @pytest.fixture(scope="module")
 def v2_server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    """digits and noise (our exports), plus plain ONNX: `doubler` (variable batch), `fixed` (no batch axis),
-    `caster` (int8 in) and `hog` (its memory grows with its input's values)."""
+    """digits and noise (our exports); plain ONNX: `doubler` (variable batch), `fixed` (no batch axis), `caster`
+    (INT8 in) and `hog` (its memory grows with its input's values); and `oldlabels` (a generator taking int64
+    labels, as exported before class weights)."""
     root = tmp_path_factory.mktemp("v2-models")
     for name in ("digits", "noise"):
         shutil.copytree(model_repository / name, root / name)
@@ -39,6 +40,7 @@ def v2_server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) 
     write_doubler(root / "doubler" / "1" / "model.onnx")
     write_doubler(root / "fixed" / "1" / "model.onnx", batch=2)
     write_int8_caster(root / "caster" / "1" / "model.onnx")
+    write_label_generator(root / "oldlabels" / "1" / "model.onnx")  # latent (N, 4), label (N,) of 3 classes
     (root / "caster" / "config.json").write_text(json.dumps({"max_batch_size": 512}))  # above max_count 256
     write_memory_hog(root / "hog" / "1" / "model.onnx")
     with ServerThread(model_repository=root, max_count=256) as running:
@@ -103,11 +105,13 @@ def test_plain_onnx_files_are_served_through_v2_only(
     metadata = infer_stub.ModelMetadata(v2.ModelMetadataRequest(name="doubler"), timeout=30)
     assert [(t.name, t.datatype, list(t.shape)) for t in metadata.inputs] == [("x", "FP32", [-1, 3])]
     assert [(t.name, t.datatype, list(t.shape)) for t in metadata.outputs] == [("y", "FP32", [-1, 3])]
+    caster = infer_stub.ModelMetadata(v2.ModelMetadataRequest(name="caster"), timeout=30)
+    assert [(t.name, t.datatype) for t in caster.inputs] == [("x", "INT8")], "clients build inputs of this type"
     fixed = infer_stub.ModelInfer(raw_request("fixed", x=np.ones((2, 3), np.float32)), timeout=30)
     np.testing.assert_array_equal(output(fixed, "y"), np.full((2, 3), 2.0))
     stub = pb_grpc.GeneratorServiceStub(grpc.insecure_channel(v2_server.target))
     listed = {m.name for m in stub.ListModels(pb.ListModelsRequest(), timeout=30).models}
-    assert listed == {"digits", "noise"}
+    assert listed == {"digits", "noise", "oldlabels"}, "plain ONNX files are not listed"
     error = status_of(stub.Generate, pb.GenerateRequest(model="doubler", count=1, seed=1))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and "V2 API" in (error.details() or "")
 
@@ -171,6 +175,18 @@ def _raw_and_contents() -> v2.ModelInferRequest:
 def _typed_int8(values: list[int]) -> v2.ModelInferRequest:
     request = v2.ModelInferRequest(model_name="caster")
     request.inputs.add(name="x", datatype="INT8", shape=[1, 2]).contents.int_contents.extend(values)
+    return request
+
+
+def _typed_fp32(values: list[float], shape: list[int]) -> v2.ModelInferRequest:
+    request = v2.ModelInferRequest(model_name="doubler")
+    request.inputs.add(name="x", datatype="FP32", shape=shape).contents.fp32_contents.extend(values)
+    return request
+
+
+def _one_raw_buffer_for_two_inputs() -> v2.ModelInferRequest:
+    request = raw_request("digits", latent=LATENT, class_weights=WEIGHTS)
+    del request.raw_input_contents[1]
     return request
 
 
@@ -267,6 +283,21 @@ BAD_REQUESTS = {
         grpc.StatusCode.INVALID_ARGUMENT,
         "model_version",
     ),
+    "typed contents of the wrong length": (
+        _typed_fp32([1.0, 2.0], [1, 3]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "inputs[0] ('x').contents.fp32_contents: 2 values; shape [1, 3] needs 3",
+    ),
+    "fewer raw buffers than inputs": (
+        _one_raw_buffer_for_two_inputs(),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "raw_input_contents: 1 buffers for 2 inputs",
+    ),
+    "label outside the classes": (
+        raw_request("oldlabels", latent=np.zeros((2, 4), np.float32), label=np.array([0, 3], np.int64)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "label 3 is outside the model's classes 0..2",
+    ),
     "fixed shape mismatch": (
         raw_request("fixed", x=np.zeros((3, 3), np.float32)),
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -360,6 +391,7 @@ def test_repository_control_is_off_unless_explicit(infer_stub: v2_grpc.GRPCInfer
         ("fixed", "1", "READY"),
         ("caster", "1", "READY"),
         ("hog", "1", "READY"),
+        ("oldlabels", "1", "READY"),
     }
 
 

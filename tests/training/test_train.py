@@ -64,7 +64,10 @@ def test_truncated_checkpoint_is_refused(checkpoints: dict[str, Path], tmp_path:
         load_generator(broken)
 
 
-def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("nan_step", [3, 4], ids=["between checkpoints", "at a checkpoint step"])
+def test_nan_loss_stops_and_keeps_the_last_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nan_step: int
+) -> None:
     import training.train as loop
 
     real_step = loop.train_step
@@ -73,7 +76,7 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path: Path, monkeypatc
     def diverging_step(*args, **kwargs):  # type: ignore[no-untyped-def]
         losses = real_step(*args, **kwargs)
         calls["n"] += 1
-        return {**losses, "d_loss": float("nan")} if calls["n"] == 3 else losses
+        return {**losses, "d_loss": float("nan")} if calls["n"] == nan_step else losses
 
     monkeypatch.setattr(loop, "train_step", diverging_step)
     with pytest.raises(TrainingDiverged, match=r"not finite.*last good checkpoint"):
