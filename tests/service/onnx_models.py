@@ -183,3 +183,18 @@ def write_memory_hog(path: Path) -> Path:
     graph = helper.make_graph(nodes, "memory_hog", [x], [y], [vector])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     return _save(model, path, {})
+
+
+def write_two_outputs(path: Path) -> Path:
+    """y = 2x and z = x + 1 over x of shape [N, 3] float32: a model whose outputs a request can choose from."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])
+    z = helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 3])
+    constants = [
+        helper.make_tensor("two", TensorProto.FLOAT, [], [2.0]),
+        helper.make_tensor("one", TensorProto.FLOAT, [], [1.0]),
+    ]
+    nodes = [helper.make_node("Mul", ["x", "two"], ["y"]), helper.make_node("Add", ["x", "one"], ["z"])]
+    graph = helper.make_graph(nodes, "two_outputs", [x], [y, z], constants)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    return _save(model, path, {})

@@ -23,7 +23,13 @@ from inference import grpc_service_pb2_grpc as v2_grpc
 from service.interpolation import one_hot
 from service.sampling import latents_from_seed
 from tests.conftest import ServerThread, scrape
-from tests.service.onnx_models import write_doubler, write_int8_caster, write_label_generator, write_memory_hog
+from tests.service.onnx_models import (
+    write_doubler,
+    write_int8_caster,
+    write_label_generator,
+    write_memory_hog,
+    write_two_outputs,
+)
 
 LATENT_DIM = 8  # of the tiny test generators
 
@@ -31,8 +37,8 @@ LATENT_DIM = 8  # of the tiny test generators
 @pytest.fixture(scope="module")
 def v2_server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     """digits and noise (our exports); plain ONNX: `doubler` (variable batch), `fixed` (no batch axis), `caster`
-    (INT8 in) and `hog` (its memory grows with its input's values); and `oldlabels` (a generator taking int64
-    labels, as exported before class weights)."""
+    (INT8 in), `hog` (its memory grows with its input's values) and `pair` (outputs y = 2x, z = x + 1); and
+    `oldlabels` (a generator taking int64 labels, as exported before class weights)."""
     root = tmp_path_factory.mktemp("v2-models")
     for name in ("digits", "noise"):
         shutil.copytree(model_repository / name, root / name)
@@ -43,6 +49,7 @@ def v2_server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) 
     write_label_generator(root / "oldlabels" / "1" / "model.onnx")  # latent (N, 4), label (N,) of 3 classes
     (root / "caster" / "config.json").write_text(json.dumps({"max_batch_size": 512}))  # above max_count 256
     write_memory_hog(root / "hog" / "1" / "model.onnx")
+    write_two_outputs(root / "pair" / "1" / "model.onnx")
     with ServerThread(model_repository=root, max_count=256) as running:
         yield running
 
@@ -392,6 +399,7 @@ def test_repository_control_is_off_unless_explicit(infer_stub: v2_grpc.GRPCInfer
         ("caster", "1", "READY"),
         ("hog", "1", "READY"),
         ("oldlabels", "1", "READY"),
+        ("pair", "1", "READY"),
     }
 
 
@@ -470,3 +478,14 @@ def test_a_run_that_runs_out_of_memory_is_resource_exhausted_and_the_model_keeps
     np.testing.assert_array_equal(output(reply, "y"), [[9.0], [6.0]])
     key = 'gan_request_failures_total{method="ModelInfer",model="hog",reason="overloaded"}'
     assert scrape(v2_server).get(key, 0) - before.get(key, 0) == 1
+
+
+def test_only_the_requested_outputs_are_returned(infer_stub: v2_grpc.GRPCInferenceServiceStub) -> None:
+    x = np.array([[1, 2, 3]], dtype=np.float32)
+    both = infer_stub.ModelInfer(raw_request("pair", x=x), timeout=30)
+    assert [t.name for t in both.outputs] == ["y", "z"] and len(both.raw_output_contents) == 2
+    request = raw_request("pair", x=x)
+    request.outputs.add(name="z")
+    chosen = infer_stub.ModelInfer(request, timeout=30)
+    assert [t.name for t in chosen.outputs] == ["z"] and len(chosen.raw_output_contents) == 1
+    np.testing.assert_array_equal(output(chosen, "z"), x + 1)
