@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -18,6 +20,7 @@ from gan.v1 import generator_pb2 as pb
 from gan.v1 import generator_pb2_grpc as pb_grpc
 from inference import grpc_service_pb2 as v2
 from inference import grpc_service_pb2_grpc as v2_grpc
+from service.batcher import BatcherClosed, Priority
 from service.errors import ModelLoadError
 from tests.conftest import ServerThread, scrape
 
@@ -299,3 +302,26 @@ def test_readiness_is_strict_and_follows_the_repository(model_repository: Path, 
         wait_for(lambda: stub.ServerReady(v2.ServerReadyRequest(), timeout=10).ready, "the fixed model to load")
         wait_for(serving, "health to turn SERVING")
         assert scrape(server)["gan_server_ready"] == 1
+
+
+def test_a_request_that_looked_up_a_version_just_retired_runs_on_its_successor(
+    model_repository: Path, tmp_path: Path
+) -> None:
+    root = fresh_repository(model_repository, tmp_path)
+    with ServerThread(model_repository=root, model_control_mode="explicit") as server:
+        repository = server.server.repository
+        spec = {spec.name: spec for spec in repository.get("digits").runtime.inputs}
+        inputs = {name: np.zeros((1, *spec[name].shape[1:]), dtype=np.float32) for name in spec}
+
+        async def look_up_then_reload_then_submit(pinned: bool) -> int:
+            looked_up = repository.get("digits")  # a call decoded against this version...
+            add_version(root / "digits" / "1" / "model.onnx", root / "digits", looked_up.version + 1)
+            await repository.load_model("digits")  # ...which a reload retires before it is submitted
+            while repository._retiring:
+                await asyncio.gather(*list(repository._retiring))
+            model, _ = await repository.submit(looked_up, inputs, None, Priority.NORMAL, pinned=pinned)
+            return model.version
+
+        assert server._call(look_up_then_reload_then_submit(pinned=False)) == 2
+        with pytest.raises(BatcherClosed):  # a pinned version is never swapped for another
+            server._call(look_up_then_reload_then_submit(pinned=True))
