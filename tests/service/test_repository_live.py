@@ -325,3 +325,25 @@ def test_a_request_that_looked_up_a_version_just_retired_runs_on_its_successor(
         assert server._call(look_up_then_reload_then_submit(pinned=False)) == 2
         with pytest.raises(BatcherClosed):  # a pinned version is never swapped for another
             server._call(look_up_then_reload_then_submit(pinned=True))
+
+
+def test_closing_the_repository_closes_a_retired_version_a_request_still_holds(
+    model_repository: Path, tmp_path: Path
+) -> None:
+    root = fresh_repository(model_repository, tmp_path)
+    with ServerThread(model_repository=root, model_control_mode="explicit") as server:
+        repository = server.server.repository
+        spec = {spec.name: spec for spec in repository.get("digits").runtime.inputs}
+        inputs = {name: np.zeros((1, *spec[name].shape[1:]), dtype=np.float32) for name in spec}
+
+        async def hold_through_a_reload_and_a_shutdown() -> None:
+            old = repository.get("digits")
+            with repository.holding(old):  # a row stream, say, mid-way
+                add_version(root / "digits" / "1" / "model.onnx", root / "digits", 2)
+                await repository.load_model("digits")
+                await repository.submit(old, inputs, None, Priority.NORMAL, pinned=True)  # held: still open
+                await repository.close()  # shutdown: nothing may stay open, held or not
+                with pytest.raises(BatcherClosed):
+                    await old.batcher.submit(inputs, None, Priority.NORMAL)
+
+        server._call(hold_through_a_reload_and_a_shutdown())
