@@ -22,6 +22,7 @@ from inference import grpc_service_pb2 as v2
 from inference import grpc_service_pb2_grpc as v2_grpc
 from service.batcher import BatcherClosed, Priority
 from service.errors import ModelLoadError
+from service.repository import ModelVersion
 from tests.conftest import ServerThread, scrape
 
 POLL = {"model_control_mode": "poll", "repository_poll_s": 0.1}
@@ -304,14 +305,18 @@ def test_readiness_is_strict_and_follows_the_repository(model_repository: Path, 
         assert scrape(server)["gan_server_ready"] == 1
 
 
+def one_sample_of(model: ModelVersion) -> dict[str, np.ndarray]:
+    """Zeros for every input of `model`, one sample."""
+    return {spec.name: np.zeros((1, *spec.shape[1:]), dtype=np.float32) for spec in model.runtime.inputs}
+
+
 def test_a_request_that_looked_up_a_version_just_retired_runs_on_its_successor(
     model_repository: Path, tmp_path: Path
 ) -> None:
     root = fresh_repository(model_repository, tmp_path)
     with ServerThread(model_repository=root, model_control_mode="explicit") as server:
         repository = server.server.repository
-        spec = {spec.name: spec for spec in repository.get("digits").runtime.inputs}
-        inputs = {name: np.zeros((1, *spec[name].shape[1:]), dtype=np.float32) for name in spec}
+        inputs = one_sample_of(repository.get("digits"))
 
         async def look_up_then_reload_then_submit(pinned: bool) -> int:
             looked_up = repository.get("digits")  # a call decoded against this version...
@@ -333,8 +338,7 @@ def test_closing_the_repository_closes_a_retired_version_a_request_still_holds(
     root = fresh_repository(model_repository, tmp_path)
     with ServerThread(model_repository=root, model_control_mode="explicit") as server:
         repository = server.server.repository
-        spec = {spec.name: spec for spec in repository.get("digits").runtime.inputs}
-        inputs = {name: np.zeros((1, *spec[name].shape[1:]), dtype=np.float32) for name in spec}
+        inputs = one_sample_of(repository.get("digits"))
 
         async def hold_through_a_reload_and_a_shutdown() -> None:
             old = repository.get("digits")
