@@ -131,8 +131,8 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
                 for index, offset in enumerate(range(0, rows.count, chunk)):
                     part = replace(rows, count=min(chunk, rows.count - offset), seed=chunk_seed(seed, index))
                     result = await self._rows.generate_on(model, spec, part, deadline_of(context))
-                    self._metrics.count_samples(result.model.name, part.count)
                     await context.write(_rows_response(result, offset))
+                    self._metrics.count_samples(result.model.name, part.count)  # samples sent, as elsewhere
 
         return await self._observe("GenerateRowsStream", request.model, context, handle)
 
