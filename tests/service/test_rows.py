@@ -91,6 +91,27 @@ def test_rows_are_typed_and_are_those_gan_tabular_samples(
     assert columns_of(rows(stub, count=120, seed=7)) == served  # the same seed, the same rows
 
 
+def test_gaps_arrive_in_the_missing_mask_not_as_values(stub: pb_grpc.GeneratorServiceStub, tabular_model: Path) -> None:
+    """income had gaps in training: the rows the model leaves without one say so in `missing`
+    (the value slot holds 0), where gan-tabular sample has NaN."""
+    from training.tabular.synthesizer import load_synthesizer
+
+    reply = rows(stub, count=200, seed=5)
+    income = next(column for column in reply.columns if column.name == "income")
+    gaps = load_synthesizer(tabular_model).sample(200, seed=5)["income"].isna().tolist()
+    assert any(gaps), "the model leaves some incomes missing"
+    assert list(income.missing) == gaps
+    assert all(value is None for value, gap in zip(columns_of(reply)["income"], gaps, strict=True) if gap)
+
+
+def test_numbers_stay_within_the_range_seen_in_training(stub: pb_grpc.GeneratorServiceStub) -> None:
+    table = correlated_table(300)  # what the model was trained on
+    served = columns_of(rows(stub, count=200, seed=11))
+    for name in ("x", "y", "count", "income"):
+        values = np.array([value for value in served[name] if value is not None], dtype=float)
+        assert table[name].min() <= values.min() and values.max() <= table[name].max(), name
+
+
 def test_conditions_are_honoured_and_bad_ones_named(stub: pb_grpc.GeneratorServiceStub) -> None:
     green = columns_of(rows(stub, count=30, seed=1, conditions={"colour": "green", "flag": "True"}))
     assert set(green["colour"]) == {"green"} and set(green["flag"]) == {True}
@@ -140,6 +161,12 @@ def test_the_stream_sends_chunks_beyond_max_count(stub: pb_grpc.GeneratorService
     assert all(columns_of(a) != columns_of(b) for a in replies for b in nearby), "seeds 3 and 4 share no chunk"
     last = pb.GenerateRowsRequest(model="people", count=3, seed=2**64 - 1, chunk_rows=1)
     assert [r.rows for r in stub.GenerateRowsStream(last, timeout=60)] == [1, 1, 1], "the largest seed streams too"
+    beyond = stub.GenerateRowsStream(pb.GenerateRowsRequest(model="people", count=100_000_001), timeout=10)
+    with pytest.raises(grpc.RpcError) as caught:
+        next(beyond)  # refused before the first chunk, not streamed for hours
+    beyond.cancel()
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "count: must be between 1 and 100000000" in caught.value.details()
     with pytest.raises(grpc.RpcError) as caught:
         list(stub.GenerateRowsStream(pb.GenerateRowsRequest(model="people", count=10, chunk_rows=500), timeout=10))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "chunk_rows" in caught.value.details()
