@@ -189,6 +189,33 @@ def test_a_stream_is_a_call_in_flight_until_it_ends(
     assert scrape(rows_server)[gauge] == 0
 
 
+def test_at_most_max_concurrent_calls_run_and_calls_that_end_free_their_place(rows_server: ServerThread) -> None:
+    """Two streams held open fill GAN_MAX_CONCURRENT_CALLS 2: a third call is refused at once;
+    once they end, their places are free again, round after round."""
+    with ServerThread(model_repository=rows_server.settings.model_repository, max_concurrent_calls=2) as limited:
+        stub = pb_grpc.GeneratorServiceStub(grpc.insecure_channel(limited.target))
+        gauge = 'gan_requests_in_flight{method="GenerateRowsStream"}'
+        for _ in range(2):
+            streams = [
+                stub.GenerateRowsStream(
+                    pb.GenerateRowsRequest(model="people", count=100_000, seed=seed, chunk_rows=10), timeout=60
+                )
+                for seed in (1, 2)
+            ]
+            for stream in streams:
+                next(stream)
+            with pytest.raises(grpc.RpcError) as caught:
+                rows(stub, count=5, seed=1)
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "GAN_MAX_CONCURRENT_CALLS" in caught.value.details()
+            for stream in streams:
+                stream.cancel()
+            deadline = time.monotonic() + 10
+            while scrape(limited)[gauge] != 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert rows(stub, count=5, seed=1).rows == 5
+
+
 def test_the_v2_api_runs_the_same_model_on_raw_tensors(rows_server: ServerThread) -> None:
     v2_stub = v2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(rows_server.target))
     metadata = v2_stub.ModelMetadata(v2.ModelMetadataRequest(name="people"), timeout=10)
