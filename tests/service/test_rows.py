@@ -89,6 +89,8 @@ def test_rows_are_typed_and_are_those_gan_tabular_samples(
     assert served["colour"] == list(local["colour"]) and served["flag"] == list(local["flag"])
     np.testing.assert_allclose(np.array(served["x"], dtype=float), local["x"].to_numpy(), rtol=1e-4, atol=1e-4)
     assert columns_of(rows(stub, count=120, seed=7)) == served  # the same seed, the same rows
+    zero = rows(stub, count=20, seed=0)
+    assert zero.seed == 0 and columns_of(rows(stub, count=20, seed=0)) == columns_of(zero), "seed 0 is a seed"
 
 
 def test_gaps_arrive_in_the_missing_mask_not_as_values(stub: pb_grpc.GeneratorServiceStub, tabular_model: Path) -> None:
@@ -110,6 +112,27 @@ def test_numbers_stay_within_the_range_seen_in_training(stub: pb_grpc.GeneratorS
     for name in ("x", "y", "count", "income"):
         values = np.array([value for value in served[name] if value is not None], dtype=float)
         assert table[name].min() <= values.min() and values.max() <= table[name].max(), name
+
+
+def test_a_category_left_missing_is_marked_missing_not_sent_as_a_value(tmp_path: Path) -> None:
+    """A categorical column with gaps in training: the rows that leave it missing say so in
+    `missing` (the slot holds ""), where gan-tabular sample has None."""
+    from export.cli import main as gan_export
+    from training.tabular.synthesizer import TabularConfig, load_synthesizer, train_table
+
+    table = correlated_table(300)
+    table.loc[table.index % 4 == 0, "colour"] = None
+    checkpoint = tmp_path / "gappy.pt"
+    train_table(table, TabularConfig(steps=40, batch_size=100, seed=1)).save(checkpoint)
+    assert gan_export([str(checkpoint), "--repository", str(tmp_path / "models"), "--name", "gappy"]) == 0
+    gaps = load_synthesizer(checkpoint).sample(100, seed=2)["colour"].isna().tolist()
+    assert any(gaps), "the model leaves some colours missing"
+    with ServerThread(model_repository=tmp_path / "models") as running:
+        stub = pb_grpc.GeneratorServiceStub(grpc.insecure_channel(running.target))
+        reply = stub.GenerateRows(pb.GenerateRowsRequest(model="gappy", count=100, seed=2), timeout=30)
+    colour = next(column for column in reply.columns if column.name == "colour")
+    assert list(colour.missing) == gaps
+    assert [value is None for value in columns_of(reply)["colour"]] == gaps
 
 
 def test_conditions_are_honoured_and_bad_ones_named(stub: pb_grpc.GeneratorServiceStub) -> None:
@@ -153,6 +176,8 @@ def test_the_stream_sends_chunks_beyond_max_count(stub: pb_grpc.GeneratorService
     request = pb.GenerateRowsRequest(model="people", count=450, seed=3, chunk_rows=200)
     replies = list(stub.GenerateRowsStream(request, timeout=60))
     assert [(r.offset, r.rows) for r in replies] == [(0, 200), (200, 200), (400, 50)]
+    unset = list(stub.GenerateRowsStream(pb.GenerateRowsRequest(model="people", count=450, seed=3), timeout=60))
+    assert [(r.offset, r.rows) for r in unset] == [(0, 200), (200, 200), (400, 50)], "chunk_rows unset: max_count"
     assert columns_of(replies[0]) == columns_of(rows(stub, count=200, seed=3)), "chunk 0: the rows of the seed"
     assert columns_of(replies[1]) == columns_of(rows(stub, count=200, seed=chunk_seed(3, 1)))
     nearby = list(
