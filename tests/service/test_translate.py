@@ -130,6 +130,18 @@ def test_jpeg_and_raw_inputs(stub: pb_grpc.GeneratorServiceStub) -> None:
     np.testing.assert_array_equal(raw_float[0], floats.repeat(2, axis=1).repeat(2, axis=2))
 
 
+def test_uint8_and_png_outputs_clip_values_beyond_the_range(stub: pb_grpc.GeneratorServiceStub) -> None:
+    """A model may overshoot its value range (sr passes raw floats through): 1.5 is white and
+    -1.5 black in uint8 and PNG replies, not wrapped around to the other end."""
+    floats = np.full((3, 4, 4), 1.5, np.float32)
+    floats[:, :2] = -1.5
+    as_uint8 = translate(stub, "sr", raw_source(floats), output_format=pb.OUTPUT_FORMAT_UINT8)[0]
+    request = pb.TranslateRequest(model="sr", images=[raw_source(floats)], output_format=pb.OUTPUT_FORMAT_PNG)
+    as_png = np.asarray(Image.open(io.BytesIO(stub.Translate(request, timeout=30).images[0]))).transpose(2, 0, 1)
+    for image in (as_uint8, as_png):
+        assert (image[:, :4] == 0).all() and (image[:, 4:] == 255).all()
+
+
 def test_sizes_that_are_not_multiples_are_padded_and_cropped_back(stub: pb_grpc.GeneratorServiceStub) -> None:
     pixels = rgb(7, 5, seed=1)  # size_multiple 4: runs at 8x8, returns 14x10
     out = translate(
