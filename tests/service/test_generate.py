@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -120,10 +122,55 @@ def test_metrics_count_requests_and_samples(stub: pb_grpc.GeneratorServiceStub, 
 
     assert delta('gan_requests_total{code="OK",method="Generate",model="noise"}') == 5
     assert delta('gan_requests_total{code="INVALID_ARGUMENT",method="Generate",model="noise"}') == 1
+    failures = [key for key in after if key.startswith('gan_request_failures_total{method="Generate",model="noise"')]
+    assert sum(delta(key) for key in failures) == 1, "the refused call is the one failure; answered calls are none"
     assert delta('gan_samples_generated_total{model="noise"}') == 15
     assert delta('gan_request_duration_seconds_count{method="Generate",model="noise"}') == 6
     assert delta('gan_queue_wait_seconds_count{model="noise"}') == 5
     assert after['gan_model_ready{model="noise",provider="CPUExecutionProvider",version="1"}'] == 1
+
+
+def test_a_run_padded_to_an_allowed_batch_size_counts_its_padding(model_repository: Path, tmp_path: Path) -> None:
+    """noise allowing batches of 1 or 8: a request of 5 runs as 8, and /metrics says 3 were padding."""
+    shutil.copytree(model_repository / "noise", tmp_path / "noise")
+    (tmp_path / "noise/config.json").write_text(json.dumps({"max_batch_size": 8, "allowed_batch_sizes": [1, 8]}))
+    with ServerThread(model_repository=tmp_path) as running:
+        stub = pb_grpc.GeneratorServiceStub(grpc.insecure_channel(running.target))
+        before = scrape(running)
+        assert decode_tensor(generate(stub, model="noise", count=5, seed=1)).shape[0] == 5
+        after = scrape(running)
+    for key, added in (
+        ('gan_batch_padding_samples_total{model="noise"}', 3),
+        ('gan_batch_size_samples_sum{model="noise"}', 5),
+    ):
+        assert after[key] - before.get(key, 0.0) == added, key
+
+
+def test_a_full_queue_answers_resource_exhausted_and_shows_in_metrics(model_repository: Path, tmp_path: Path) -> None:
+    """noise queues at most 8 samples and, right after a run of 8, waits (up to 10 s) for 8 to
+    gather: a request of 5 waits in the queue (gan_queue_depth_samples says so), one of 4 more
+    would overfill it and is refused RESOURCE_EXHAUSTED (clients retry those with backoff), and
+    one of 3 fills the run, which answers the waiting request."""
+    shutil.copytree(model_repository / "noise", tmp_path / "noise")
+    config = {"max_batch_size": 8, "max_queue_size": 8, "max_queue_delay_ms": 10_000}
+    (tmp_path / "noise/config.json").write_text(json.dumps(config))
+    with ServerThread(model_repository=tmp_path) as running:
+        stub = pb_grpc.GeneratorServiceStub(grpc.insecure_channel(running.target))
+        generate(stub, model="noise", count=8, seed=1)
+        waiting = stub.Generate.future(pb.GenerateRequest(model="noise", count=5, seed=2), timeout=30)
+        depth = 'gan_queue_depth_samples{model="noise",version="1"}'
+        deadline = time.monotonic() + 5
+        while scrape(running).get(depth) != 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert scrape(running)[depth] == 5
+        with pytest.raises(grpc.RpcError) as caught:
+            generate(stub, model="noise", count=4, seed=3)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "max_queue_size" in caught.value.details()
+        generate(stub, model="noise", count=3, seed=4)
+        assert decode_tensor(waiting.result()).shape[0] == 5
+        metrics = scrape(running)
+    assert metrics['gan_request_failures_total{method="Generate",model="noise",reason="overloaded"}'] == 1
+    assert metrics[depth] == 0
 
 
 def test_a_deadline_that_passes_in_the_queue_is_counted_as_deadline_exceeded(model_repository: Path) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -17,6 +17,8 @@ from service.interpolation import lerp, slerp
 from service.sampling import latents_from_seed
 from tests.conftest import ServerThread
 from tests.service.onnx_models import write_label_generator
+
+Walk = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +70,27 @@ def test_the_walk_starts_and_ends_at_the_seeds_images(
     np.testing.assert_allclose(samples[0], generated(stub, model=model, seed=1, count=1)[0], atol=1e-6)
     np.testing.assert_allclose(samples[-1], generated(stub, model=model, seed=2, count=1)[0], atol=1e-6)
     assert not np.allclose(samples[1], samples[0], atol=1e-4), "the middle of the walk moves"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "other"),
+    [(pb.INTERPOLATION_METHOD_LINEAR, lerp, slerp), (pb.INTERPOLATION_METHOD_SPHERICAL, slerp, lerp)],
+)
+@pytest.mark.parametrize("psi", [1.0, 0.5])
+def test_each_step_is_the_image_of_its_methods_latent_times_psi(
+    stub: pb_grpc.GeneratorServiceStub, method: int, path: Walk, other: Walk, psi: float
+) -> None:
+    """The server walks by the method asked for (a line and an arc differ between the ends), and
+    truncation scales every step's latent, as Generate's truncation does."""
+    z0, z1 = latents_from_seed(1, 1, 8)[0], latents_from_seed(2, 1, 8)[0]
+
+    def images_of(walked: np.ndarray) -> np.ndarray:
+        return generated(stub, model="noise", latents=pb.Latents(values=(psi * walked).ravel().tolist()))
+
+    reply = walk(stub, model="noise", start=seed_end(1), end=seed_end(2), steps=5, method=method, truncation=psi)
+    expected, elsewhere = images_of(path(z0, z1, 5)), images_of(other(z0, z1, 5))
+    assert np.abs(expected - elsewhere).max() > 1e-5, "the model tells the two paths apart"
+    np.testing.assert_allclose(decode_tensor(reply), expected, atol=1e-6)
 
 
 def test_explicit_latents_and_truncation_zero(stub: pb_grpc.GeneratorServiceStub) -> None:

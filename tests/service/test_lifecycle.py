@@ -93,6 +93,21 @@ def test_a_bad_value_names_where_it_came_from(monkeypatch: pytest.MonkeyPatch) -
         load_settings(grpc_port=-1)
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "words"),
+    [
+        ("GAN_MAX_CONCURRENT_CALLS", "0", "max_concurrent_calls (GAN_MAX_CONCURRENT_CALLS)"),  # would refuse every call
+        ("GAN_REPOSITORY_POLL_S", "0", "repository_poll_s (GAN_REPOSITORY_POLL_S)"),  # would rescan without a pause
+    ],
+)
+def test_a_setting_that_would_stop_the_service_working_is_refused(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, words: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=re.escape(words)):
+        load_settings()
+
+
 @pytest.mark.parametrize("flag, variable", [("--grpc-port", "GAN_GRPC_PORT"), ("--metrics-port", "GAN_METRICS_PORT")])
 def test_a_port_in_use_is_named_without_a_traceback(model_repository: Path, flag: str, variable: str) -> None:
     with socket.socket() as taken:

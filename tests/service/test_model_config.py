@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from service.model_config import ModelConfig
+from service.errors import ModelLoadError
+from service.model_config import ModelConfig, read_model_config
 from service.settings import CPU_INLINE_RUN_MS, Settings
 
 
@@ -34,3 +38,22 @@ def test_the_model_config_overrides_the_service_defaults() -> None:
     assert policy.allowed_batch_sizes == (1, 8, 32)
     assert policy.max_queue_size == 100
     assert policy.padded_size(5) == 8
+
+
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        ({"allowed_batch_sizes": [8, 8]}, "allowed_batch_sizes must list distinct positive sizes"),
+        ({"max_batch_size": 16, "allowed_batch_sizes": [1, 8]}, "(8) must equal max_batch_size"),
+        ({"name": "other"}, "name 'other' does not match its folder 'digits'"),
+    ],
+)
+def test_a_config_that_contradicts_itself_is_refused_naming_the_file_and_field(
+    tmp_path: Path, config: dict[str, object], words: str
+) -> None:
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError) as caught:
+        read_model_config(folder)
+    assert str(caught.value).startswith(str(folder / "config.json")) and words in str(caught.value)

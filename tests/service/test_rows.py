@@ -89,6 +89,50 @@ def test_rows_are_typed_and_are_those_gan_tabular_samples(
     assert served["colour"] == list(local["colour"]) and served["flag"] == list(local["flag"])
     np.testing.assert_allclose(np.array(served["x"], dtype=float), local["x"].to_numpy(), rtol=1e-4, atol=1e-4)
     assert columns_of(rows(stub, count=120, seed=7)) == served  # the same seed, the same rows
+    zero = rows(stub, count=20, seed=0)
+    assert zero.seed == 0 and columns_of(rows(stub, count=20, seed=0)) == columns_of(zero), "seed 0 is a seed"
+
+
+def test_gaps_arrive_in_the_missing_mask_not_as_values(stub: pb_grpc.GeneratorServiceStub, tabular_model: Path) -> None:
+    """income had gaps in training: the rows the model leaves without one say so in `missing`
+    (the value slot holds 0), where gan-tabular sample has NaN."""
+    from training.tabular.synthesizer import load_synthesizer
+
+    reply = rows(stub, count=200, seed=5)
+    income = next(column for column in reply.columns if column.name == "income")
+    gaps = load_synthesizer(tabular_model).sample(200, seed=5)["income"].isna().tolist()
+    assert any(gaps), "the model leaves some incomes missing"
+    assert list(income.missing) == gaps
+    assert all(value is None for value, gap in zip(columns_of(reply)["income"], gaps, strict=True) if gap)
+
+
+def test_numbers_stay_within_the_range_seen_in_training(stub: pb_grpc.GeneratorServiceStub) -> None:
+    table = correlated_table(300)  # what the model was trained on
+    served = columns_of(rows(stub, count=200, seed=11))
+    for name in ("x", "y", "count", "income"):
+        values = np.array([value for value in served[name] if value is not None], dtype=float)
+        assert table[name].min() <= values.min() and values.max() <= table[name].max(), name
+
+
+def test_a_category_left_missing_is_marked_missing_not_sent_as_a_value(tmp_path: Path) -> None:
+    """A categorical column with gaps in training: the rows that leave it missing say so in
+    `missing` (the slot holds ""), where gan-tabular sample has None."""
+    from export.cli import main as gan_export
+    from training.tabular.synthesizer import TabularConfig, load_synthesizer, train_table
+
+    table = correlated_table(300)
+    table.loc[table.index % 4 == 0, "colour"] = None
+    checkpoint = tmp_path / "gappy.pt"
+    train_table(table, TabularConfig(steps=40, batch_size=100, seed=1)).save(checkpoint)
+    assert gan_export([str(checkpoint), "--repository", str(tmp_path / "models"), "--name", "gappy"]) == 0
+    gaps = load_synthesizer(checkpoint).sample(100, seed=2)["colour"].isna().tolist()
+    assert any(gaps), "the model leaves some colours missing"
+    with ServerThread(model_repository=tmp_path / "models") as running:
+        stub = pb_grpc.GeneratorServiceStub(grpc.insecure_channel(running.target))
+        reply = stub.GenerateRows(pb.GenerateRowsRequest(model="gappy", count=100, seed=2), timeout=30)
+    colour = next(column for column in reply.columns if column.name == "colour")
+    assert list(colour.missing) == gaps
+    assert [value is None for value in columns_of(reply)["colour"]] == gaps
 
 
 def test_conditions_are_honoured_and_bad_ones_named(stub: pb_grpc.GeneratorServiceStub) -> None:
@@ -132,6 +176,8 @@ def test_the_stream_sends_chunks_beyond_max_count(stub: pb_grpc.GeneratorService
     request = pb.GenerateRowsRequest(model="people", count=450, seed=3, chunk_rows=200)
     replies = list(stub.GenerateRowsStream(request, timeout=60))
     assert [(r.offset, r.rows) for r in replies] == [(0, 200), (200, 200), (400, 50)]
+    unset = list(stub.GenerateRowsStream(pb.GenerateRowsRequest(model="people", count=450, seed=3), timeout=60))
+    assert [(r.offset, r.rows) for r in unset] == [(0, 200), (200, 200), (400, 50)], "chunk_rows unset: max_count"
     assert columns_of(replies[0]) == columns_of(rows(stub, count=200, seed=3)), "chunk 0: the rows of the seed"
     assert columns_of(replies[1]) == columns_of(rows(stub, count=200, seed=chunk_seed(3, 1)))
     nearby = list(
@@ -140,6 +186,12 @@ def test_the_stream_sends_chunks_beyond_max_count(stub: pb_grpc.GeneratorService
     assert all(columns_of(a) != columns_of(b) for a in replies for b in nearby), "seeds 3 and 4 share no chunk"
     last = pb.GenerateRowsRequest(model="people", count=3, seed=2**64 - 1, chunk_rows=1)
     assert [r.rows for r in stub.GenerateRowsStream(last, timeout=60)] == [1, 1, 1], "the largest seed streams too"
+    beyond = stub.GenerateRowsStream(pb.GenerateRowsRequest(model="people", count=100_000_001), timeout=10)
+    with pytest.raises(grpc.RpcError) as caught:
+        next(beyond)  # refused before the first chunk, not streamed for hours
+    beyond.cancel()
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "count: must be between 1 and 100000000" in caught.value.details()
     with pytest.raises(grpc.RpcError) as caught:
         list(stub.GenerateRowsStream(pb.GenerateRowsRequest(model="people", count=10, chunk_rows=500), timeout=10))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "chunk_rows" in caught.value.details()
@@ -160,6 +212,33 @@ def test_a_stream_is_a_call_in_flight_until_it_ends(
     while scrape(rows_server)[gauge] != 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert scrape(rows_server)[gauge] == 0
+
+
+def test_at_most_max_concurrent_calls_run_and_calls_that_end_free_their_place(rows_server: ServerThread) -> None:
+    """Two streams held open fill GAN_MAX_CONCURRENT_CALLS 2: a third call is refused at once;
+    once they end, their places are free again, round after round."""
+    with ServerThread(model_repository=rows_server.settings.model_repository, max_concurrent_calls=2) as limited:
+        stub = pb_grpc.GeneratorServiceStub(grpc.insecure_channel(limited.target))
+        gauge = 'gan_requests_in_flight{method="GenerateRowsStream"}'
+        for _ in range(2):
+            streams = [
+                stub.GenerateRowsStream(
+                    pb.GenerateRowsRequest(model="people", count=100_000, seed=seed, chunk_rows=10), timeout=60
+                )
+                for seed in (1, 2)
+            ]
+            for stream in streams:
+                next(stream)
+            with pytest.raises(grpc.RpcError) as caught:
+                rows(stub, count=5, seed=1)
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "GAN_MAX_CONCURRENT_CALLS" in caught.value.details()
+            for stream in streams:
+                stream.cancel()
+            deadline = time.monotonic() + 10
+            while scrape(limited)[gauge] != 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert rows(stub, count=5, seed=1).rows == 5
 
 
 def test_the_v2_api_runs_the_same_model_on_raw_tensors(rows_server: ServerThread) -> None:

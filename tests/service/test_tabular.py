@@ -105,3 +105,11 @@ def test_a_spec_exported_before_the_indicators_still_plans_and_decodes() -> None
         lambda latent, condition: logits_for(len(latent), salary_missing=False, city=0),
     )
     assert columns["salary"].tolist() == [40_000.0] * 6 and list(columns["city"]) == ["Oslo"] * 6
+
+
+def test_a_condition_the_model_never_meets_is_refused_not_answered_short() -> None:
+    """After MAX_REJECTION_ROUNDS rounds without enough matching rows the call fails naming the
+    conditions; it must not return fewer rows than asked for."""
+    rounds = generation_rounds(with_indicator(), 8, seed=3, conditions={"city": "Lima"})
+    with pytest.raises(ConditionError, match=r"conditions \{'city': 'Lima'\}: too rare for this model"):
+        run_rounds(rounds, lambda latent, condition: logits_for(len(latent), salary_missing=False, city=0))

@@ -130,6 +130,18 @@ def test_jpeg_and_raw_inputs(stub: pb_grpc.GeneratorServiceStub) -> None:
     np.testing.assert_array_equal(raw_float[0], floats.repeat(2, axis=1).repeat(2, axis=2))
 
 
+def test_uint8_and_png_outputs_clip_values_beyond_the_range(stub: pb_grpc.GeneratorServiceStub) -> None:
+    """A model may overshoot its value range (sr passes raw floats through): 1.5 is white and
+    -1.5 black in uint8 and PNG replies, not wrapped around to the other end."""
+    floats = np.full((3, 4, 4), 1.5, np.float32)
+    floats[:, :2] = -1.5
+    as_uint8 = translate(stub, "sr", raw_source(floats), output_format=pb.OUTPUT_FORMAT_UINT8)[0]
+    request = pb.TranslateRequest(model="sr", images=[raw_source(floats)], output_format=pb.OUTPUT_FORMAT_PNG)
+    as_png = np.asarray(Image.open(io.BytesIO(stub.Translate(request, timeout=30).images[0]))).transpose(2, 0, 1)
+    for image in (as_uint8, as_png):
+        assert (image[:, :4] == 0).all() and (image[:, 4:] == 255).all()
+
+
 def test_sizes_that_are_not_multiples_are_padded_and_cropped_back(stub: pb_grpc.GeneratorServiceStub) -> None:
     pixels = rgb(7, 5, seed=1)  # size_multiple 4: runs at 8x8, returns 14x10
     out = translate(
@@ -160,6 +172,40 @@ def test_input_formats_convert_colour_grey_and_alpha(stub: pb_grpc.GeneratorServ
     np.testing.assert_array_equal(from_raw[1], opaque[0])  # no mask channel: every pixel known
     floats = np.concatenate([raw_rgba[:3] / np.float32(127.5) - 1, (raw_rgba[3:] > 0).astype(np.float32)])
     np.testing.assert_array_equal(translate(stub, "inpaint", raw_source(floats), output_format=2)[0], filled[0])
+
+
+def test_raw_colour_reaches_a_grey_model_as_its_luminance(stub: pb_grpc.GeneratorServiceStub) -> None:
+    colour = rgb(6, 6, seed=5)
+    from_png = translate(stub, "colorize", png_source(colour), output_format=pb.OUTPUT_FORMAT_UINT8)
+    raw = raw_source(colour.transpose(2, 0, 1).copy())
+    from_raw = translate(stub, "colorize", raw, output_format=pb.OUTPUT_FORMAT_UINT8)
+    assert np.abs(from_raw.astype(int) - from_png.astype(int)).max() <= 1  # as Pillow's convert("L"), to rounding
+
+
+def test_a_png_with_a_transparent_colour_gives_inpaint_its_holes(stub: pb_grpc.GeneratorServiceStub) -> None:
+    """A PNG without an alpha channel may still mark one colour transparent (its tRNS chunk)."""
+    grey = np.full((6, 6), 200, np.uint8)
+    grey[:3] = 0  # the top half: the transparent colour
+    buffer = io.BytesIO()
+    Image.fromarray(grey).save(buffer, format="PNG", transparency=0)
+    filled = translate(stub, "inpaint", pb.SourceImage(encoded=buffer.getvalue()), output_format=2)
+    assert (filled[0, :, :3] == 128).all(), "unknown pixels: colours x mask 0, the middle of [-1, 1]"
+    assert (filled[0, :, 3:] == 200).all()
+
+
+def png_of_size(size: int) -> bytes:
+    """An 8x8 PNG padded to exactly `size` bytes with a private ancillary chunk (readers skip it)."""
+    image = encode(rgb(8, 8))
+    filler = size - len(image) - 12
+    body = b"fiLl" + bytes(filler)
+    chunk = struct.pack(">I", filler) + body + struct.pack(">I", zlib.crc32(body))
+    return image[:33] + chunk + image[33:]  # after the signature and IHDR
+
+
+def test_an_image_of_exactly_the_byte_limit_is_taken(stub: pb_grpc.GeneratorServiceStub) -> None:
+    image = png_of_size(MAX_BYTES)
+    assert len(image) == MAX_BYTES
+    assert translate(stub, "sr", pb.SourceImage(encoded=image)).shape == (1, 3, 16, 16)
 
 
 def test_a_fixed_size_model_takes_only_its_train_size(stub: pb_grpc.GeneratorServiceStub) -> None:
@@ -201,6 +247,10 @@ BAD_IMAGES = {
         "images[0].raw.data",
     ),
     "no pixel type": ([pb.SourceImage(raw=pb.RawImage(shape=[3, 8, 8], data=bytes(192)))], "pixel_type"),
+    "a NaN in raw floats": (
+        [raw_source(np.full((3, 8, 8), np.nan, np.float32))],
+        "images[0].raw.data: values must be finite",
+    ),
     "too many images": ([png_source(rgb(4, 4))] * (MAX_IMAGES + 1), "GAN_TRANSLATE_MAX_IMAGES"),
     "no images": ([], "images"),
 }

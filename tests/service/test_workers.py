@@ -23,6 +23,10 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from gan.v1 import generator_pb2 as pb
 from gan.v1 import generator_pb2_grpc as pb_grpc
+from service import workers as workers_module
+from service.settings import Settings
+from service.workers import MAX_RESTART_PAUSE_S, RESTART_PAUSE_S, YOUNG_S, Worker
+from service.workers import Supervisor as WorkerSupervisor
 from tests.service.test_repository_live import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,6 +120,12 @@ def counted_by(pid: int, metrics_dir: Path, tmp_path: Path) -> float:
     return generate_calls_counted(generate_latest(registry).decode())
 
 
+def queue_capacity(metrics_text: str) -> float:
+    match = re.search(r'^gan_queue_capacity_samples\{model="noise",version="1"\} (\S+)$', metrics_text, re.M)
+    assert match is not None
+    return float(match.group(1))
+
+
 def test_workers_share_the_port_and_their_metrics_add_up(model_repository: Path, tmp_path: Path) -> None:
     with supervisor(model_repository, tmp_path) as server:
         workers = server.workers()
@@ -144,6 +154,8 @@ def test_a_worker_that_dies_is_replaced(model_repository: Path, tmp_path: Path) 
             return counted_by(replacement, server.metrics_dir, tmp_path) > 0
 
         wait_for(replacement_serves, "the replacement worker to answer calls")
+        # the dead worker's gauges left /metrics: the queue capacity is that of the two live workers
+        assert queue_capacity(server.scrape()) == 2 * Settings().max_queue_size
 
 
 def test_sigterm_drains_every_worker_and_exits_zero(model_repository: Path, tmp_path: Path) -> None:
@@ -196,3 +208,65 @@ def test_a_single_server_refuses_a_multiprocess_metrics_folder(model_repository:
     _, err = process.communicate(timeout=60)
     assert process.returncode == 2
     assert "PROMETHEUS_MULTIPROC_DIR" in err and "Unset it" in err
+
+
+def test_a_worker_that_fails_to_start_makes_gan_serve_exit_1(model_repository: Path, tmp_path: Path) -> None:
+    """A worker that exits while loading (here: a model that cannot load) stops the start: gan-serve
+    exits 1, not 0, so an orchestrator sees a failed start."""
+    repository = tmp_path / "models"
+    shutil.copytree(model_repository / "noise", repository / "noise")
+    (repository / "broken/1").mkdir(parents=True)
+    (repository / "broken/1/model.onnx").write_bytes(b"not an onnx file")
+    process = start(repository, "--workers", "2", "--grpc-port", "0", "--metrics-port", "0")
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 1, err
+    assert "the workers did not all start" in err
+
+
+class FakeProcess:
+    """What the supervisor uses of a worker's Popen: a pid, a poll, SIGTERM, and the exit code of wait."""
+
+    def __init__(self, code: int = 0) -> None:
+        self.pid, self.returncode, self.code = 4242, None, code
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        self.returncode = self.code
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.code
+
+
+@pytest.fixture
+def quiet_supervisor(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> WorkerSupervisor:
+    """A Supervisor whose workers are FakeProcesses: its restart and stop decisions, without processes."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setattr(workers_module, "mark_dead", lambda folder, pid: None)
+    supervisor = WorkerSupervisor(Settings(workers=2), [])
+    monkeypatch.setattr(supervisor, "_start", lambda index: Worker(index, FakeProcess()))  # type: ignore[arg-type]
+    return supervisor
+
+
+def test_a_worker_that_keeps_dying_at_start_is_restarted_ever_more_slowly(quiet_supervisor: WorkerSupervisor) -> None:
+    worker, pauses = quiet_supervisor._start(0), []
+    for _ in range(7):
+        died = worker.started_at + 1.0  # a second after its start: it did not get going
+        quiet_supervisor._buried(worker, died)
+        assert worker.restart_at is not None
+        pauses.append(worker.restart_at - died)
+        worker = quiet_supervisor._replace(worker)
+    assert pauses == [1.0, 2.0, 4.0, 8.0, 16.0, MAX_RESTART_PAUSE_S, MAX_RESTART_PAUSE_S]
+    quiet_supervisor._buried(worker, worker.started_at + YOUNG_S + 1)  # this one ran a while
+    worker = quiet_supervisor._replace(worker)
+    quiet_supervisor._buried(worker, worker.started_at + 1.0)
+    assert worker.restart_at == worker.started_at + 1.0 + RESTART_PAUSE_S, "a worker that got going resets the pause"
+
+
+def test_gan_serve_exits_1_when_a_worker_does_not_stop_cleanly(quiet_supervisor: WorkerSupervisor) -> None:
+    clean, failed = Worker(0, FakeProcess(0)), Worker(1, FakeProcess(1))  # type: ignore[arg-type]
+    quiet_supervisor._workers = [clean, failed]
+    assert quiet_supervisor._stop_workers() == 1
+    quiet_supervisor._workers = [Worker(0, FakeProcess(0)), Worker(1, FakeProcess(0))]  # type: ignore[arg-type]
+    assert quiet_supervisor._stop_workers() == 0
