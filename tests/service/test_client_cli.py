@@ -99,6 +99,31 @@ def test_token_files_are_read_as_the_server_reads_them(tmp_path: Path) -> None:
         read_token(token_file)
 
 
+def test_bad_client_options_exit_2_before_any_call(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A usage error (exit 2), not a failed call (exit 1): no server listens at port 1."""
+    assert main(["--target", "127.0.0.1:1", "--timeout", "0", "list"]) == 2
+    assert "timeout" in capsys.readouterr().err
+    assert main(["--target", "127.0.0.1:1", "--token-file", str(tmp_path / "missing"), "list"]) == 2
+    assert "--token-file" in capsys.readouterr().err
+    rows = ["--target", "127.0.0.1:1", "rows", "--model", "people", "--out", str(tmp_path / "rows.csv")]
+    with pytest.raises(SystemExit, match="--count must be at least 1"):
+        main([*rows, "--count", "0"])
+    with pytest.raises(SystemExit, match="expected column=value"):
+        main([*rows, "--count", "5", "--condition", "=red"])
+    assert not (tmp_path / "rows.csv").exists()
+
+
+def test_per_sample_labels_follow_their_samples_across_calls(server: ServerThread, tmp_path: Path) -> None:
+    """300 samples with one label each take two calls (max_count 256): the second gets labels 256..299."""
+    labels = [index % 10 for index in range(300)]
+    out = tmp_path / "labelled.npy"
+    argv = ["--target", server.target, "generate", "--model", "digits", "--count", "300", "--seed", "5"]
+    assert main([*argv, *(f"--label={label}" for label in labels), "--out", str(out)]) == 0
+    with GeneratorClient(server.target) as client:
+        second = client.generate("digits", 44, seed=chunk_seed(5, 1), labels=labels[256:]).array
+    np.testing.assert_array_equal(np.load(out)[256:], second)
+
+
 def test_parquet_without_pyarrow_is_refused_before_any_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow raises ImportError
     argv = [
