@@ -113,6 +113,22 @@ def test_bad_client_options_exit_2_before_any_call(tmp_path: Path, capsys: pytes
     assert not (tmp_path / "rows.csv").exists()
 
 
+def test_outputs_of_the_wrong_kind_are_refused_before_any_call(tmp_path: Path) -> None:
+    """A .jpg --out would otherwise become a folder of PNGs, or a JPEG grid (no server listens at port 1)."""
+    image = tmp_path / "in.png"
+    Image.new("RGB", (8, 8)).save(image)
+    offline = ["--target", "127.0.0.1:1"]
+    commands = [
+        (["generate", "--model", "digits"], r"--out must end in \.png or \.npy"),
+        (["translate", str(image), "--model", "sr"], r"--out must end in \.png or be a folder"),
+        (["interpolate", "--model", "digits", "--from-seed", "1", "--to-seed", "2"], r"--out must end in \.gif"),
+    ]
+    for command, message in commands:
+        with pytest.raises(SystemExit, match=message):
+            main([*offline, *command, "--out", str(tmp_path / "out.jpg")])
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["in.png"]
+
+
 def test_per_sample_labels_follow_their_samples_across_calls(server: ServerThread, tmp_path: Path) -> None:
     """300 samples with one label each take two calls (max_count 256): the second gets labels 256..299."""
     labels = [index % 10 for index in range(300)]
