@@ -205,6 +205,22 @@ def test_the_image_pool_hands_back_older_fakes_about_half_the_time() -> None:
     assert sorted(int(image[0, 0, 0, 0]) for image in pool.state().split(1)) != [0, 1, 2], "the pool is refreshed"
 
 
+def test_improved_needs_both_pixel_scores_or_a_shorter_feature_distance() -> None:
+    """bench/translation_quality.py exits 1 unless every model beats its plain baseline by this test."""
+    from dataclasses import replace
+
+    from training.translation.evaluate import FeatureDistance, PixelScores, TranslationEvaluation
+
+    paired = TranslationEvaluation("run.pt", "super-resolution", "unet", "bicubic", 3, True, 10, None, None)
+    assert improved(replace(paired, pixels=PixelScores(30.0, 28.0, 0.9, 0.8)))
+    assert not improved(replace(paired, pixels=PixelScores(30.0, 28.0, 0.7, 0.8))), "PSNR alone is not enough"
+    assert not improved(replace(paired, pixels=PixelScores(27.0, 28.0, 0.9, 0.8))), "nor SSIM alone"
+    closer = FeatureDistance(model=2.0, baseline=5.0, floor=1.0, samples=64, objective="classes", held_out_accuracy=0.9)
+    assert improved(replace(paired, features=closer))
+    assert not improved(replace(paired, features=replace(closer, model=6.0)))
+    assert not improved(replace(paired, features=replace(closer, model=float("nan"))))
+
+
 def test_random_holes_respect_their_size_range() -> None:
     masks = random_holes(100, 32, 0.25, 0.5, torch.Generator().manual_seed(1))
     area = (1 - masks).sum((1, 2, 3))
