@@ -73,6 +73,30 @@ def test_large_counts_are_split_into_reproducible_calls(
     assert first.flags.writeable and second.flags.writeable, "arrays the caller may write to"
 
 
+def test_every_chunk_comes_from_the_version_that_answered_the_first(tmp_path: Path) -> None:
+    """A version published during a long run must not change the samples half-way: later calls name the version."""
+    from types import SimpleNamespace
+
+    from gan_client.cli import generate, parse_args
+    from gan_client.client import Samples
+
+    asked: list[int] = []
+
+    class Reloading:  # version 3 answers the first call; a version 4 appears right after
+        def get_model(self, name: str, version: int = 0) -> SimpleNamespace:
+            return SimpleNamespace(max_count=2)
+
+        def generate(self, model: str, count: int, *, version: int = 0, **options: object) -> Samples:
+            asked.append(version)
+            answered = version or (3 if len(asked) == 1 else 4)
+            return Samples(model, answered, 1, [], np.zeros((count, 1, 4, 4), np.float32))
+
+    out = str(tmp_path / "a.npy")
+    args = parse_args(["generate", "--model", "digits", "--count", "5", "--seed", "1", "--out", out])
+    generate(args, Reloading())  # type: ignore[arg-type]
+    assert asked == [0, 3, 3]
+
+
 def test_generate_creates_the_folder_of_its_output_and_checks_the_seed(
     server: ServerThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
