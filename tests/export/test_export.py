@@ -109,6 +109,19 @@ def test_versions_increase_and_config_edits_survive(checkpoints: dict[str, Path]
     assert sorted(p.name for p in (tmp_path / "digits").iterdir()) == ["1", "2", "config.json"]
 
 
+def test_gan_export_without_batching_flags_keeps_a_hand_edited_config(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    """The flags left out are no override: the edited max_batch_size stays, and no null is written."""
+    arguments = [str(checkpoints["unconditional"]), "--repository", str(tmp_path), "--name", "noise"]
+    assert main(arguments) == 0
+    config_path = tmp_path / "noise/config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "max_batch_size": 8}))
+    assert main(arguments) == 0
+    config = json.loads(config_path.read_text())
+    assert config["max_batch_size"] == 8 and None not in config.values()
+
+
 def test_the_next_version_follows_the_newest_not_the_count(checkpoints: dict[str, Path], tmp_path: Path) -> None:
     """Versions 1 and 3 on disk (2 was deleted): the next export is 4, not a clash with 3."""
     export_checkpoint(checkpoints["unconditional"], tmp_path, "noise")
