@@ -72,6 +72,8 @@ def test_the_schema_is_inferred_and_can_be_overridden() -> None:
         infer_schema(table, {"nope": "integer"})
     with pytest.raises(SchemaError, match=r"columns\.colour: continuous needs numbers"):
         infer_schema(table, {"colour": "continuous"})
+    with pytest.raises(SchemaError, match=r"columns\.colour: unknown kind 'text'"):
+        infer_schema(table, {"colour": "text"})
 
 
 def test_up_to_ten_distinct_numbers_are_a_category_and_an_empty_column_is_refused() -> None:
