@@ -205,6 +205,16 @@ def test_the_asyncio_client_gives_the_same_samples(server: ServerThread) -> None
     np.testing.assert_array_equal(asyncio.run(generate()), expected)
 
 
+def test_the_asyncio_client_gets_the_same_pngs(server: ServerThread) -> None:
+    async def pngs() -> list[bytes]:
+        async with AsyncGeneratorClient(server.target) as client:
+            return await client.generate_png("digits", 2, seed=11, labels=[2])
+
+    with GeneratorClient(server.target) as client:
+        expected = client.generate_png("digits", 2, seed=11, labels=[2])
+    assert asyncio.run(pngs()) == expected and all(png.startswith(b"\x89PNG") for png in expected)
+
+
 def test_wait_for_ready_rides_out_a_server_that_is_still_starting(model_repository: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
