@@ -6,6 +6,7 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from concurrent import futures
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -135,6 +136,17 @@ def test_options_that_cannot_work_are_refused_by_name() -> None:
         retry_service_config(5)
     with pytest.raises(ValueError, match="timeout"):
         GeneratorClient("localhost:1", timeout=0)
+
+
+def test_a_client_certificate_without_its_key_is_refused_by_name(tmp_path: Path) -> None:
+    """gRPC itself would drop a lone certificate and fail later in the handshake, far from the cause."""
+    from gan_client.channel import TLSConfig
+
+    cert = tmp_path / "client.pem"
+    cert.write_text("-----BEGIN CERTIFICATE-----\n")
+    for lone in (TLSConfig(cert_file=cert), TLSConfig(key_file=cert)):
+        with pytest.raises(ValueError, match="give both cert_file and key_file"):
+            GeneratorClient("localhost:1", tls=lone)
 
 
 def test_request_builders_carry_images_endpoints_and_truncation() -> None:

@@ -27,6 +27,7 @@ def test_export_publishes_a_self_describing_version(checkpoints: dict[str, Path]
     assert signature.class_names == tuple(str(d) for d in range(10))
     assert signature.sample_shape == (1, 16, 16) and signature.value_range == (-1.0, 1.0)
     assert signature.latent_dim == 8 and len(signature.config_digest) == 64
+    assert signature.architecture == "conditional-dcgan", "GetModel reports it"
     inputs = {i.name: i.shape for i in session.get_inputs()}
     assert inputs["latent"][1] == 8 and isinstance(inputs["latent"][0], str), "batch axis must be dynamic"
     assert onnx.load(str(result.path)).opset_import[0].version == 18
@@ -91,6 +92,7 @@ def test_unconditional_export_has_no_label_input(checkpoints: dict[str, Path], t
     result = export_checkpoint(checkpoints["unconditional"], tmp_path, "noise")
     session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["latent"]
+    assert session.get_modelmeta().custom_metadata_map["gan.architecture"] == "dcgan"
 
 
 def test_versions_increase_and_config_edits_survive(checkpoints: dict[str, Path], tmp_path: Path) -> None:
@@ -105,6 +107,38 @@ def test_versions_increase_and_config_edits_survive(checkpoints: dict[str, Path]
     with pytest.raises(RepositoryError, match="already exists"):
         export_checkpoint(checkpoints["conditional"], tmp_path, "digits", version=2)
     assert sorted(p.name for p in (tmp_path / "digits").iterdir()) == ["1", "2", "config.json"]
+
+
+def test_gan_export_without_batching_flags_keeps_a_hand_edited_config(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    """The flags left out are no override: the edited max_batch_size stays, and no null is written."""
+    arguments = [str(checkpoints["unconditional"]), "--repository", str(tmp_path), "--name", "noise"]
+    assert main(arguments) == 0
+    config_path = tmp_path / "noise/config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "max_batch_size": 8}))
+    assert main(arguments) == 0
+    config = json.loads(config_path.read_text())
+    assert config["max_batch_size"] == 8 and None not in config.values()
+
+
+def test_the_next_version_follows_the_newest_not_the_count(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    """Versions 1 and 3 on disk (2 was deleted): the next export is 4, not a clash with 3."""
+    export_checkpoint(checkpoints["unconditional"], tmp_path, "noise")
+    export_checkpoint(checkpoints["unconditional"], tmp_path, "noise", version=3)
+    assert export_checkpoint(checkpoints["unconditional"], tmp_path, "noise").version == 4
+
+
+def test_version_zero_and_zero_parity_samples_are_refused_before_exporting(
+    checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Version 0 would be a folder the server never loads; 0 parity samples would check nothing."""
+    arguments = [str(checkpoints["unconditional"]), "--repository", str(tmp_path), "--name", "noise"]
+    assert main([*arguments, "--version", "0"]) == 2
+    assert "--version must be a positive integer" in capsys.readouterr().err
+    assert main([*arguments, "--parity-samples", "0"]) == 2
+    assert "--parity-samples must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "noise").exists() or not any((tmp_path / "noise").iterdir())
 
 
 def shift_weights(path: Path, name: str | None = None, row: int | None = None) -> None:

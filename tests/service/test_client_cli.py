@@ -73,6 +73,30 @@ def test_large_counts_are_split_into_reproducible_calls(
     assert first.flags.writeable and second.flags.writeable, "arrays the caller may write to"
 
 
+def test_every_chunk_comes_from_the_version_that_answered_the_first(tmp_path: Path) -> None:
+    """A version published during a long run must not change the samples half-way: later calls name the version."""
+    from types import SimpleNamespace
+
+    from gan_client.cli import generate, parse_args
+    from gan_client.client import Samples
+
+    asked: list[int] = []
+
+    class Reloading:  # version 3 answers the first call; a version 4 appears right after
+        def get_model(self, name: str, version: int = 0) -> SimpleNamespace:
+            return SimpleNamespace(max_count=2)
+
+        def generate(self, model: str, count: int, *, version: int = 0, **options: object) -> Samples:
+            asked.append(version)
+            answered = version or (3 if len(asked) == 1 else 4)
+            return Samples(model, answered, 1, [], np.zeros((count, 1, 4, 4), np.float32))
+
+    out = str(tmp_path / "a.npy")
+    args = parse_args(["generate", "--model", "digits", "--count", "5", "--seed", "1", "--out", out])
+    generate(args, Reloading())  # type: ignore[arg-type]
+    assert asked == [0, 3, 3]
+
+
 def test_generate_creates_the_folder_of_its_output_and_checks_the_seed(
     server: ServerThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -97,6 +121,47 @@ def test_token_files_are_read_as_the_server_reads_them(tmp_path: Path) -> None:
     token_file.write_text("# only a comment\n")
     with pytest.raises(ValueError, match="holds no token"):
         read_token(token_file)
+
+
+def test_bad_client_options_exit_2_before_any_call(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A usage error (exit 2), not a failed call (exit 1): no server listens at port 1."""
+    assert main(["--target", "127.0.0.1:1", "--timeout", "0", "list"]) == 2
+    assert "timeout" in capsys.readouterr().err
+    assert main(["--target", "127.0.0.1:1", "--token-file", str(tmp_path / "missing"), "list"]) == 2
+    assert "--token-file" in capsys.readouterr().err
+    rows = ["--target", "127.0.0.1:1", "rows", "--model", "people", "--out", str(tmp_path / "rows.csv")]
+    with pytest.raises(SystemExit, match="--count must be at least 1"):
+        main([*rows, "--count", "0"])
+    with pytest.raises(SystemExit, match="expected column=value"):
+        main([*rows, "--count", "5", "--condition", "=red"])
+    assert not (tmp_path / "rows.csv").exists()
+
+
+def test_outputs_of_the_wrong_kind_are_refused_before_any_call(tmp_path: Path) -> None:
+    """A .jpg --out would otherwise become a folder of PNGs, or a JPEG grid (no server listens at port 1)."""
+    image = tmp_path / "in.png"
+    Image.new("RGB", (8, 8)).save(image)
+    offline = ["--target", "127.0.0.1:1"]
+    commands = [
+        (["generate", "--model", "digits"], r"--out must end in \.png or \.npy"),
+        (["translate", str(image), "--model", "sr"], r"--out must end in \.png or be a folder"),
+        (["interpolate", "--model", "digits", "--from-seed", "1", "--to-seed", "2"], r"--out must end in \.gif"),
+    ]
+    for command, message in commands:
+        with pytest.raises(SystemExit, match=message):
+            main([*offline, *command, "--out", str(tmp_path / "out.jpg")])
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["in.png"]
+
+
+def test_per_sample_labels_follow_their_samples_across_calls(server: ServerThread, tmp_path: Path) -> None:
+    """300 samples with one label each take two calls (max_count 256): the second gets labels 256..299."""
+    labels = [index % 10 for index in range(300)]
+    out = tmp_path / "labelled.npy"
+    argv = ["--target", server.target, "generate", "--model", "digits", "--count", "300", "--seed", "5"]
+    assert main([*argv, *(f"--label={label}" for label in labels), "--out", str(out)]) == 0
+    with GeneratorClient(server.target) as client:
+        second = client.generate("digits", 44, seed=chunk_seed(5, 1), labels=labels[256:]).array
+    np.testing.assert_array_equal(np.load(out)[256:], second)
 
 
 def test_parquet_without_pyarrow_is_refused_before_any_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -138,6 +203,16 @@ def test_the_asyncio_client_gives_the_same_samples(server: ServerThread) -> None
     with GeneratorClient(server.target) as client:
         expected = client.generate("digits", 4, seed=11, labels=[2]).array
     np.testing.assert_array_equal(asyncio.run(generate()), expected)
+
+
+def test_the_asyncio_client_gets_the_same_pngs(server: ServerThread) -> None:
+    async def pngs() -> list[bytes]:
+        async with AsyncGeneratorClient(server.target) as client:
+            return await client.generate_png("digits", 2, seed=11, labels=[2])
+
+    with GeneratorClient(server.target) as client:
+        expected = client.generate_png("digits", 2, seed=11, labels=[2])
+    assert asyncio.run(pngs()) == expected and all(png.startswith(b"\x89PNG") for png in expected)
 
 
 def test_wait_for_ready_rides_out_a_server_that_is_still_starting(model_repository: Path) -> None:

@@ -270,6 +270,7 @@ def test_gan_client_rows_streams_into_a_csv_file(rows_server: ServerThread, tmp_
         gan_client([*command, "--out", str(tmp_path / "rows.txt")])
     assert gan_client([*command, "--condition", "colour=purple", "--out", str(out)]) == 1
     assert len(list(csv.DictReader(out.open()))) == 450  # a failed call leaves the earlier file alone
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["rows.csv"], "and no partial file beside it"
 
 
 def test_reloads_during_multi_round_rows_and_streams_fail_nothing(tabular_model: Path, tmp_path: Path) -> None:

@@ -81,6 +81,12 @@ def test_the_container_check_accepts_a_certificate_issued_for_the_service_name(
         assert healthcheck.main() == 1, "the certificate does not name localhost"
         patch.setenv("GAN_HEALTHCHECK_SERVER_NAME", "gan-serve.example")
         assert healthcheck.main() == 0
+        by_name = f"localhost:{running.target.rsplit(':', 1)[1]}"  # the certificate names 127.0.0.1, not localhost
+        assert "digits" in list_names(by_name, TLSConfig(certificates.ca, server_name="gan-serve.example"))
+        with pytest.raises(grpc.RpcError):  # the client checks the name too
+            list_names(by_name, TLSConfig(certificates.ca))
+        flags = ["--target", by_name, "--tls-ca", str(certificates.ca), "--tls-server-name", "gan-serve.example"]
+        assert main([*flags, "list"]) == 0
 
 
 def test_tls_settings_that_cannot_work_are_refused_by_name(certificates: Certificates, tmp_path: Path) -> None:

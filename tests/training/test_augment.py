@@ -48,6 +48,24 @@ def test_color_changes_brightness_per_image_not_per_pixel() -> None:
     assert out.flatten(1)[:, 0].unique().numel() > 1
 
 
+def test_color_changes_contrast_and_saturation_too() -> None:
+    """Contrast scales every pixel's distance from the image's mean; saturation, on top, each pixel's
+    colour around its own grey. Image: two grey halves (-0.5, 0.5) tinted +0.2 red, -0.2 green."""
+    images = torch.cat([torch.full((64, 3, 4, 2), -0.5), torch.full((64, 3, 4, 2), 0.5)], dim=3)
+    images[:, 0] += 0.2
+    images[:, 1] -= 0.2
+
+    def grey_spread_and_colourfulness(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        grey = batch.mean(dim=1, keepdim=True)
+        return grey.std(dim=(1, 2, 3)), (batch - grey).std(dim=(1, 2, 3))
+
+    spread, colour = grey_spread_and_colourfulness(color(images, seeded()))
+    spread_before, colour_before = grey_spread_and_colourfulness(images)
+    contrast, saturation = spread / spread_before, (colour / colour_before) / (spread / spread_before)
+    assert contrast.min() < 0.7 and contrast.max() > 1.3
+    assert saturation.min() < 0.7 and saturation.max() > 1.3
+
+
 def test_training_with_diffaugment_from_the_command_line(tmp_path: Path) -> None:
     config = load_config(None, [*TINY, f"out_dir={tmp_path}", "steps=3", "optim.diffaugment=color,translation,cutout"])
     assert config.optim.diffaugment == ("color", "translation", "cutout")

@@ -108,6 +108,15 @@ def test_folder_with_class_subfolders(tmp_path: Path) -> None:
     assert dataset.images.shape == (3, 3, 16, 16) and dataset.images[0].max() == -1
 
 
+def test_images_in_nested_folders_and_with_upper_case_suffixes_are_found(tmp_path: Path) -> None:
+    """A camera's IMG_1.JPG, and photos sorted into dated subfolders of a class, are training images."""
+    write_image(tmp_path / "cat/2024/a.png", 0)
+    write_image(tmp_path / "cat/IMG_1.JPG", 0)
+    write_image(tmp_path / "dog/B.PNG", 255)
+    dataset = load_dataset(folder_config(tmp_path))
+    assert dataset.class_names == ["cat", "dog"] and dataset.labels.tolist() == [0, 0, 1]
+
+
 def test_empty_folder_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="holds no images"):
         load_dataset(folder_config(tmp_path, "data.conditional=false"))
@@ -121,6 +130,10 @@ def test_unreadable_image_is_named(tmp_path: Path) -> None:
     (tmp_path / "cat/bad.png").write_bytes(b"not an image")
     with pytest.raises(DataError, match=r"bad\.png: cannot read this image"):
         load_dataset(folder_config(tmp_path))
+    whole = (tmp_path / "cat/good.png").read_bytes()
+    (tmp_path / "cat/bad.png").write_bytes(whole[: len(whole) // 2])  # a header that opens, pixels cut short
+    with pytest.raises(DataError, match=r"bad\.png: cannot read this image"):
+        load_dataset(folder_config(tmp_path))
 
 
 def test_cli_reports_bad_config_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -130,6 +143,25 @@ def test_cli_reports_bad_config_in_one_line(tmp_path: Path, capsys: pytest.Captu
     assert not any(tmp_path.iterdir()), "nothing may be written before the config is valid"
     assert main(["data.source=folder", f"data.path={tmp_path / 'none'}", f"out_dir={tmp_path / 'out'}"]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_resume_may_change_only_what_the_docs_list() -> None:
+    """docs/training.md: steps, batch_size and data.path may change on resume; seed and beta1 may not."""
+    from training.config import check_resumable
+
+    recorded = TrainConfig().model_dump(mode="json")
+    for change in (["steps=50"], ["batch_size=32"], ["data.path=/elsewhere"], ["optim.lr_g=1e-5"]):
+        check_resumable(recorded, load_config(None, change))
+    for change, field in (
+        ("seed=7", "seed"),
+        ("optim.beta1=0.9", r"optim\.beta1"),
+        ("data.channels=3", r"data\.channels"),
+    ):
+        with pytest.raises(ConfigError, match=field):
+            check_resumable(recorded, load_config(None, [change]))
+    older = TrainConfig().model_dump(mode="json")
+    del older["model"]["d_maxout"], older["optim"]["r1_gamma"]  # keys added after this checkpoint was written
+    check_resumable(older, TrainConfig())
 
 
 @pytest.mark.parametrize(

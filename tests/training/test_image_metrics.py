@@ -21,11 +21,13 @@ from training.eval_cli import main
 from training.features import FeatureNetwork, feature_network, train_feature_net
 from training.image_eval import evaluate, report_table
 from training.image_metrics import (
+    Memorisation,
     class_accuracy,
     class_coverage,
     frechet_distance,
     frechet_distance_gaussians,
     kernel_inception_distance,
+    kth_neighbour_radii,
     leave_one_out_distances,
     memorisation,
     nearest_distances,
@@ -111,6 +113,25 @@ def test_nearest_distances_find_the_right_training_row() -> None:
     distances, index = nearest_distances(train[[4, 17]] + 0.001, train, chunk=1)
     assert index.tolist() == [4, 17] and np.allclose(distances, 0.001 * np.sqrt(3))
     assert (leave_one_out_distances(train, np.arange(50)) > 0).all()  # a row is never its own neighbour
+
+
+def test_a_class_the_reference_lacks_keeps_the_divergence_finite() -> None:
+    """Samples of class 3 when the real labels hold only 0-2: a large but finite KL, not inf or nan."""
+    stray = class_coverage(np.array([0, 1, 2, 3]), np.arange(100) % 3, 4)
+    assert stray.found == 4 and np.isfinite(stray.kl) and stray.kl > 0.1
+
+
+def test_suspicious_means_more_than_five_times_the_expected_copies() -> None:
+    quantiles = {"q50": 1.0}
+    for share, suspicious in ((0.06, True), (0.04, False)):
+        report = Memorisation(0.1, share, 0.01, quantiles, quantiles, 1.0)
+        assert report.suspicious is suspicious and report.as_dict()["suspicious"] is suspicious
+
+
+def test_the_kth_neighbour_radius_is_the_kth_nearest_other_point() -> None:
+    line = np.array([[0.0], [1.0], [3.0], [7.0]])
+    assert kth_neighbour_radii(line, 1).tolist() == [1.0, 1.0, 2.0, 4.0]
+    assert kth_neighbour_radii(line, 2).tolist() == [3.0, 2.0, 3.0, 6.0]
 
 
 # ---- the feature network and whole evaluations

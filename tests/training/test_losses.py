@@ -28,6 +28,31 @@ def test_each_discriminator_loss_is_zero_or_known_where_it_should_be() -> None:
     assert discriminator_loss("minimax", torch.zeros(1), torch.zeros(1)).item() == pytest.approx(bce)
 
 
+@pytest.mark.parametrize("kind", ["minimax", "nonsaturating"])
+def test_the_cross_entropy_discriminator_wants_real_high_and_fake_low(kind: LossKind) -> None:
+    right, wrong = torch.tensor([10.0]), torch.tensor([-10.0])
+    assert discriminator_loss(kind, right, wrong).item() < 1e-3  # confident and right
+    assert discriminator_loss(kind, wrong, right).item() == pytest.approx(20.0, abs=1e-3)  # confident and wrong
+    smoothed = discriminator_loss(kind, right, wrong, smoothing=0.1).item()
+    assert smoothed == pytest.approx(1.0, abs=1e-3), "target 0.9 for real: a confident 10 now costs 0.1 * 10"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_generator_loss_falls_as_the_discriminator_believes_the_fakes(kind: LossKind) -> None:
+    doubted, believed = torch.tensor([-0.5]), torch.tensor([0.5])
+    assert generator_loss(kind, believed).item() < generator_loss(kind, doubted).item()
+
+
+def test_the_gradient_penalty_is_taken_between_the_real_and_the_fake_sample() -> None:
+    """Critic 0.5 |x|^2 has slope |x|: with real = fake on the unit circle, every point between has slope 1."""
+
+    def critic(x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (x**2).sum(dim=1)
+
+    point = torch.tensor([[0.6, 0.8]]).expand(16, 2)
+    assert gradient_penalty(critic, point, point.clone(), torch.Generator().manual_seed(0)).item() < 1e-10
+
+
 def test_the_minimax_generator_loss_saturates_and_the_non_saturating_one_does_not() -> None:
     """When D confidently rejects the fakes (very negative logits), only -log D still gives G a gradient."""
     gradients = {}

@@ -67,3 +67,6 @@ def test_gan_eval_writes_json_and_a_plot(tmp_path: Path) -> None:
     assert main(["modes", "--mixture", "ring8", "--self-test", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["expected_hq_share"] == pytest.approx(TRUE_HQ_SHARE)
     assert main(["modes", "--mixture", "ring8", "--samples", str(tmp_path / "missing.npy")]) == 2
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    assert main(["modes", "--mixture", "ring8", "--self-test", "--json", str(blocked / "ring.json")]) == 2

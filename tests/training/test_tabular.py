@@ -12,7 +12,7 @@ import torch
 
 from training.checkpoint import CheckpointError
 from training.tabular.conditions import ConditionSampler
-from training.tabular.evaluate import evaluate_table, independent_columns, pair_trends, privacy
+from training.tabular.evaluate import column_shape, evaluate_table, independent_columns, pair_trends, privacy
 from training.tabular.schema import SchemaError, infer_schema
 from training.tabular.synthesizer import TabularConfig, effective_batch_size, load_synthesizer, train_table
 from training.tabular.transform import TableTransformer
@@ -72,6 +72,15 @@ def test_the_schema_is_inferred_and_can_be_overridden() -> None:
         infer_schema(table, {"nope": "integer"})
     with pytest.raises(SchemaError, match=r"columns\.colour: continuous needs numbers"):
         infer_schema(table, {"colour": "continuous"})
+    with pytest.raises(SchemaError, match=r"columns\.colour: unknown kind 'text'"):
+        infer_schema(table, {"colour": "text"})
+
+
+def test_up_to_ten_distinct_numbers_are_a_category_and_an_empty_column_is_refused() -> None:
+    table = pd.DataFrame({"ten": np.arange(600) % 10, "eleven": np.arange(600) % 11})
+    assert [spec.kind for spec in infer_schema(table)] == ["categorical", "integer"]
+    with pytest.raises(SchemaError, match="column gone: every value is missing"):
+        infer_schema(table.assign(gone=np.nan))
 
 
 def test_encoding_then_decoding_gives_the_table_back() -> None:
@@ -191,6 +200,16 @@ def test_scores_reward_the_real_thing_and_catch_copies() -> None:
     assert shuffled.efficacy_synthetic < held_out.efficacy_synthetic
     ratio, close = privacy(train, test, test, specs)
     assert ratio == pytest.approx(held_out.dcr_ratio) and close == pytest.approx(held_out.close_share)
+
+
+def test_number_columns_are_scored_by_their_shape_and_their_correlation() -> None:
+    """A shifted column loses its shape score; y = -2x where the table has y = 2x loses the pair's trend."""
+    table = correlated_table()[["x", "y"]]
+    x_spec, y_spec = infer_schema(table)
+    assert column_shape(table["x"], table["x"], x_spec) == 1.0
+    assert column_shape(table["x"], table["x"] + 10, x_spec) < 0.1
+    assert pair_trends(table, table, [x_spec, y_spec]) == pytest.approx(1.0)
+    assert pair_trends(table, table.assign(y=-table["y"]), [x_spec, y_spec]) < 0.1
 
 
 def test_the_command_line_trains_samples_and_evaluates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -26,6 +26,7 @@ from training.translation.data import (
     random_crops,
     random_holes,
     split_columns,
+    split_files,
 )
 from training.translation.evaluate import evaluate_translation, improved, plain_baseline
 from training.translation.metrics import PSNR_CAP, psnr, ssim
@@ -183,6 +184,41 @@ def test_both_directions_of_the_digit_domains_are_scored_with_digit_class_featur
     for direction in ("a2b", "b2a"):
         result = evaluate_translation(checkpoint, tmp_path / "features", direction=direction, feature_epochs=1)
         assert result.features is not None and result.features.objective == "classes", direction
+
+
+def test_a_folder_split_keeps_an_image_on_each_side_at_any_share() -> None:
+    images = torch.zeros(5, 3, 8, 8)
+    for share in ("0.05", "0.95"):
+        config = translation_config(None, ["task=super-resolution", f"data.held_out_share={share}"])
+        train, held_out = split_files(images, config)
+        assert len(train) >= 1 and len(held_out) >= 1 and len(train) + len(held_out) == 5, share
+
+
+def test_the_image_pool_hands_back_older_fakes_about_half_the_time() -> None:
+    from training.translation.pool import ImagePool
+
+    pool, generator = ImagePool(3), torch.Generator().manual_seed(0)
+    answered = [int(pool.query(torch.full((1, 1, 2, 2), float(step)), generator)[0, 0, 0, 0]) for step in range(200)]
+    assert answered[:3] == [0, 1, 2], "new fakes go in while there is room"
+    older = [step for step, image in enumerate(answered) if image != step]
+    assert 70 < len(older) < 130 and all(answered[step] < step for step in older)
+    assert sorted(int(image[0, 0, 0, 0]) for image in pool.state().split(1)) != [0, 1, 2], "the pool is refreshed"
+
+
+def test_improved_needs_both_pixel_scores_or_a_shorter_feature_distance() -> None:
+    """bench/translation_quality.py exits 1 unless every model beats its plain baseline by this test."""
+    from dataclasses import replace
+
+    from training.translation.evaluate import FeatureDistance, PixelScores, TranslationEvaluation
+
+    paired = TranslationEvaluation("run.pt", "super-resolution", "unet", "bicubic", 3, True, 10, None, None)
+    assert improved(replace(paired, pixels=PixelScores(30.0, 28.0, 0.9, 0.8)))
+    assert not improved(replace(paired, pixels=PixelScores(30.0, 28.0, 0.7, 0.8))), "PSNR alone is not enough"
+    assert not improved(replace(paired, pixels=PixelScores(27.0, 28.0, 0.9, 0.8))), "nor SSIM alone"
+    closer = FeatureDistance(model=2.0, baseline=5.0, floor=1.0, samples=64, objective="classes", held_out_accuracy=0.9)
+    assert improved(replace(paired, features=closer))
+    assert not improved(replace(paired, features=replace(closer, model=6.0)))
+    assert not improved(replace(paired, features=replace(closer, model=float("nan"))))
 
 
 def test_random_holes_respect_their_size_range() -> None:
