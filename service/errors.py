@@ -7,6 +7,9 @@ reach the client verbatim.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import grpc
 
 
@@ -79,3 +82,12 @@ def status_for(error: ServiceError) -> grpc.StatusCode:
         if issubclass(cls, ServiceError) and cls in _STATUS:
             return _STATUS[cls]
     return grpc.StatusCode.INTERNAL
+
+
+@contextlib.contextmanager
+def naming(field: str) -> Iterator[None]:
+    """A model lookup's NOT_FOUND or UNAVAILABLE, its message starting with the request's field."""
+    try:
+        yield
+    except (ModelNotFound, ModelUnavailable) as exc:
+        raise type(exc)(f"{field}: {exc}") from None

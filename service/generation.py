@@ -11,7 +11,7 @@ import numpy as np
 
 from service.batcher import Priority
 from service.encoding import REPLY_OVERHEAD_BYTES, ReplyFormat, image_reply_bytes
-from service.errors import InvalidInput, ModelUnsupported
+from service.errors import InvalidInput, ModelUnsupported, naming
 from service.interpolation import class_mix, lerp, one_hot, slerp
 from service.repository import ModelVersion, Repository
 from service.sampling import labels_from_seed, latents_from_seed, random_seed
@@ -118,7 +118,8 @@ class GenerationService:
         )
 
     async def generate(self, request: GenerationRequest, deadline: float | None) -> GenerationResult:
-        model = self._repository.get(request.model, request.version)
+        with naming("model"):
+            model = self._repository.get(request.model, request.version)
         signature = generator_signature(model)
         count = self._count(request, signature)
         model.batcher.check_room(count)  # refuse before drawing latents when the queue is full
@@ -203,7 +204,8 @@ class GenerationService:
         return np.broadcast_to(np.asarray(given, dtype=np.int64), (count,)).copy()
 
     async def interpolate(self, request: InterpolationRequest, deadline: float | None) -> InterpolationResult:
-        model = self._repository.get(request.model, request.version)
+        with naming("model"):
+            model = self._repository.get(request.model, request.version)
         signature = generator_signature(model)
         steps = request.steps
         if not 2 <= steps <= self._max_count:

@@ -6,9 +6,8 @@ on the same model can run in the same session run.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from importlib import metadata
 from typing import Any, cast
 
@@ -17,7 +16,13 @@ import grpc
 from inference import grpc_service_pb2 as v2
 from inference import grpc_service_pb2_grpc as v2_grpc
 from inference import model_config_pb2 as mc
-from service.errors import InvalidInput, ModelLoadError, ModelNotFound, ModelUnavailable, RepositoryControlDisabled
+from service.errors import (
+    InvalidInput,
+    ModelLoadError,
+    ModelNotFound,
+    RepositoryControlDisabled,
+    naming,
+)
 from service.layout import is_version_number
 from service.metrics import Metrics
 from service.repository import READY, UNAVAILABLE, ModelVersion, Repository, VersionState, check_model_name
@@ -63,7 +68,7 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
 
     def _lookup(self, name: str, version: int, field: str = "name") -> ModelVersion:
         """repository.get, its errors naming the request's field."""
-        with _naming(field):
+        with naming(field):
             return self._repository.get(_model_name(name, field), version)
 
     # --- health and metadata -----------------------------------------------------------------
@@ -166,7 +171,7 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
         return reply, samples
 
     def _versions(self, name: str) -> list[ModelVersion]:
-        with _naming("name"):
+        with naming("name"):
             return self._repository.versions(name)
 
     # --- statistics --------------------------------------------------------------------------
@@ -238,15 +243,6 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
                 f"repository control is off (model_control_mode={self._settings.model_control_mode}); "
                 "start the server with GAN_MODEL_CONTROL_MODE=explicit to load and unload models"
             )
-
-
-@contextlib.contextmanager
-def _naming(field: str) -> Iterator[None]:
-    """A lookup's NOT_FOUND or UNAVAILABLE, its message starting with the request's field."""
-    try:
-        yield
-    except (ModelNotFound, ModelUnavailable) as exc:
-        raise type(exc)(f"{field}: {exc}") from None
 
 
 def check_reply_size(reply: v2.ModelInferResponse, max_reply_mib: int) -> None:

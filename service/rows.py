@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import InvalidInput, ModelUnsupported
+from service.errors import InvalidInput, ModelUnsupported, naming
 from service.repository import ModelVersion, Repository
 from service.sampling import random_seed
 from service.tabular import (
@@ -61,7 +61,8 @@ class RowsService:
 
     def check(self, request: RowsRequest, limit: int) -> tuple[ModelVersion, TabularSpec]:
         """The model and its spec, or InvalidInput/ModelUnsupported naming the field, before any work."""
-        model = self._repository.get(request.model, request.version)
+        with naming("model"):
+            model = self._repository.get(request.model, request.version)
         spec = tabular_spec(model)
         if not 1 <= request.count <= limit:
             raise InvalidInput(f"count: must be between 1 and {limit}, got {request.count}")

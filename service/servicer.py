@@ -14,7 +14,7 @@ import numpy as np
 from gan.v1 import generator_pb2 as pb
 from gan.v1 import generator_pb2_grpc as pb_grpc
 from service.encoding import ReplyFormat, to_png, to_uint8
-from service.errors import InvalidInput, ModelNotFound
+from service.errors import InvalidInput, ModelNotFound, naming
 from service.generation import (
     Endpoint,
     GenerationRequest,
@@ -62,7 +62,9 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
 
     async def GetModel(self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
         async def handle() -> pb.ModelInfo:
-            return self._model_info(self._repository.get(request.name, _version(request.version)))
+            with naming("name"):
+                model = self._repository.get(request.name, _version(request.version))
+            return self._model_info(model)
 
         return await self._observe("GetModel", request.name, context, handle)
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from service.batcher import Priority
 from service.encoding import REPLY_OVERHEAD_BYTES, ReplyFormat, image_reply_bytes, upright_8bit
-from service.errors import InvalidInput, ModelUnsupported
+from service.errors import InvalidInput, ModelUnsupported, naming
 from service.repository import ModelVersion, Repository
 from service.translator_signature import IMAGE_OUTPUT, SOURCE_INPUT, TranslatorSignature
 
@@ -81,7 +81,8 @@ class TranslationService:
         return self._limits
 
     async def translate(self, request: TranslationRequest, deadline: float | None) -> TranslationResult:
-        model = self._repository.get(request.model, request.version)
+        with naming("model"):
+            model = self._repository.get(request.model, request.version)
         signature = translator_signature(model)
         count = len(request.images)
         if not 1 <= count <= self._limits.max_images:

@@ -20,10 +20,10 @@ def stub(server: ServerThread) -> pb_grpc.GeneratorServiceStub:
 @pytest.mark.parametrize(
     ("fields", "code", "words"),
     [
-        ({"model": "nope", "count": 1, "seed": 1}, grpc.StatusCode.NOT_FOUND, ["'nope'", "digits"]),
+        ({"model": "nope", "count": 1, "seed": 1}, grpc.StatusCode.NOT_FOUND, ["model: ", "'nope'", "digits"]),
         ({"model": "", "count": 1}, grpc.StatusCode.NOT_FOUND, ["model"]),
         ({"model": "../etc", "count": 1}, grpc.StatusCode.NOT_FOUND, ["'../etc'"]),
-        ({"model": "digits", "version": 7, "count": 1}, grpc.StatusCode.NOT_FOUND, ["version 7", "1"]),
+        ({"model": "digits", "version": 7, "count": 1}, grpc.StatusCode.NOT_FOUND, ["model: ", "version 7", "1"]),
         ({"model": "digits", "version": -1, "count": 1}, grpc.StatusCode.INVALID_ARGUMENT, ["version"]),
         ({"model": "digits", "count": 0, "seed": 1}, grpc.StatusCode.INVALID_ARGUMENT, ["count", "1 and 256"]),
         ({"model": "digits", "count": 257, "seed": 1}, grpc.StatusCode.INVALID_ARGUMENT, ["count", "256"]),
@@ -74,7 +74,8 @@ def test_infinite_latent_is_rejected(stub: pb_grpc.GeneratorServiceStub) -> None
 def test_get_unknown_model(stub: pb_grpc.GeneratorServiceStub) -> None:
     with pytest.raises(grpc.RpcError) as raised:
         stub.GetModel(pb.GetModelRequest(name="missing"), timeout=10)
-    assert raised.value.code() == grpc.StatusCode.NOT_FOUND and "missing" in raised.value.details()
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND and raised.value.details().startswith("name: ")
+    assert "missing" in raised.value.details()
 
 
 @pytest.mark.parametrize(
