@@ -77,7 +77,13 @@ class TokenAuth(grpc.aio.ServerInterceptor):
         needs_admin = bool(self._admins) and method in ADMIN_METHODS
         if method.startswith(OPEN_SERVICES) or not (self._users_required or needs_admin):
             return None
-        header = next((str(value) for key, value in metadata if key == "authorization"), None)
+        headers = [str(value) for key, value in metadata if key == "authorization"]
+        if len(headers) > 1:  # which one counts would be a guess, and a proxy may have added one
+            return Decision(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"authorization: send one 'authorization' header, not {len(headers)}",
+            )
+        header = headers[0] if headers else None
         if header is None or not header.lower().startswith(_SCHEME):
             return Decision(
                 grpc.StatusCode.UNAUTHENTICATED,

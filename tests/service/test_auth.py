@@ -61,6 +61,18 @@ def test_a_streamed_reply_needs_a_token_too(guarded: ServerThread) -> None:
         assert code_of(lambda: list(stream)) == grpc.StatusCode.UNAUTHENTICATED
 
 
+def test_several_authorization_headers_are_refused_whatever_their_order(guarded: ServerThread) -> None:
+    with grpc.insecure_channel(guarded.target) as channel:
+        stub = v2_grpc.GRPCInferenceServiceStub(channel)
+        good, bad = ("authorization", f"Bearer {USER}"), ("authorization", "Bearer wrong")
+        for metadata in ((good, bad), (bad, good), (good, good)):
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.ServerReady(v2.ServerReadyRequest(), timeout=10, metadata=metadata)
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert "one 'authorization' header" in (caught.value.details() or "")
+        assert stub.ServerReady(v2.ServerReadyRequest(), timeout=10, metadata=(good,)).ready is not None
+
+
 def test_health_stays_open_for_probes(guarded: ServerThread) -> None:
     with grpc.insecure_channel(guarded.target) as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
