@@ -121,6 +121,12 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=registry,
         )
+        self.tls_certificate_expiry = Gauge(
+            "gan_tls_certificate_expiry_timestamp_seconds",
+            "When the server's TLS certificate (GAN_TLS_CERT_FILE, read at start) stops being valid, Unix time.",
+            multiprocess_mode="livemin",
+            registry=registry,
+        )
         self.server_ready = Gauge(
             "gan_server_ready",
             "1 while every model the repository should serve has a ready version (strict readiness), else 0.",

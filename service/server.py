@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from threading import Thread
 from wsgiref.simple_server import WSGIServer
 
 import grpc
+from cryptography import x509
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
@@ -140,6 +142,8 @@ async def start_server(settings: Settings, registry: CollectorRegistry | None = 
     except OSError:
         await repository.close()
         raise
+    if settings.tls_cert_file is not None:
+        report_certificate_expiry(settings.tls_cert_file.read_bytes(), metrics)
     try:
         grpc_port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     except RuntimeError:  # grpcio >= 1.85 raises where older versions returned port 0
@@ -202,6 +206,24 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     key = _read_pem(settings.tls_key_file, "tls_key_file")
     client_ca = _read_pem(settings.tls_client_ca_file, "tls_client_ca_file") if settings.tls_client_ca_file else None
     return grpc.ssl_server_credentials([(key, chain)], root_certificates=client_ca, require_client_auth=bool(client_ca))
+
+
+CERTIFICATE_WARNING_DAYS = 30
+
+
+def report_certificate_expiry(chain: bytes, metrics: Metrics, now: datetime | None = None) -> None:
+    """Publish when the server's certificate expires, and warn at start if that is past or near:
+    gRPC serves an expired certificate without a word, and only its clients refuse it."""
+    try:
+        not_after = x509.load_pem_x509_certificate(chain).not_valid_after_utc  # the chain's first: the server's
+    except ValueError:
+        return  # not a certificate: binding the port refuses it, naming the setting
+    metrics.tls_certificate_expiry.set(not_after.timestamp())
+    left = not_after - (now or datetime.now(UTC))
+    if left.total_seconds() <= 0:
+        log.warning("GAN_TLS_CERT_FILE: the certificate expired on %s; clients will refuse it", not_after.date())
+    elif left.days < CERTIFICATE_WARNING_DAYS:
+        log.warning("GAN_TLS_CERT_FILE: the certificate expires on %s, in %d days", not_after.date(), left.days)
 
 
 def _read_pem(path: Path, setting: str) -> bytes:

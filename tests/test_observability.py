@@ -120,6 +120,40 @@ def test_the_load_failure_alert_fires_for_a_new_model_whose_first_load_fails(tmp
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_certificate_alert_fires_before_expiry_and_never_without_tls(tmp_path: Path) -> None:
+    promtool = tool("promtool", "prometheus")
+    shutil.copy(PROMETHEUS / "alerts.yml", tmp_path / "alerts.yml")
+    expiry = 'gan_tls_certificate_expiry_timestamp_seconds{{instance="{}",job="gan-serve"}}'
+    day = 86400
+    series = {expiry.format("soon"): f"{10 * day}x40", expiry.format("later"): f"{100 * day}x40"}
+    series[expiry.format("plaintext")] = "0x40"
+    rule = next(rule for rule in alert_rules() if rule["alert"] == "GanTlsCertificateExpiring")
+    labels = {"severity": "ticket", "instance": "soon", "job": "gan-serve"}
+    annotations = {
+        "summary": "the TLS certificate of soon expires within 14 days",
+        "description": str(rule["annotations"]["description"]).replace(  # type: ignore[index]
+            "{{ $value | humanizeTimestamp }}", "1970-01-11 00:00:00 +0000 UTC"
+        ),
+    }
+    test = {
+        "interval": "1m",
+        "input_series": [{"series": name, "values": values} for name, values in series.items()],
+        "alert_rule_test": [
+            {"eval_time": "5m", "alertname": "GanTlsCertificateExpiring", "exp_alerts": []},
+            {
+                "eval_time": "20m",
+                "alertname": "GanTlsCertificateExpiring",
+                "exp_alerts": [{"exp_labels": labels, "exp_annotations": annotations}],
+            },
+        ],
+    }
+    (tmp_path / "test.yml").write_text(yaml.safe_dump({"rule_files": ["alerts.yml"], "tests": [test]}))
+    result = subprocess.run(
+        [promtool, "test", "rules", str(tmp_path / "test.yml")], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_the_dashboard_shows_what_operators_need_using_exported_metrics_only() -> None:
     panels = dashboard_expressions()
     titles = " | ".join(panels).lower()

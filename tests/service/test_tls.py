@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import datetime
 import functools
+import logging
 from pathlib import Path
 
 import grpc
 import pytest
+from cryptography import x509
+from prometheus_client import CollectorRegistry
 
 from gan_client.cli import main
 from gan_client.client import GeneratorClient, TLSConfig
 from service import healthcheck
+from service.metrics import Metrics
+from service.server import report_certificate_expiry
 from service.settings import SettingsError, load_settings
 from tests.certificates import Certificates, make_certificates
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, scrape
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +43,27 @@ def test_tls_serves_clients_that_trust_its_ca_and_refuses_plaintext(
         assert plaintext.value.code() == grpc.StatusCode.UNAVAILABLE
         with pytest.raises(grpc.RpcError):  # the system roots do not know the test CA
             list_names(running.target, TLSConfig())
+        not_after = x509.load_pem_x509_certificate(server.cert.read_bytes()).not_valid_after_utc
+        assert scrape(running)["gan_tls_certificate_expiry_timestamp_seconds"] == not_after.timestamp()
+
+
+def test_an_expired_or_expiring_certificate_is_warned_about_at_start(
+    certificates: Certificates, caplog: pytest.LogCaptureFixture
+) -> None:
+    chain = certificates.server.cert.read_bytes()
+    not_after = x509.load_pem_x509_certificate(chain).not_valid_after_utc
+    metrics = Metrics(CollectorRegistry())
+    for now, warned in (
+        (not_after + datetime.timedelta(days=1), "expired on"),
+        (not_after - datetime.timedelta(days=10), "in 10 days"),
+        (not_after - datetime.timedelta(days=60), None),
+    ):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="service.server"):
+            report_certificate_expiry(chain, metrics, now)
+        messages = [record.getMessage() for record in caplog.records]
+        assert messages == [] if warned is None else (len(messages) == 1 and warned in messages[0]), messages
+    assert metrics.tls_certificate_expiry._value.get() == not_after.timestamp()
 
 
 def test_mutual_tls_needs_a_client_certificate_from_the_ca(
