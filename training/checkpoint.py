@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import random
 import subprocess
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -66,6 +67,17 @@ class LoadedGenerator:
     config_digest: str
     step: int
     ema: bool  # whether `generator` holds the moving-average weights
+
+
+@contextlib.contextmanager
+def refusing_misfits(path: Path, problem: str, advice: str) -> Iterator[None]:
+    """Loading a checkpoint's state into a run: a misfit (size mismatch, missing keys, other parameter
+    groups) is a CheckpointError naming the file, the problem and what to do, not a traceback."""
+    try:
+        yield
+    except (RuntimeError, ValueError, KeyError) as exc:
+        detail = " ".join(str(exc).split())
+        raise CheckpointError(f"{path}: {problem} ({detail[:300]}). {advice}") from None
 
 
 def code_version() -> str:

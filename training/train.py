@@ -21,12 +21,12 @@ from gan_client.grid import save_grid
 from training.acceleration import Forward, autocast, check_acceleration, forward_of
 from training.augment import diff_augment
 from training.checkpoint import (
-    CheckpointError,
     check_resume,
     code_version,
     global_rng_state,
     load_checkpoint,
     recorded_config,
+    refusing_misfits,
     restore_global_rng,
     save_checkpoint,
 )
@@ -356,14 +356,12 @@ def resumable_state(path: Path, config: TrainConfig) -> dict[str, Any]:
 
 def restore(run: Run, state: dict[str, Any], device: torch.device, path: Path) -> None:
     """Put the checkpoint's weights, optimiser states, step and random states into `run`."""
-    try:
+    advice = (
+        "Resume it with its own config (gan-train --resume alone), with data.path at the images it was "
+        "trained on (the same classes)"
+    )
+    with refusing_misfits(path, "its weights do not fit this run's networks", advice):
         load_weights(run, state)
-    except (RuntimeError, ValueError, KeyError) as exc:  # size mismatch, missing keys, other parameter groups
-        detail = " ".join(str(exc).split())
-        raise CheckpointError(
-            f"{path}: its weights do not fit this run's networks ({detail[:300]}). Resume it with its own config "
-            "(gan-train --resume alone), with data.path at the images it was trained on (the same classes)"
-        ) from None
     run.step = int(state["step"])
     rng = state["rng"]
     run.batches.set_state(rng["batches"])

@@ -20,7 +20,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from training.checkpoint import CheckpointError, atomic_save, code_version, global_rng_state, restore_global_rng
+from training.checkpoint import (
+    atomic_save,
+    code_version,
+    global_rng_state,
+    refusing_misfits,
+    restore_global_rng,
+)
 from training.train import check_finite, check_weights_finite, ema_decay, seed_everything, update_ema
 from training.translation.checkpoint import FORMAT, load_translation_checkpoint
 from training.translation.config import TranslationConfig, translation_digest
@@ -247,14 +253,9 @@ def checkpoint_state(run: Run, config: TranslationConfig) -> dict[str, Any]:
 
 def restore(run: Run, state: dict[str, Any], path: Path) -> None:
     """Put the checkpoint's weights, optimiser states, pools, step and random states into `run`."""
-    try:
+    advice = "Resume it with the config it was trained with (the same task, model.* and optim.ema_decay, on or off)"
+    with refusing_misfits(path, "does not fit this run", advice):
         load_weights(run, state)
-    except (RuntimeError, ValueError, KeyError) as exc:  # size mismatch, missing keys, another task's state
-        detail = " ".join(str(exc).split())
-        raise CheckpointError(
-            f"{path}: does not fit this run ({detail[:300]}). Resume it with the config it was trained with "
-            "(the same task, model.* and optim.ema_decay, on or off)"
-        ) from None
     run.step = int(state["step"])
     rng = state["rng"]
     run.batches.set_state(rng["batches"])
