@@ -1,7 +1,7 @@
 """Overload: open-loop traffic at a multiple of capacity against the real server's admission control.
 
     .venv/bin/python bench/overload.py [--seconds 10] [--factor 4] [--deadline 1.0] [--max-queue-size 256]
-                                       [--model digits] [--count 1] [--workers 1] [--channels 1]
+                                       [--model digits] [--count 1] [--workers 1] [--channels 1] [--provider cpu]
 
 It builds the model (serve_bench.build_repository), gives it a config.json with a bounded
 queue (max_queue_size samples; beyond it a call gets RESOURCE_EXHAUSTED at once), and
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     repository, info = build_model(workdir, config, args.model)
     print(f"{args.model}/config.json: {config}", flush=True)
     print(f"gan-serve with {args.workers} worker(s); load over {args.channels} connection(s)", flush=True)
-    env = {"GAN_LOG_LEVEL": "WARNING", "GAN_WORKERS": str(args.workers)}
+    env = {"GAN_LOG_LEVEL": "WARNING", "GAN_WORKERS": str(args.workers), "GAN_PROVIDER": args.provider}
     server = launch_server(repository, workdir / "server.log", env=env)
     try:
         capacity = measure_capacity(server, info, args)
@@ -124,6 +124,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--capacity-seconds", type=float, default=4.0, help="measured seconds of the capacity run")
     parser.add_argument("--model", choices=sorted(MODELS), default="digits")
+    parser.add_argument("--provider", choices=["cpu", "cuda", "auto"], default="cpu", help="the server's GAN_PROVIDER")
     parser.add_argument("--count", type=int, default=1, help="samples per Generate call")
     parser.add_argument("--max-queue-size", type=int, default=256, help="the model's queue bound, in samples")
     parser.add_argument(

@@ -525,14 +525,20 @@ def _deliver(batch: list[_Slice], outputs: Outputs) -> None:
             pending.future.set_result({name: np.concatenate([part[name] for part in ordered]) for name in outputs})
 
 
-# what onnxruntime (its CPU and CUDA arenas), CUDA libraries and numpy say when memory runs out
-_OUT_OF_MEMORY_SIGNS = ("Failed to allocate memory", "out of memory", "STATUS_ALLOC_FAILED")
+# what onnxruntime (its CPU and CUDA arenas, the latter also at its gpu_mem_limit), CUDA libraries and numpy say
+# when memory runs out
+_OUT_OF_MEMORY_SIGNS = (
+    "Failed to allocate memory",
+    "out of memory",
+    "STATUS_ALLOC_FAILED",
+    "is smaller than requested bytes",
+)
 
 
 def _inference_failed(name: str, exc: Exception, samples: int) -> ServiceError:
     """The error the requests of a failed run get: RESOURCE_EXHAUSTED if memory ran out, else INTERNAL."""
     if isinstance(exc, MemoryError) or any(sign in str(exc) for sign in _OUT_OF_MEMORY_SIGNS):
-        size = re.search(r"buffer of size (\d+)", str(exc))
+        size = re.search(r"(?:buffer of size|requested bytes of) (\d+)", str(exc))
         needed = f" (it asked for {int(size[1]):,} bytes more)" if size else ""
         return OutOfMemory(
             f"model {name}: a run of {samples} samples ran out of memory{needed}: "

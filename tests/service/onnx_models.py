@@ -167,20 +167,27 @@ def write_label_generator(path: Path, latent_dim: int = 4, classes: int = 3) -> 
 
 
 def write_memory_hog(path: Path) -> Path:
-    """y = x * max(x) over x of shape [N, 1] int64, computed by summing max(x) ones: max(x) = 2**42 cannot allocate."""
+    """y = x * max(x) over x of shape [N, 1] int64, computed by summing max(x) + 1 ones (never an empty sum, which
+    CUDA refuses at warm-up's zeros) less one: max(x) = 2**42 cannot allocate."""
     x = helper.make_tensor_value_info("x", TensorProto.INT64, ["N", 1])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])
     one = helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])
     nodes = [
         helper.make_node("ReduceMax", ["x"], ["largest"], keepdims=0),
-        helper.make_node("Reshape", ["largest", "vector"], ["length"]),
+        helper.make_node("Add", ["largest", "one_int"], ["largest_plus_one"]),
+        helper.make_node("Reshape", ["largest_plus_one", "vector"], ["length"]),
         helper.make_node("ConstantOfShape", ["length"], ["ones"], value=one),
-        helper.make_node("ReduceSum", ["ones"], ["total"], keepdims=0),
+        helper.make_node("ReduceSum", ["ones"], ["total_plus_one"], keepdims=0),
+        helper.make_node("Sub", ["total_plus_one", "one_float"], ["total"]),
         helper.make_node("Cast", ["x"], ["real"], to=TensorProto.FLOAT),
         helper.make_node("Mul", ["real", "total"], ["y"]),
     ]
-    vector = helper.make_tensor("vector", TensorProto.INT64, [1], [1])
-    graph = helper.make_graph(nodes, "memory_hog", [x], [y], [vector])
+    constants = [
+        helper.make_tensor("vector", TensorProto.INT64, [1], [1]),
+        helper.make_tensor("one_int", TensorProto.INT64, [], [1]),
+        helper.make_tensor("one_float", TensorProto.FLOAT, [], [1.0]),
+    ]
+    graph = helper.make_graph(nodes, "memory_hog", [x], [y], constants)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     return _save(model, path, {})
 

@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable, Mapping
 import numpy as np
 import pytest
 
-from service.batcher import Batcher, BatchPolicy, BatchTimings, Outputs, Priority
-from service.errors import DeadlineExceeded, InferenceFailed, InvalidInput, Overloaded, Unavailable
+from service.batcher import Batcher, BatchPolicy, BatchTimings, Outputs, Priority, _inference_failed
+from service.errors import DeadlineExceeded, InferenceFailed, InvalidInput, OutOfMemory, Overloaded, Unavailable
 
 DELAY = 0.05
 
@@ -651,3 +651,23 @@ def test_a_free_instance_takes_a_new_request_while_the_first_runs_the_batch_it_w
         await batcher.close()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("message", "asked"),
+    [
+        # the CPU arena, and the CUDA arena at its gpu_mem_limit (as onnxruntime-gpu 1.31 said on an H100)
+        ("Failed to allocate memory for requested buffer of size 17592186044416", "17,592,186,044,416"),
+        ("bfc_arena.cc:360 Available memory of 1072693248 is smaller than requested bytes of 68719476992", "68,719,"),
+        ("CUDA failure 2: out of memory ; GPU=0", ""),
+    ],
+)
+def test_a_run_out_of_memory_is_overloaded_with_what_it_asked_for(message: str, asked: str) -> None:
+    error = _inference_failed("hog", RuntimeError(message), samples=4)
+    assert isinstance(error, OutOfMemory) and "a run of 4 samples ran out of memory" in str(error)
+    assert asked in str(error) and ("asked for" in str(error)) == bool(asked)
+
+
+def test_any_other_run_failure_is_an_inference_failure_with_its_cause() -> None:
+    error = _inference_failed("doubler", RuntimeError("Non-zero status code returned while running Mul node"), 1)
+    assert isinstance(error, InferenceFailed) and "Mul node" in str(error)
