@@ -133,8 +133,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--intra-op-threads",
         type=int,
-        default=max(1, usable_cores() - 1),
-        help="the model's onnxruntime threads (default: one fewer than the cores, leaving one to the event loop)",
+        help="the model's onnxruntime threads in each worker (default: one fewer than a worker's share of the "
+        "cores, leaving one to its event loop)",
     )
     parser.add_argument("--workers", type=int, default=1, help="gan-serve --workers: server processes on the port")
     parser.add_argument("--channels", type=int, default=1, help="connections the load is spread over")
@@ -142,7 +142,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--rss-growth-mib", type=float, default=100.0, help="target: peak RSS under load <= RSS before + this"
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.intra_op_threads is None:
+        args.intra_op_threads = loop_sparing_threads(usable_cores(), args.workers)
+    return args
+
+
+def loop_sparing_threads(cores: int, workers: int) -> int:
+    """onnxruntime threads per worker that leave each worker's event loop a core of its own."""
+    return max(1, cores // workers - 1)
 
 
 def measure(
