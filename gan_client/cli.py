@@ -40,7 +40,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tls-cert", type=Path, help="PEM client certificate for mutual TLS (implies --tls)")
     parser.add_argument("--tls-key", type=Path, help="PEM key of --tls-cert")
     parser.add_argument("--tls-server-name", help="name to check the server certificate against (implies --tls)")
-    parser.add_argument("--token-file", type=Path, help="file whose first line is a bearer token for the server")
+    parser.add_argument("--token-file", type=Path, help="bearer token file: its first line not blank or a # comment")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="the models the service has loaded")

@@ -1,4 +1,5 @@
-"""Every command in the README's Quick start and client examples still runs."""
+"""Every command in the README's Quick start and client examples still runs, and its settings
+table and metrics list name everything the service has."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from gan_client.cli import main as gan_client
+from service.metrics import Metrics
+from service.settings import Settings
 from tests.conftest import ServerThread
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,3 +64,18 @@ def test_every_client_example_runs(
 
 def test_the_readme_shows_client_examples() -> None:
     assert len(client_commands()) >= 4
+
+
+def test_every_setting_has_a_row_in_the_serving_settings_table() -> None:
+    documented = set(re.findall(r"`(GAN_[A-Z0-9_]+)`", section("Serving settings")))
+    by_hand = {name for name in Settings.model_fields if name != "worker_index"}  # gan-serve sets that one
+    missing = {f"GAN_{name.upper()}" for name in by_hand} - documented
+    assert not missing, f"README *Serving settings* does not describe {sorted(missing)}"
+
+
+def test_the_metrics_section_names_every_metric_the_service_exports() -> None:
+    documented = set(re.findall(r"\bgan_[a-z_]+", section("Metrics")))
+    families = Metrics(CollectorRegistry()).registry.collect()
+    exported = {family.name + ("_total" if family.type == "counter" else "") for family in families}
+    missing = exported - documented
+    assert not missing, f"README *Metrics* does not name {sorted(missing)}"
