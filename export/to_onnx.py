@@ -14,7 +14,7 @@ from training.checkpoint import LoadedGenerator
 from training.models import Generator
 
 OPSET = 18
-VALUE_RANGE = (-1.0, 1.0)  # the generators end in tanh
+VALUE_RANGE = (-1.0, 1.0)  # the generators end in tanh; the graphs clamp to it (in_range)
 MAX_BATCH = 65536
 
 
@@ -31,7 +31,7 @@ class _ConditionalWrapper(torch.nn.Module):
         self.generator = generator
 
     def forward(self, latent: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
-        return self.generator.from_class_weights(latent, class_weights)
+        return in_range(self.generator.from_class_weights(latent, class_weights))
 
 
 class _UnconditionalWrapper(torch.nn.Module):
@@ -43,7 +43,24 @@ class _UnconditionalWrapper(torch.nn.Module):
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         label = torch.zeros(latent.shape[0], dtype=torch.int64, device=latent.device)
-        return self.generator(latent, label)
+        return in_range(self.generator(latent, label))
+
+
+class InRange(torch.nn.Module):
+    """A translator whose output is clamped to VALUE_RANGE (its input keeps the name `source`)."""
+
+    def __init__(self, generator: torch.nn.Module) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, source: torch.Tensor) -> torch.Tensor:
+        return in_range(self.generator(source))
+
+
+def in_range(images: torch.Tensor) -> torch.Tensor:
+    """`images` clamped to VALUE_RANGE. PyTorch's tanh stays inside it, but onnxruntime's approximation
+    lands one float step past it where it saturates (-1.0000001), outside what the metadata promises."""
+    return images.clamp(*VALUE_RANGE)
 
 
 def signature_of(loaded: LoadedGenerator) -> Signature:

@@ -19,7 +19,7 @@ import torch
 
 from export.model_repository import check_publishable, publish_version, staged_version, write_json
 from export.parity import DEFAULT_TOLERANCE, ParityError, ParityReport
-from export.to_onnx import MAX_BATCH, OPSET, VALUE_RANGE, write_program
+from export.to_onnx import MAX_BATCH, OPSET, VALUE_RANGE, InRange, write_program
 from service.layout import MODEL_FILE
 from service.translator_signature import IMAGE_OUTPUT, SOURCE_INPUT, TranslatorSignature
 from training.translation.checkpoint import Direction, LoadedTranslator, load_translator
@@ -108,9 +108,8 @@ def write_translator_onnx(loaded: LoadedTranslator, path: Path) -> TranslatorSig
     width = multiple * torch.export.Dim("w_blocks", min=1, max=MAX_SIDE // multiple)
     example = (example_sources(signature, 2, signature.train_size, seed=0),)
     dynamic = {SOURCE_INPUT: {0: batch, 2: height, 3: width}}
-    write_program(
-        loaded.generator.eval(), example, [SOURCE_INPUT], [IMAGE_OUTPUT], dynamic, signature.to_metadata(), path
-    )
+    module = InRange(loaded.generator.eval())
+    write_program(module, example, [SOURCE_INPUT], [IMAGE_OUTPUT], dynamic, signature.to_metadata(), path)
     return signature
 
 

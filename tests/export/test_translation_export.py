@@ -72,6 +72,17 @@ def test_onnxruntime_matches_pytorch_at_the_training_size_and_another(
         assert actual.min() >= -1.0 and actual.max() <= 1.0
 
 
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_saturated_translations_stay_inside_the_advertised_range(
+    name: str, exported: dict[str, TranslationExport]
+) -> None:
+    """As for the generators (tests/export/test_export.py): the graph clamps onnxruntime's tanh."""
+    signature = exported[name].signature
+    sources = example_sources(signature, 8, signature.train_size, seed=3).numpy() * 1e4
+    (images,) = session_of(exported[name].path).run(["image"], {"source": sources})
+    assert images.min() >= -1.0 and images.max() <= 1.0
+
+
 def test_the_metadata_round_trips_and_the_repository_config_is_small(exported: dict[str, TranslationExport]) -> None:
     result = exported["sr"]
     session = session_of(result.path)
