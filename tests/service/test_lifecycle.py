@@ -127,6 +127,13 @@ def test_missing_repository_says_what_to_do(tmp_path: Path) -> None:
     assert "nowhere does not exist" in err and "make serve" in err
 
 
+def test_an_empty_repository_says_what_to_do(tmp_path: Path) -> None:
+    process = start("--model-repository", str(tmp_path), "--grpc-port", "0", "--metrics-port", "0")
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert "holds no model folders" in err and "gan-export" in err
+
+
 def test_calls_in_flight_when_the_server_stops_are_answered_not_refused(model_repository: Path) -> None:
     """Stopping with calls in flight: each gets its samples or UNAVAILABLE, never NOT_FOUND."""
     from tests.conftest import ServerThread
