@@ -38,6 +38,12 @@ def test_the_model_config_overrides_the_service_defaults() -> None:
     assert policy.allowed_batch_sizes == (1, 8, 32)
     assert policy.max_queue_size == 100
     assert policy.padded_size(5) == 8
+    assert ModelConfig(max_queue_delay_ms=0.0).batch_policy(settings).max_queue_delay_s == 0.0, "0 is a setting too"
+
+
+def test_the_model_config_instances_override_gan_instances() -> None:
+    assert ModelConfig(instances=3).sessions(Settings(instances=1)) == 3
+    assert ModelConfig().sessions(Settings(instances=2)) == 2
 
 
 @pytest.mark.parametrize(

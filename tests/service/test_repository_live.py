@@ -401,6 +401,11 @@ def test_a_stand_in_for_a_version_that_failed_to_load_is_the_newest_left(
         assert index(stub)[("digits", "2")] == ("READY", "kept serving until a newer version loads")
         generator = pb_grpc.GeneratorServiceStub(grpc.insecure_channel(server.target))
         assert generator.Generate(pb.GenerateRequest(model="digits", count=1, seed=1), timeout=30).version == 2
+        (root / "digits" / "config.json").write_text(json.dumps({"version_policy": {"specific": [1, 3]}}))
+        with pytest.raises(grpc.RpcError):  # version 3 still broken: 2 stands in, beside the older 1
+            stub.RepositoryModelLoad(v2.RepositoryModelLoadRequest(model_name="digits"), timeout=30)
+        assert [ready(stub, "digits", str(v)) for v in (1, 2, 3)] == [True, True, False]
+        assert generator.Generate(pb.GenerateRequest(model="digits", count=1, seed=1), timeout=30).version == 2
 
 
 def test_an_explicit_load_retries_a_version_whose_failure_came_from_outside_its_file(
