@@ -135,14 +135,17 @@ class Supervisor:
     def _supervise(self) -> None:
         """Until a stop signal: notice workers that die at once, replace each after its slot's pause."""
         while not self._stopping.wait(0.2):
-            now = time.monotonic()
-            for position, worker in enumerate(self._workers):
-                if worker.process.poll() is None:
-                    continue
-                if worker.restart_at is None:
-                    self._buried(worker, now)
-                elif now >= worker.restart_at:
-                    self._workers[position] = self._replace(worker)
+            self._check_workers(time.monotonic())
+
+    def _check_workers(self, now: float) -> None:
+        """Bury each worker found dead; start its replacement once its slot's pause is over."""
+        for position, worker in enumerate(self._workers):
+            if worker.process.poll() is None:
+                continue
+            if worker.restart_at is None:
+                self._buried(worker, now)
+            elif now >= worker.restart_at:
+                self._workers[position] = self._replace(worker)
 
     def _buried(self, worker: Worker, now: float) -> None:
         code = worker.process.returncode

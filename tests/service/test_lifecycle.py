@@ -111,6 +111,7 @@ def test_a_setting_that_would_stop_the_service_working_is_refused(
 @pytest.mark.parametrize("flag, variable", [("--grpc-port", "GAN_GRPC_PORT"), ("--metrics-port", "GAN_METRICS_PORT")])
 def test_a_port_in_use_is_named_without_a_traceback(model_repository: Path, flag: str, variable: str) -> None:
     with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # a server that would share its port
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         ports = {"--grpc-port": "0", "--metrics-port": "0", flag: str(taken.getsockname()[1])}
@@ -125,6 +126,13 @@ def test_missing_repository_says_what_to_do(tmp_path: Path) -> None:
     _, err = process.communicate(timeout=60)
     assert process.returncode == 1
     assert "nowhere does not exist" in err and "make serve" in err
+
+
+def test_an_empty_repository_says_what_to_do(tmp_path: Path) -> None:
+    process = start("--model-repository", str(tmp_path), "--grpc-port", "0", "--metrics-port", "0")
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert "holds no model folders" in err and "gan-export" in err
 
 
 def test_calls_in_flight_when_the_server_stops_are_answered_not_refused(model_repository: Path) -> None:

@@ -38,6 +38,12 @@ def test_the_model_config_overrides_the_service_defaults() -> None:
     assert policy.allowed_batch_sizes == (1, 8, 32)
     assert policy.max_queue_size == 100
     assert policy.padded_size(5) == 8
+    assert ModelConfig(max_queue_delay_ms=0.0).batch_policy(settings).max_queue_delay_s == 0.0, "0 is a setting too"
+
+
+def test_the_model_config_instances_override_gan_instances() -> None:
+    assert ModelConfig(instances=3).sessions(Settings(instances=1)) == 3
+    assert ModelConfig().sessions(Settings(instances=2)) == 2
 
 
 @pytest.mark.parametrize(
@@ -45,10 +51,15 @@ def test_the_model_config_overrides_the_service_defaults() -> None:
     [
         ({"allowed_batch_sizes": [8, 8]}, "allowed_batch_sizes must list distinct positive sizes"),
         ({"max_batch_size": 16, "allowed_batch_sizes": [1, 8]}, "(8) must equal max_batch_size"),
+        ({"max_batch_size": 4, "allowed_batch_sizes": [1, 8]}, "(8) must equal max_batch_size"),
+        ({"version_policy": {"latest": 2, "all": True}}, "version_policy: Value error, give one of latest, all"),
+        ({"version_policy": {"specific": [0, 1]}}, "version_policy: Value error, specific must list positive"),
+        ({"version_policy": {"specific": []}}, "version_policy: Value error, specific must list positive"),
+        ({"version_policy": {"latest": 0}}, "version_policy.latest: Input should be greater than or equal to 1"),
         ({"name": "other"}, "name 'other' does not match its folder 'digits'"),
     ],
 )
-def test_a_config_that_contradicts_itself_is_refused_naming_the_file_and_field(
+def test_a_config_that_contradicts_itself_or_selects_nothing_is_refused_naming_the_file_and_field(
     tmp_path: Path, config: dict[str, object], words: str
 ) -> None:
     folder = tmp_path / "digits"

@@ -22,8 +22,9 @@ from inference import grpc_service_pb2 as v2
 from inference import grpc_service_pb2_grpc as v2_grpc
 from service.batcher import BatcherClosed, Priority
 from service.errors import ModelLoadError
-from service.repository import ModelVersion
+from service.repository import ModelVersion, Repository
 from tests.conftest import ServerThread, scrape
+from tests.service.onnx_models import write_external_data_model
 
 POLL = {"model_control_mode": "poll", "repository_poll_s": 0.1}
 
@@ -194,6 +195,9 @@ def test_a_policy_changed_to_select_nothing_leaves_the_serving_version(model_rep
         wait_for(lambda: ("digits", "") in index(stub), "the policy's failure in the index")
         assert "selects none" in index(stub)[("digits", "")][1]
         assert ready(stub, "digits", "1"), "like a failed load: what served keeps serving"
+        staged.write_text(json.dumps({"version_policy": {"latest": 1}}))
+        staged.replace(root / "digits" / "config.json")
+        wait_for(lambda: ("digits", "") not in index(stub), "the fixed policy to clear the failure from the index")
 
 
 def test_a_model_removed_from_disk_is_unloaded(model_repository: Path, tmp_path: Path) -> None:
@@ -206,6 +210,7 @@ def test_a_model_removed_from_disk_is_unloaded(model_repository: Path, tmp_path:
         shutil.rmtree(root / "other")
         wait_for(lambda: not ready(stub, "other"), "the removed model to be unloaded")
         assert ("other", "1") not in index(stub) and ready(stub, "digits")
+        assert stub.ServerReady(v2.ServerReadyRequest(), timeout=10).ready, "a model gone from disk is not required"
 
 
 def test_version_policies_choose_what_is_served(model_repository: Path, tmp_path: Path) -> None:
@@ -220,9 +225,12 @@ def test_version_policies_choose_what_is_served(model_repository: Path, tmp_path
         wait_for(lambda: ready(stub, "digits", "2"), "the all-versions policy")
         metadata = stub.ModelMetadata(v2.ModelMetadataRequest(name="digits"), timeout=10)
         assert metadata.versions == ["3", "2", "1"]
+        generator = pb_grpc.GeneratorServiceStub(grpc.insecure_channel(server.target))
+        assert generator.Generate(pb.GenerateRequest(model="digits", count=1, seed=1), timeout=30).version == 3
         (root / "digits" / "config.json").write_text(json.dumps({"version_policy": {"latest": 2}}))
         wait_for(lambda: not ready(stub, "digits", "1"), "the latest-2 policy to drop version 1")
         assert [ready(stub, "digits", str(v)) for v in (1, 2, 3)] == [False, True, True]
+        assert sorted(index(stub)) == [("digits", "2"), ("digits", "3")], "a dropped version leaves the index"
 
 
 def test_explicit_mode_loads_and_unloads_on_request(model_repository: Path, tmp_path: Path) -> None:
@@ -258,6 +266,8 @@ def test_explicit_load_of_a_broken_new_copy_fails_and_the_old_one_keeps_serving(
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION, details
         assert "keeps serving" in details, details
         assert ready(stub, "digits", "1")
+        state, reason = index(stub)[("digits", "1")]
+        assert state == "READY" and "cannot load" in reason and "keeps serving" in reason
         generator = pb_grpc.GeneratorServiceStub(grpc.insecure_channel(server.target))
         assert generator.Generate(pb.GenerateRequest(model="digits", count=1, seed=1), timeout=30).version == 1
 
@@ -310,26 +320,31 @@ def one_sample_of(model: ModelVersion) -> dict[str, np.ndarray]:
     return {spec.name: np.zeros((1, *spec.shape[1:]), dtype=np.float32) for spec in model.runtime.inputs}
 
 
+async def look_up_then_reload_then_submit(repository: Repository, root: Path, new_file: Path, pinned: bool) -> int:
+    """Look up digits' newest version, publish `new_file` as the next one and load it, then submit one
+    sample decoded against the version looked up; the version that ran it."""
+    looked_up = repository.get("digits")  # a call decoded against this version...
+    add_version(new_file, root / "digits", looked_up.version + 1)
+    await repository.load_model("digits")  # ...which a reload retires before it is submitted
+    while repository._retiring:
+        await asyncio.gather(*list(repository._retiring))
+    model, _ = await repository.submit(looked_up, one_sample_of(looked_up), None, Priority.NORMAL, pinned=pinned)
+    return model.version
+
+
 def test_a_request_that_looked_up_a_version_just_retired_runs_on_its_successor(
     model_repository: Path, tmp_path: Path
 ) -> None:
     root = fresh_repository(model_repository, tmp_path)
     with ServerThread(model_repository=root, model_control_mode="explicit") as server:
         repository = server.server.repository
-        inputs = one_sample_of(repository.get("digits"))
-
-        async def look_up_then_reload_then_submit(pinned: bool) -> int:
-            looked_up = repository.get("digits")  # a call decoded against this version...
-            add_version(root / "digits" / "1" / "model.onnx", root / "digits", looked_up.version + 1)
-            await repository.load_model("digits")  # ...which a reload retires before it is submitted
-            while repository._retiring:
-                await asyncio.gather(*list(repository._retiring))
-            model, _ = await repository.submit(looked_up, inputs, None, Priority.NORMAL, pinned=pinned)
-            return model.version
-
-        assert server._call(look_up_then_reload_then_submit(pinned=False)) == 2
+        same_model = root / "digits" / "1" / "model.onnx"
+        assert server._call(look_up_then_reload_then_submit(repository, root, same_model, pinned=False)) == 2
         with pytest.raises(BatcherClosed):  # a pinned version is never swapped for another
-            server._call(look_up_then_reload_then_submit(pinned=True))
+            server._call(look_up_then_reload_then_submit(repository, root, same_model, pinned=True))
+        other_inputs = model_repository / "noise" / "1" / "model.onnx"  # no class_weights input
+        with pytest.raises(BatcherClosed):  # the call was decoded for inputs the successor does not take
+            server._call(look_up_then_reload_then_submit(repository, root, other_inputs, pinned=False))
 
 
 def test_closing_the_repository_closes_a_retired_version_a_request_still_holds(
@@ -345,9 +360,91 @@ def test_closing_the_repository_closes_a_retired_version_a_request_still_holds(
             with repository.holding(old):  # a row stream, say, mid-way
                 add_version(root / "digits" / "1" / "model.onnx", root / "digits", 2)
                 await repository.load_model("digits")
+                while repository._retiring:  # whatever the reload closes
+                    await asyncio.gather(*list(repository._retiring))
                 await repository.submit(old, inputs, None, Priority.NORMAL, pinned=True)  # held: still open
                 await repository.close()  # shutdown: nothing may stay open, held or not
                 with pytest.raises(BatcherClosed):
                     await old.batcher.submit(inputs, None, Priority.NORMAL)
 
         server._call(hold_through_a_reload_and_a_shutdown())
+
+
+def test_a_poll_that_fails_does_not_stop_polling(model_repository: Path, tmp_path: Path) -> None:
+    root = fresh_repository(model_repository, tmp_path)
+    with ServerThread(model_repository=root, **POLL) as server:
+        stub = v2_stub(server)
+        moved = tmp_path / "moved"
+        root.rename(moved)  # a repository mount that goes away for a moment: every poll fails
+        time.sleep(0.5)
+        moved.rename(root)
+        add_version(root / "digits" / "1" / "model.onnx", root / "digits", 2)
+        wait_for(lambda: ready(stub, "digits", "2"), "polling to pick up version 2 after the failed polls")
+
+
+def test_a_stand_in_for_a_version_that_failed_to_load_is_the_newest_left(
+    model_repository: Path, tmp_path: Path
+) -> None:
+    root = fresh_repository(model_repository, tmp_path)
+    add_version(root / "digits" / "1" / "model.onnx", root / "digits", 2)
+    (root / "digits" / "config.json").write_text(json.dumps({"version_policy": {"all": True}}))
+    with ServerThread(model_repository=root, model_control_mode="explicit") as server:
+        stub = v2_stub(server)
+        broken = tmp_path / "broken.onnx"
+        broken.write_bytes(b"not an onnx file")
+        add_version(broken, root / "digits", 3)
+        (root / "digits" / "config.json").write_text(json.dumps({"version_policy": {"latest": 1}}))
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.RepositoryModelLoad(v2.RepositoryModelLoadRequest(model_name="digits"), timeout=30)
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert [ready(stub, "digits", str(v)) for v in (1, 2, 3)] == [False, True, False]
+        assert index(stub)[("digits", "2")] == ("READY", "kept serving until a newer version loads")
+        generator = pb_grpc.GeneratorServiceStub(grpc.insecure_channel(server.target))
+        assert generator.Generate(pb.GenerateRequest(model="digits", count=1, seed=1), timeout=30).version == 2
+        (root / "digits" / "config.json").write_text(json.dumps({"version_policy": {"specific": [1, 3]}}))
+        with pytest.raises(grpc.RpcError):  # version 3 still broken: 2 stands in, beside the older 1
+            stub.RepositoryModelLoad(v2.RepositoryModelLoadRequest(model_name="digits"), timeout=30)
+        assert [ready(stub, "digits", str(v)) for v in (1, 2, 3)] == [True, True, False]
+        assert generator.Generate(pb.GenerateRequest(model="digits", count=1, seed=1), timeout=30).version == 2
+
+
+def test_an_explicit_load_retries_a_version_whose_failure_came_from_outside_its_file(
+    model_repository: Path, tmp_path: Path
+) -> None:
+    root = fresh_repository(model_repository, tmp_path)
+    folder = root / "reader" / "1"
+    folder.mkdir(parents=True)
+    write_external_data_model(folder / "model.onnx", "weights.bin")  # its weights not copied yet
+    with ServerThread(model_repository=root, model_control_mode="explicit", exit_on_error=False) as server:
+        stub = v2_stub(server)
+        assert index(stub)[("reader", "1")][0] == "UNAVAILABLE"
+        np.array([1, 2, 3, 4], dtype=np.float32).tofile(folder / "weights.bin")  # model.onnx itself unchanged
+        stub.RepositoryModelLoad(v2.RepositoryModelLoadRequest(model_name="reader"), timeout=30)
+        assert ready(stub, "reader", "1") and index(stub)[("reader", "1")] == ("READY", "")
+
+
+def test_while_a_new_copy_loads_the_old_one_serves_and_reads_ready(
+    model_repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = fresh_repository(model_repository, tmp_path)
+    with ServerThread(model_repository=root, model_control_mode="explicit") as server:
+        repository = server.server.repository
+        loading, release = threading.Event(), threading.Event()
+        load_version = repository._load_version
+
+        def slow_load(*args: object) -> ModelVersion:
+            loading.set()
+            release.wait(30)
+            return load_version(*args)
+
+        monkeypatch.setattr(repository, "_load_version", slow_load)
+        stub = v2_stub(server)
+        (root / "digits" / "config.json").write_text(json.dumps({"max_queue_size": 777}))  # a new copy of version 1
+        load = stub.RepositoryModelLoad.future(v2.RepositoryModelLoadRequest(model_name="digits"), timeout=60)
+        assert loading.wait(30)
+        assert index(stub)[("digits", "1")] == ("READY", "") and stub.ServerReady(v2.ServerReadyRequest()).ready
+        generator = pb_grpc.GeneratorServiceStub(grpc.insecure_channel(server.target))
+        assert generator.Generate(pb.GenerateRequest(model="digits", count=1, seed=1), timeout=30).version == 1
+        release.set()
+        load.result()
+        assert repository.get("digits").config.max_queue_size == 777

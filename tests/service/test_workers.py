@@ -25,7 +25,7 @@ from gan.v1 import generator_pb2 as pb
 from gan.v1 import generator_pb2_grpc as pb_grpc
 from service import workers as workers_module
 from service.settings import Settings
-from service.workers import MAX_RESTART_PAUSE_S, RESTART_PAUSE_S, YOUNG_S, Worker
+from service.workers import MAX_RESTART_PAUSE_S, RESTART_PAUSE_S, YOUNG_S, Worker, metrics_folder
 from service.workers import Supervisor as WorkerSupervisor
 from tests.service.test_repository_live import wait_for
 
@@ -227,7 +227,12 @@ class FakeProcess:
     """What the supervisor uses of a worker's Popen: a pid, a poll, SIGTERM, and the exit code of wait."""
 
     def __init__(self, code: int = 0) -> None:
-        self.pid, self.returncode, self.code = 4242, None, code
+        self.pid, self.code = 4242, code
+        self.returncode: int | None = None
+        self.killed = False
+
+    def kill(self) -> None:
+        self.killed, self.returncode = True, -signal.SIGKILL
 
     def poll(self) -> int | None:
         return self.returncode
@@ -270,3 +275,60 @@ def test_gan_serve_exits_1_when_a_worker_does_not_stop_cleanly(quiet_supervisor:
     assert quiet_supervisor._stop_workers() == 1
     quiet_supervisor._workers = [Worker(0, FakeProcess(0)), Worker(1, FakeProcess(0))]  # type: ignore[arg-type]
     assert quiet_supervisor._stop_workers() == 0
+    loading, serving = Worker(0, FakeProcess(-signal.SIGTERM)), Worker(1, FakeProcess(-signal.SIGTERM))  # type: ignore[arg-type]
+    quiet_supervisor._workers = [loading]
+    assert quiet_supervisor._stop_workers() == 0, "one still loading has no handler yet: SIGTERM ends it, cleanly"
+    serving.ready.set()
+    quiet_supervisor._workers = [serving]
+    assert quiet_supervisor._stop_workers() == 1, "a serving worker ended by the signal itself did not drain"
+
+
+def test_a_dead_worker_is_replaced_only_once_its_slot_pause_is_over(quiet_supervisor: WorkerSupervisor) -> None:
+    dead = quiet_supervisor._start(0)
+    dead.process.returncode = 1
+    quiet_supervisor._workers = [dead]
+    died = dead.started_at + YOUNG_S + 1
+    quiet_supervisor._check_workers(died)
+    quiet_supervisor._check_workers(died + RESTART_PAUSE_S / 2)
+    assert quiet_supervisor._workers == [dead]
+    quiet_supervisor._check_workers(died + RESTART_PAUSE_S)
+    assert quiet_supervisor._workers[0] is not dead and quiet_supervisor._workers[0].index == 0
+
+
+def test_a_second_stop_signal_kills_the_workers_instead_of_waiting_for_their_drain(
+    quiet_supervisor: WorkerSupervisor,
+) -> None:
+    quiet_supervisor._workers = [quiet_supervisor._start(index) for index in range(2)]
+    quiet_supervisor._on_signal(signal.SIGTERM, None)
+    assert not any(worker.process.killed for worker in quiet_supervisor._workers)  # type: ignore[attr-defined]
+    quiet_supervisor._on_signal(signal.SIGINT, None)
+    assert all(worker.process.killed for worker in quiet_supervisor._workers)  # type: ignore[attr-defined]
+
+
+def test_the_ready_line_waits_for_every_worker_and_a_stop_signal_ends_the_wait(
+    quiet_supervisor: WorkerSupervisor, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(workers_module, "START_TIMEOUT_S", 0.2)
+    quiet_supervisor._workers = [quiet_supervisor._start(index) for index in range(2)]
+    quiet_supervisor._workers[0].ready.set()
+    assert not quiet_supervisor._wait_until_ready()
+    assert "the workers did not all start; timed out" in capsys.readouterr().err
+    quiet_supervisor._stopping.set()
+    assert not quiet_supervisor._wait_until_ready()
+    assert "stopped before the workers were ready" in capsys.readouterr().err
+    quiet_supervisor._stopping.clear()
+    quiet_supervisor._workers[1].ready.set()
+    assert quiet_supervisor._wait_until_ready()
+
+
+def test_an_operators_metrics_folder_is_emptied_of_old_worker_files(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Files a previous run's workers left would be added to the new counts."""
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    (folder / "counter_1234.db").write_bytes(b"old counts")
+    (folder / "notes.txt").write_text("not a metrics file")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(folder))
+    assert metrics_folder() == (folder, False)
+    assert [path.name for path in folder.iterdir()] == ["notes.txt"]
