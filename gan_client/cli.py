@@ -41,10 +41,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tls-key", type=Path, help="PEM key of --tls-cert")
     parser.add_argument("--tls-server-name", help="name to check the server certificate against (implies --tls)")
     parser.add_argument("--token-file", type=Path, help="bearer token file: its first line not blank or a # comment")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text (info always prints JSON)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="the models the service has loaded")
-    info = commands.add_parser("info", help="one model's signature")
+    info = commands.add_parser("info", help="one model's signature, as JSON")
     info.add_argument("model")
     info.add_argument("--version", type=int, default=0, help="model version (default: newest)")
     generate = commands.add_parser(
