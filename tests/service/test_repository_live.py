@@ -382,6 +382,28 @@ def test_a_poll_that_fails_does_not_stop_polling(model_repository: Path, tmp_pat
         wait_for(lambda: ready(stub, "digits", "2"), "polling to pick up version 2 after the failed polls")
 
 
+def test_a_poll_that_raises_an_unexpected_error_logs_it_and_polls_on(
+    model_repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real_rescan = Repository.rescan
+    raised: list[str] = []
+
+    async def rescan_failing_once(self: Repository) -> None:
+        if not raised:
+            raised.append("once")
+            raise RuntimeError("a bug in a rescan")
+        await real_rescan(self)
+
+    monkeypatch.setattr(Repository, "rescan", rescan_failing_once)
+    root = fresh_repository(model_repository, tmp_path)
+    with ServerThread(model_repository=root, **POLL) as server:
+        stub = v2_stub(server)
+        wait_for(lambda: bool(raised), "the first poll")
+        add_version(root / "digits" / "1" / "model.onnx", root / "digits", 2)
+        wait_for(lambda: ready(stub, "digits", "2"), "polling to pick up version 2 after the poll that raised")
+    assert "repository poll failed" in caplog.text and "a bug in a rescan" in caplog.text
+
+
 def test_a_stand_in_for_a_version_that_failed_to_load_is_the_newest_left(
     model_repository: Path, tmp_path: Path
 ) -> None:
