@@ -93,9 +93,9 @@ def mean_row(rows: list[Row]) -> Row:
     return Row(rows[0].table, rows[0].who, None, scores, float(np.mean([row.seconds for row in rows])))
 
 
-def run_ours(train: pd.DataFrame, seed: int, steps: int) -> tuple[pd.DataFrame, float]:
+def run_ours(train: pd.DataFrame, seed: int, steps: int, device: str) -> tuple[pd.DataFrame, float]:
     started = time.perf_counter()
-    synthesizer = train_table(train, TabularConfig(steps=steps, seed=seed))
+    synthesizer = train_table(train, TabularConfig(steps=steps, seed=seed, device=device))
     seconds = time.perf_counter() - started
     return synthesizer.sample(len(train), seed=seed + 1), seconds
 
@@ -155,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=TabularConfig().steps, help="our training steps")
     parser.add_argument("--ctgan-epochs", type=int, default=CTGAN_EPOCHS)
     parser.add_argument("--no-ctgan", action="store_true", help="ours only (the targets against ctgan are skipped)")
+    parser.add_argument(
+        "--device", default="cpu", help="where ours trains (default cpu, one thread, as ctgan here; cuda on a GPU)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     import torch
@@ -192,7 +195,7 @@ def run_seed(
     args: argparse.Namespace,
 ) -> list[Row]:
     """One seed of one table: ours, ctgan (unless --no-ctgan) and the two references, scored and printed."""
-    ours, our_seconds = run_ours(train, seed, args.steps)
+    ours, our_seconds = run_ours(train, seed, args.steps, args.device)
     candidates = [("ours", ours, our_seconds)]
     if not args.no_ctgan:
         theirs, their_seconds = run_ctgan(train, specs, seed, args.ctgan_epochs)

@@ -3,6 +3,7 @@
     python bench/translation_quality.py                    # each config's own steps, one thread
     python bench/translation_quality.py --steps 300        # a quick look
     python bench/translation_quality.py --configs sr.yaml inpaint.yaml
+    python bench/translation_quality.py --device cuda       # train on a GPU (auto: a GPU when torch sees one)
 
 Per config: the training wall time, then (training/translation/evaluate.py) PSNR and SSIM of the
 model against held-out targets beside the plain baseline's (paired tasks), and the feature-based
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from training.train import resolve_device
 from training.translation.cli import translation_config
 from training.translation.evaluate import TranslationEvaluation, evaluate_translation, improved, report
 from training.translation.train import train_translation
@@ -44,12 +46,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--configs", nargs="+", default=list(SHIPPED), help="file names under training/configs")
     parser.add_argument("--steps", type=int, help="override every config's steps (default: each config's own)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--device", default="auto", help="where to train: auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-translation"))
     return parser.parse_args()
 
 
-def run_one(name: str, out: Path, steps: int | None) -> Row:
-    overrides = [f"out_dir={out / Path(name).stem}"] + ([f"steps={steps}"] if steps else [])
+def run_one(name: str, out: Path, steps: int | None, device: str) -> Row:
+    overrides = [f"out_dir={out / Path(name).stem}", f"device={device}"] + ([f"steps={steps}"] if steps else [])
     config = translation_config(CONFIGS / name, overrides)
     started = time.monotonic()
     trained = train_translation(config, progress=False)
@@ -82,8 +85,12 @@ def main() -> int:
     args = parse_args()
     torch.set_num_threads(args.threads)
     started = time.monotonic()
-    rows = [run_one(name, args.out, args.steps) for name in args.configs]
-    print(f"\n{table(rows)}\n\ntotal wall time {time.monotonic() - started:.0f} s ({args.threads} thread(s))")
+    device = resolve_device(args.device)
+    rows = [run_one(name, args.out, args.steps, str(device)) for name in args.configs]
+    where = f"{args.threads} CPU thread(s)"
+    if device.type == "cuda":
+        where += f", trained on {torch.cuda.get_device_name(device)}"
+    print(f"\n{table(rows)}\n\ntotal wall time {time.monotonic() - started:.0f} s ({where})")
     args.out.mkdir(parents=True, exist_ok=True)
     summary = [{"config": r.config, "train_seconds": r.train_seconds, **r.result.as_dict()} for r in rows]
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))

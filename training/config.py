@@ -9,10 +9,11 @@ import re
 import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -25,6 +26,18 @@ from pydantic import (
 LossKind = Literal["minimax", "nonsaturating", "lsgan", "hinge", "wgan-gp"]
 SMOOTHED_LOSSES = ("minimax", "nonsaturating")  # the binary cross-entropy losses, whose real targets can be smoothed
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def _known_device(device: str) -> str:
+    if not DEVICE_PATTERN.fullmatch(device):
+        raise ValueError("must be auto, cpu, cuda or cuda:N (N a GPU index, e.g. cuda:0)")
+    return device
+
+
+# Where a run trains (every trainer's `device`): auto is CUDA when torch sees a GPU, else the CPU.
+# Only the spelling is checked here, so a config trained on a GPU still loads on a machine without
+# one; training.train.resolve_device checks that the device exists when a run starts.
+Device = Annotated[str, AfterValidator(_known_device)]
 POINT_SOURCES = ("ring8", "grid25")  # 2-D Gaussian mixtures (training/mode_coverage.py), for the MLP models
 
 
@@ -148,7 +161,7 @@ class TrainConfig(FrozenConfig):
     checkpoint_every: int = Field(1000, ge=1)
     log_every: int = Field(10, ge=1)
     out_dir: Path = Path("runs/default")
-    device: str = "auto"  # auto: cuda when available, else cpu
+    device: Device = "auto"  # auto: cuda when available, else cpu
     deterministic: bool = False  # deterministic algorithms only: bit-identical reruns, slower on GPU
     tensorboard: bool = False  # also log scalars and sample grids to out_dir/tensorboard (rank 0)
     amp: Literal["off", "bf16"] = "off"  # mixed precision: forward passes in bfloat16 under torch.autocast (CUDA)
@@ -158,13 +171,6 @@ class TrainConfig(FrozenConfig):
     @classmethod
     def _off_is_not_false(cls, value: object) -> object:
         return "off" if value is False else value  # YAML reads a bare `off` as false
-
-    @field_validator("device")
-    @classmethod
-    def _known_device(cls, device: str) -> str:
-        if not DEVICE_PATTERN.fullmatch(device):
-            raise ValueError("must be auto, cpu, cuda or cuda:N (N a GPU index, e.g. cuda:0)")
-        return device
 
     @model_validator(mode="after")
     def _smoothing_needs_a_cross_entropy_loss(self) -> TrainConfig:

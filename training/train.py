@@ -441,11 +441,18 @@ class LossLog:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device a run's `device` setting names; DataError when torch cannot use it."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    device = torch.device(name)
+    if device.type != "cuda":
+        return device
+    if not torch.cuda.is_available():
         raise DataError(f"device: {name} requested but torch sees no CUDA device; use device=cpu or auto")
-    return torch.device(name)
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise DataError(f"device: {name} requested but torch sees {count} CUDA device(s): cuda:0 to cuda:{count - 1}")
+    return device
 
 
 def seed_everything(seed: int) -> None:

@@ -244,3 +244,28 @@ def test_a_batch_never_holds_more_rows_than_the_table() -> None:
     assert effective_batch_size(500, 10, 124) == 120  # wine's training rows, to a multiple of pack
     assert effective_batch_size(500, 10, 5000) == 500  # large tables keep the configured batch
     assert effective_batch_size(500, 10, 7) == 10  # at least one packed group
+
+
+@pytest.mark.parametrize(
+    ("device", "words"),
+    [
+        ("gpu", ["device", "must be auto, cpu, cuda or cuda:N", "'gpu'"]),
+        pytest.param(
+            "cuda",
+            ["device: cuda requested but torch sees no CUDA device"],
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal on a machine without CUDA"),
+        ),
+    ],
+)
+def test_a_device_that_cannot_train_is_refused_by_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], device: str, words: list[str]
+) -> None:
+    from training.tabular.cli import main as gan_tabular
+
+    train_csv, model = tmp_path / "train.csv", tmp_path / "model.pt"
+    correlated_table(100).to_csv(train_csv, index=False)
+    arguments = ["train", "--csv", str(train_csv), "--out", str(model), "--no-progress"]
+    assert gan_tabular([*arguments, f"device={device}"]) == 2
+    err = capsys.readouterr().err
+    assert all(word in err for word in words), err
+    assert "Traceback" not in err and not model.exists()

@@ -16,7 +16,7 @@ from training.train import TrainingDiverged
 from training.translation import train as train_module
 from training.translation.checkpoint import load_translation_checkpoint, load_translator
 from training.translation.cli import main, translation_config
-from training.translation.config import TranslationConfig
+from training.translation.config import TranslationConfig, translation_digest
 from training.translation.data import (
     digits_domains,
     downscale,
@@ -235,6 +235,7 @@ def test_random_holes_respect_their_size_range() -> None:
         (["task=inpainting", "data.hole_min=0.6", "data.hole_max=0.4"], ["hole_min"]),
         (["task=paired"], ["data.folder", "a/ and b/"]),
         (["task=colourisation", "model.width=0"], ["model.width"]),
+        (["task=colourisation", "device=gpu"], ["device", "cuda:N", "'gpu'"]),
     ],
 )
 def test_a_bad_config_names_the_field(overrides: list[str], words: list[str]) -> None:
@@ -251,6 +252,22 @@ def test_an_unreadable_folder_is_reported_by_its_field(tmp_path: Path, capsys: p
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "small.png")
     assert main(["train", "--config", str(config), f"data.folder={tmp_path}", f"out_dir={tmp_path / 'o'}"]) == 2
     assert "data.patch_size=32" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_cuda_without_a_gpu_stops_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = Path(__file__).parents[2] / "training/configs/colourise.yaml"
+    assert main(["train", "--config", str(config), "device=cuda", f"out_dir={tmp_path}", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "device: cuda requested but torch sees no CUDA device; use device=cpu or auto" in err
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_the_device_is_a_run_setting_outside_the_digest() -> None:
+    """A checkpoint trained on a GPU resumes and exports as the same model on a CPU, and back."""
+    on_gpu, on_cpu = (translation_config(None, ["task=colourisation", f"device={d}"]) for d in ("cuda:1", "cpu"))
+    assert on_gpu.device == "cuda:1" and translation_digest(on_gpu) == translation_digest(on_cpu)
+    assert translation_config(None, ["task=colourisation"]).device == "auto"
 
 
 def test_a_folder_of_pairs_and_two_unpaired_folders_train(tmp_path: Path) -> None:

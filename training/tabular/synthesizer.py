@@ -27,13 +27,13 @@ from torch import nn
 
 from service.tabular import Span, TabularSpec, generation_rounds, run_rounds, spans
 from training.checkpoint import CheckpointError, atomic_save
-from training.config import FrozenConfig
+from training.config import Device, FrozenConfig
 from training.losses import gradient_penalty
 from training.tabular.conditions import ConditionSampler
 from training.tabular.models import TableCritic, TableGenerator, activate, condition_loss, packed
 from training.tabular.schema import KINDS, infer_schema
 from training.tabular.transform import TableTransformer
-from training.train import TrainingDiverged, ema_decay, update_ema
+from training.train import TrainingDiverged, ema_decay, resolve_device, update_ema
 
 FORMAT = "gan-serving-tabular/1"
 
@@ -55,7 +55,7 @@ class TabularConfig(FrozenConfig):
     steps: int = Field(2000, ge=1)
     batch_size: int = Field(500, ge=2, le=100_000)  # capped at the table's rows (see effective_batch_size)
     seed: int = Field(0, ge=0)
-    device: str = "cpu"
+    device: Device = "auto"  # auto: cuda when torch sees a GPU, else cpu; the trained model samples on the CPU
 
     @model_validator(mode="after")
     def _fits(self) -> TabularConfig:
@@ -138,7 +138,7 @@ def train_table(table: pd.DataFrame, config: TabularConfig, progress: bool = Fal
     discrete = transformer.discrete_columns(encoded)
     sampler = ConditionSampler(discrete, rows=len(table))
     spans = transformer.spans()
-    device = torch.device(config.device)
+    device = resolve_device(config.device)
     generator = TableGenerator(config.latent_dim, sampler.width, config.generator_widths, spans).to(device)
     critic = TableCritic(transformer.width + sampler.width, config.critic_widths, config.pack, config.dropout)
     critic = critic.to(device)

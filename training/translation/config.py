@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from training.config import LOGGING_KEYS, FrozenConfig
+from training.config import LOGGING_KEYS, Device, FrozenConfig
 
 Task = Literal["super-resolution", "inpainting", "colourisation", "paired", "unpaired"]
 PAIRED_TASKS = ("super-resolution", "inpainting", "colourisation", "paired")
@@ -76,6 +76,7 @@ class TranslationConfig(FrozenConfig):
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(25, ge=1)
     out_dir: Path = Path("runs/translation")
+    device: Device = "auto"  # auto: cuda when torch sees a GPU, else cpu
     domains: tuple[str, str] = ("a", "b")  # unpaired: names of the two domains; the model's task is "a-to-b"
 
     @model_validator(mode="after")
@@ -134,10 +135,10 @@ class TranslationConfig(FrozenConfig):
         return self.data.patch_size // self.scale
 
 
-RUN_ONLY_KEYS = {"out_dir", *LOGGING_KEYS}
+RUN_ONLY_KEYS = {"out_dir", "device", *LOGGING_KEYS}
 
 
 def translation_digest(config: TranslationConfig) -> str:
-    """sha256 of what shapes the model (not where it is written, nor how often it logs)."""
+    """sha256 of what shapes the model (not where it is written or trained, nor how often it logs)."""
     content = config.model_dump(mode="json", exclude=RUN_ONLY_KEYS)
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()

@@ -27,7 +27,15 @@ from training.checkpoint import (
     refusing_misfits,
     restore_global_rng,
 )
-from training.train import check_finite, check_weights_finite, ema_decay, seed_everything, update_ema
+from training.determinism import set_determinism
+from training.train import (
+    check_finite,
+    check_weights_finite,
+    ema_decay,
+    resolve_device,
+    seed_everything,
+    update_ema,
+)
 from training.translation.checkpoint import FORMAT, load_translation_checkpoint
 from training.translation.config import TranslationConfig, translation_digest
 from training.translation.data import PairedData, UnpairedData, load_paired, load_unpaired
@@ -57,6 +65,7 @@ class Run:
     batches: torch.Generator  # which crops, holes and images each step sees
     pool_rng: torch.Generator  # the image pools' choices
     pools: dict[str, ImagePool]  # CycleGAN: "a", "b"
+    device: torch.device  # where the networks, optimiser states and pools live; data is drawn on the CPU
     step: int = 0
 
 
@@ -76,8 +85,10 @@ def train_translation(
 ) -> TranslationResult:
     """Train as configured (from `resume` if given); returns the final checkpoint."""
     data = load_data(config)  # fails before any work if the data is unusable
+    device = resolve_device(config.device)
+    set_determinism(False, device)  # on a GPU, cuDNN picks its fastest convolutions
     seed_everything(config.seed)
-    run = new_run(config)
+    run = new_run(config, device)
     if resume is not None:
         restore(run, load_translation_checkpoint(resume), resume)
     out = config.out_dir
@@ -122,7 +133,7 @@ def set_learning_rates(run: Run, config: TranslationConfig) -> None:
 
 def train_step(run: Run, config: TranslationConfig, data: Data) -> dict[str, float]:
     set_learning_rates(run, config)
-    a, b = data.draw(config.batch_size, run.batches)
+    a, b = (images.to(run.device) for images in data.draw(config.batch_size, run.batches))
     losses = paired_step(run, config, a, b) if config.is_paired else unpaired_step(run, config, a, b)
     if run.ema is not None:
         update_ema(run.ema, run.generators, ema_decay(config.optim.ema_decay, run.step))
@@ -155,7 +166,7 @@ def unpaired_step(run: Run, config: TranslationConfig, a: torch.Tensor, b: torch
     run.discriminators.requires_grad_(False)
     g_adv = _lsgan(d_b(fake_b), 1.0) + _lsgan(d_a(fake_a), 1.0)
     cycle = (b2a(fake_b) - a).abs().mean() + (a2b(fake_a) - b).abs().mean()
-    identity = torch.zeros(())
+    identity = torch.zeros((), device=a.device)
     if optim.identity_share > 0:
         identity = (a2b(b) - b).abs().mean() + (b2a(a) - a).abs().mean()
     weight = optim.cycle_weight
@@ -188,8 +199,9 @@ def _update(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
     optimizer.step()
 
 
-def new_run(config: TranslationConfig) -> Run:
-    generators, discriminators = build_generators(config), build_discriminators(config)
+def new_run(config: TranslationConfig, device: torch.device) -> Run:
+    """Networks built on the CPU (the same initial weights on any device), then moved to `device`."""
+    generators, discriminators = build_generators(config).to(device), build_discriminators(config).to(device)
     ema = copy.deepcopy(generators).eval().requires_grad_(False) if config.optim.ema_decay > 0 else None
     betas = (config.optim.beta1, config.optim.beta2)
     return Run(
@@ -201,6 +213,7 @@ def new_run(config: TranslationConfig) -> Run:
         batches=torch.Generator().manual_seed(config.seed),
         pool_rng=torch.Generator().manual_seed(config.seed + 1),
         pools={} if config.is_paired else {name: ImagePool(config.optim.pool_size) for name in ("a", "b")},
+        device=device,
     )
 
 
@@ -215,10 +228,10 @@ def save_picture(run: Run, config: TranslationConfig, data: Data, path: Path) ->
     was_training = generators.training
     generators.eval()
     if isinstance(data, PairedData):
-        source, target = _spread(data.held_out[0]), _spread(data.held_out[1])
+        source, target = _spread(data.held_out[0]).to(run.device), _spread(data.held_out[1])
         save_rows([source, generators["a2b"](source), target], path)
     else:
-        source = _spread(data.held_out_a)
+        source = _spread(data.held_out_a).to(run.device)
         translated = generators["a2b"](source)
         save_rows([source, translated, generators["b2a"](translated)], path)
     generators.train(was_training)
@@ -260,7 +273,7 @@ def restore(run: Run, state: dict[str, Any], path: Path) -> None:
     rng = state["rng"]
     run.batches.set_state(rng["batches"])
     run.pool_rng.set_state(rng["pools"])
-    restore_global_rng(rng, cuda=False)  # translation trains on the CPU
+    restore_global_rng(rng, cuda=run.device.type == "cuda")
 
 
 def load_weights(run: Run, state: dict[str, Any]) -> None:
@@ -274,7 +287,7 @@ def load_weights(run: Run, state: dict[str, Any]) -> None:
     run.opt_g.load_state_dict(state["optimizer_g"])
     run.opt_d.load_state_dict(state["optimizer_d"])
     for name, pool in run.pools.items():
-        pool.restore(state["pools"][name])
+        pool.restore(state["pools"][name].to(run.device))  # checkpoints load onto the CPU
 
 
 class CsvLog:
