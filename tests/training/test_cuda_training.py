@@ -17,7 +17,7 @@ import torch
 
 from tests.conftest import TINY, train_tiny
 from tests.training.test_tabular import correlated_table, placements_table
-from tests.training.test_translation import tiny
+from tests.training.test_translation import assert_resume_is_bit_for_bit, tiny
 from training.checkpoint import load_checkpoint
 from training.config import load_config
 from training.data import DataError
@@ -98,6 +98,19 @@ def test_a_cyclegan_resumes_with_its_image_pools_on_either_device(tmp_path: Path
     assert resumed.step == 4 and all(math.isfinite(v) for v in resumed.losses.values())
     pools = torch.load(resumed.checkpoint, weights_only=True)["pools"]
     assert {pool.device.type for pool in pools.values()} == {then} and all(len(p) == 3 for p in pools.values())
+
+
+@pytest.mark.parametrize("task", ["inpainting", "unpaired"])
+def test_a_deterministic_translation_run_resumes_bit_for_bit_on_cuda(task: str, tmp_path: Path) -> None:
+    assert_resume_is_bit_for_bit(task, tmp_path, "device=cuda", "deterministic=true")
+
+
+def test_a_deterministic_tabular_run_repeats_on_cuda() -> None:
+    config = TabularConfig(steps=30, batch_size=100, device="cuda", deterministic=True)
+    first, second = (train_table(correlated_table(300), config) for _ in range(2))
+    weights = second.generator.state_dict()
+    for name, tensor in first.generator.state_dict().items():
+        assert torch.equal(tensor, weights[name]), name
 
 
 def test_the_tabular_gan_trains_on_cuda_and_samples_and_exports_on_the_cpu(tmp_path: Path) -> None:

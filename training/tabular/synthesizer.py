@@ -28,6 +28,7 @@ from torch import nn
 from service.tabular import Span, TabularSpec, generation_rounds, run_rounds, spans
 from training.checkpoint import CheckpointError, atomic_save
 from training.config import Device, FrozenConfig
+from training.determinism import set_determinism
 from training.losses import gradient_penalty
 from training.tabular.conditions import ConditionSampler
 from training.tabular.models import TableCritic, TableGenerator, activate, condition_loss, packed
@@ -56,6 +57,7 @@ class TabularConfig(FrozenConfig):
     batch_size: int = Field(500, ge=2, le=100_000)  # capped at the table's rows (see effective_batch_size)
     seed: int = Field(0, ge=0)
     device: Device = "auto"  # auto: cuda when torch sees a GPU, else cpu; the trained model samples on the CPU
+    deterministic: bool = False  # deterministic algorithms only: a GPU run repeats bit for bit, slower
 
     @model_validator(mode="after")
     def _fits(self) -> TabularConfig:
@@ -139,6 +141,7 @@ def train_table(table: pd.DataFrame, config: TabularConfig, progress: bool = Fal
     sampler = ConditionSampler(discrete, rows=len(table))
     spans = transformer.spans()
     device = resolve_device(config.device)
+    set_determinism(config.deterministic, device)
     generator = TableGenerator(config.latent_dim, sampler.width, config.generator_widths, spans).to(device)
     critic = TableCritic(transformer.width + sampler.width, config.critic_widths, config.pack, config.dropout)
     critic = critic.to(device)

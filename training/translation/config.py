@@ -77,6 +77,7 @@ class TranslationConfig(FrozenConfig):
     log_every: int = Field(25, ge=1)
     out_dir: Path = Path("runs/translation")
     device: Device = "auto"  # auto: cuda when torch sees a GPU, else cpu
+    deterministic: bool = False  # deterministic algorithms only: a GPU run repeats bit for bit, slower
     domains: tuple[str, str] = ("a", "b")  # unpaired: names of the two domains; the model's task is "a-to-b"
 
     @model_validator(mode="after")
@@ -135,7 +136,7 @@ class TranslationConfig(FrozenConfig):
         return self.data.patch_size // self.scale
 
 
-RUN_ONLY_KEYS = {"out_dir", "device", *LOGGING_KEYS}
+RUN_ONLY_KEYS = {"out_dir", "device", "deterministic", *LOGGING_KEYS}
 
 
 def translation_digest(config: TranslationConfig) -> str:

@@ -86,7 +86,7 @@ def train_translation(
     """Train as configured (from `resume` if given); returns the final checkpoint."""
     data = load_data(config)  # fails before any work if the data is unusable
     device = resolve_device(config.device)
-    set_determinism(False, device)  # on a GPU, cuDNN picks its fastest convolutions
+    set_determinism(config.deterministic, device)  # off, a GPU run lets cuDNN pick its fastest convolutions
     seed_everything(config.seed)
     run = new_run(config, device)
     if resume is not None:
