@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -95,10 +96,10 @@ def _file_fingerprint(path: Path) -> Fingerprint:
     return (stat.st_mtime_ns, stat.st_size)
 
 
-def _selects_nothing(name: str, model_dir: Path, config: ModelConfig, on_disk: list[int]) -> VersionState:
+def _selects_nothing(name: str, config: ModelConfig, on_disk: list[int]) -> VersionState:
     policy = config.version_policy.describe()
     versions = ", ".join(map(str, on_disk))
-    reason = f"{model_dir / CONFIG_FILE}: version_policy {policy} selects none of the versions on disk ({versions})"
+    reason = f"{name}/{CONFIG_FILE}: version_policy {policy} selects none of the versions on disk ({versions})"
     return VersionState(name, 0, UNAVAILABLE, reason)
 
 
@@ -316,7 +317,7 @@ class Repository:
         current = {mv.version: mv for mv in self._models.get(name, [])}
         selected = config.version_policy.select(on_disk)
         if not selected:  # a failed load, like a bad config: whatever serves keeps serving
-            states[0] = _selects_nothing(name, model_dir, config, on_disk)
+            states[0] = _selects_nothing(name, config, on_disk)
             return
         serving: list[ModelVersion] = []
         for version in selected:
@@ -333,13 +334,18 @@ class Repository:
     def _config_failed(self, name: str, reason: str) -> None:
         """A config.json that does not load: in the index always; counted and logged once per change
         of the file (a poll every few seconds would count the same failure again and again)."""
-        self._states[name][0] = VersionState(name, 0, UNAVAILABLE, reason)
+        self._states[name][0] = VersionState(name, 0, UNAVAILABLE, self._within_repository(reason))
         fingerprint = _file_fingerprint(self._root / name / CONFIG_FILE)
         if self._failed.get((name, 0)) == fingerprint:
             return
         self._failed[(name, 0)] = fingerprint
         self._metrics.load_failures.labels(name).inc()
         log.error("%s", reason)
+
+    def _within_repository(self, reason: str) -> str:
+        """A reason as clients see it (RepositoryIndex, ModelReady, errors): paths relative to the repository,
+        so the server's directory layout stays private. The log keeps the full paths."""
+        return reason.replace(f"{self._root}{os.sep}", "")
 
     @staticmethod
     def _stand_ins(current: dict[int, ModelVersion], serving: list[ModelVersion], missing: int) -> list[ModelVersion]:
@@ -367,7 +373,8 @@ class Repository:
             self._failed[(name, version)] = fingerprint  # polling retries it only once the file changes
             self._metrics.load_failures.labels(name).inc()
             keeps = " (the previously loaded copy keeps serving)" if old else ""
-            states[version] = VersionState(name, version, READY if old else UNAVAILABLE, f"{exc}{keeps}")
+            reason = self._within_repository(f"{exc}{keeps}")
+            states[version] = VersionState(name, version, READY if old else UNAVAILABLE, reason)
             log.error("loading %s version %d failed: %s%s", name, version, exc, keeps)
             return old
         self._failed.pop((name, version), None)
