@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -344,8 +345,10 @@ class Repository:
 
     def _within_repository(self, reason: str) -> str:
         """A reason as clients see it (RepositoryIndex, ModelReady, errors): paths relative to the repository,
-        so the server's directory layout stays private. The log keeps the full paths."""
-        return reason.replace(f"{self._root}{os.sep}", "")
+        so the server's directory layout stays private. The log keeps the full paths. The root goes only where a
+        path starts with it: a relative root (`models`) inside another name (`old-models/`) stays."""
+        root = re.escape(f"{self._root}{os.sep}")
+        return re.sub(rf"(?<![\w.~/\\-]){root}", "", reason)
 
     @staticmethod
     def _stand_ins(current: dict[int, ModelVersion], serving: list[ModelVersion], missing: int) -> list[ModelVersion]:

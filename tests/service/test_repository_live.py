@@ -189,6 +189,20 @@ def test_a_bad_config_is_counted_once_per_change_and_a_policy_must_select_a_vers
         assert index(v2_stub(server))[("other", "")][1].startswith("other/config.json: not a valid model config")
 
 
+def test_a_relative_repository_leaves_names_that_contain_it_whole(
+    model_repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GAN_MODEL_REPOSITORY=models (the default): only the leading `models/` goes, not the one in `old-models/`."""
+    root = fresh_repository(model_repository, tmp_path)
+    (root / "old-models").mkdir()
+    add_version(root / "digits" / "1" / "model.onnx", root / "old-models", 1)
+    (root / "old-models" / "config.json").write_text("{not json")
+    monkeypatch.chdir(tmp_path)
+    with ServerThread(model_repository=Path("models"), exit_on_error=False) as server:
+        reason = index(v2_stub(server))[("old-models", "")][1]
+    assert reason.startswith("old-models/config.json: not a valid model config"), reason
+
+
 def test_a_policy_changed_to_select_nothing_leaves_the_serving_version(model_repository: Path, tmp_path: Path) -> None:
     root = fresh_repository(model_repository, tmp_path)
     with ServerThread(model_repository=root, **POLL) as server:
