@@ -269,3 +269,16 @@ def test_a_device_that_cannot_train_is_refused_by_name(
     err = capsys.readouterr().err
     assert all(word in err for word in words), err
     assert "Traceback" not in err and not model.exists()
+
+
+def test_a_device_torch_cannot_use_is_refused_before_the_columns_are_fitted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fitting the column transforms takes minutes on a large table; a wrong device should not wait for it."""
+    from training.data import DataError
+    from training.tabular import synthesizer
+
+    def fit(*args: object, **kwargs: object) -> TableTransformer:
+        raise AssertionError("the columns were fitted before the device was checked")
+
+    monkeypatch.setattr(synthesizer.TableTransformer, "fit", fit)
+    with pytest.raises(DataError, match="device: cuda:64 requested"):
+        train_table(correlated_table(100), TabularConfig(steps=1, batch_size=100, device="cuda:64"))

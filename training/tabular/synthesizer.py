@@ -131,6 +131,7 @@ def check_step(step: int, d_loss: torch.Tensor, g_loss: torch.Tensor, generator:
 
 def train_table(table: pd.DataFrame, config: TabularConfig, progress: bool = False) -> Synthesizer:
     """Fit the column transforms, then train for `config.steps` steps; returns the trained synthesizer."""
+    device = resolve_device(config.device)  # a device torch cannot use stops the run before the (slow) fit
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -140,7 +141,6 @@ def train_table(table: pd.DataFrame, config: TabularConfig, progress: bool = Fal
     discrete = transformer.discrete_columns(encoded)
     sampler = ConditionSampler(discrete, rows=len(table))
     spans = transformer.spans()
-    device = resolve_device(config.device)
     set_determinism(config.deterministic, device)
     generator = TableGenerator(config.latent_dim, sampler.width, config.generator_widths, spans).to(device)
     critic = TableCritic(transformer.width + sampler.width, config.critic_widths, config.pack, config.dropout)
