@@ -84,8 +84,8 @@ def train_translation(
     config: TranslationConfig, resume: Path | None = None, progress: bool = True
 ) -> TranslationResult:
     """Train as configured (from `resume` if given); returns the final checkpoint."""
-    data = load_data(config)  # fails before any work if the data is unusable
-    device = resolve_device(config.device)
+    device = resolve_device(config.device)  # a device torch cannot use, or data that is unusable, stops it first
+    data = load_data(config)
     set_determinism(config.deterministic, device)  # off, a GPU run lets cuDNN pick its fastest convolutions
     seed_everything(config.seed)
     run = new_run(config, device)
